@@ -1,0 +1,241 @@
+"""Data types that flow through the pipeline: frames -> clips -> generations -> grounded results.
+
+All stamps are absolute times in integer nanoseconds (ROS time of the source camera frame).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+NS_PER_S = 1_000_000_000
+
+
+class TaskKind(str, enum.Enum):
+    """What a query asks for; values equal the StandingQuery.TASK_* constants of the messages."""
+
+    POINT = "point"
+    COUNT = "count"
+    TRACK = "track"
+    EVENT = "event"
+    CAPTION = "caption"
+    QUESTION = "question"
+
+
+@dataclass(frozen=True)
+class Query:
+    """A standing or on-demand query."""
+
+    id: str
+    task: TaskKind
+    text: str = ""
+    topic: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One camera frame: RGB uint8 pixels (H, W, 3) and the camera's stamp and frame_id."""
+
+    stamp_ns: int
+    image: np.ndarray
+    frame_id: str = ""
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class ClipFrame:
+    """A frame as fed to the model: its absolute sample index and its pooling (SlowFast role)."""
+
+    frame: Frame
+    sample_index: int
+    pooling: tuple[int, int]
+    is_key: bool = False
+
+    @property
+    def stamp_ns(self) -> int:
+        return self.frame.stamp_ns
+
+
+@dataclass(frozen=True, eq=False)
+class Clip:
+    """A window of sampled frames, oldest first, all of the same size."""
+
+    index: int
+    frames: tuple[ClipFrame, ...]
+    epoch: int = 0
+    num_visual_tokens: int = 0
+
+    @property
+    def start_ns(self) -> int:
+        return self.frames[0].stamp_ns
+
+    @property
+    def end_ns(self) -> int:
+        return self.frames[-1].stamp_ns
+
+    @property
+    def stamps_ns(self) -> list[int]:
+        return [f.stamp_ns for f in self.frames]
+
+    @property
+    def width(self) -> int:
+        return self.frames[0].frame.width
+
+    @property
+    def height(self) -> int:
+        return self.frames[0].frame.height
+
+    @property
+    def frame_id(self) -> str:
+        return self.frames[-1].frame.frame_id
+
+    def relative_times(self) -> list[float]:
+        """Seconds of each frame after the clip's first frame (what the prompt shows the model)."""
+        start = self.start_ns
+        return [(s - start) / NS_PER_S for s in self.stamps_ns]
+
+
+@dataclass(frozen=True)
+class RawPoint:
+    """A point as the model wrote it: key (seconds in the clip, or 1-based image index), id, x/y in 0..1000.
+
+    key_is_index: the key was written without a decimal point, i.e. as an image index, not a time.
+    """
+
+    key: float
+    object_id: int | None
+    x: float
+    y: float
+    key_is_index: bool = False
+
+
+@dataclass
+class ParsedAnswer:
+    """Structured content of one model answer.
+
+    kind: "points", "tracks", "count" (a number only), "none" (explicitly empty) or "prose" (no tags).
+    dropped: counts of malformed or out-of-range items, by reason.
+    """
+
+    text: str
+    kind: str
+    label: str = ""
+    points: list[RawPoint] = field(default_factory=list)
+    count: int | None = None
+    dropped: Counter = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class GroundedPoint:
+    """A point on a source frame: the frame's exact stamp and pixel coordinates of the original image."""
+
+    stamp_ns: int
+    x: float
+    y: float
+    label: str = ""
+    object_id: str = ""
+
+
+class TrackStatus(enum.IntEnum):
+    """Values equal molmo2_ros/Track STATUS_*."""
+
+    NEW = 0
+    TRACKED = 1
+    LOST = 2
+    ENDED = 3
+
+
+@dataclass
+class Track:
+    """A persistent track: its id never changes and is never reused."""
+
+    id: str
+    label: str
+    status: TrackStatus
+    first_ns: int
+    last_ns: int
+    trajectory: list[GroundedPoint] = field(default_factory=list)
+
+
+class EventState(enum.IntEnum):
+    """Values equal molmo2_ros/Event STATE_*."""
+
+    STARTED = 0
+    ONGOING = 1
+    ENDED = 2
+
+
+@dataclass
+class Event:
+    """An event with a stable id and a time span of source-frame stamps."""
+
+    id: str
+    query_id: str
+    query: str
+    description: str
+    start_ns: int
+    end_ns: int
+    state: EventState
+    evidence: list[GroundedPoint] = field(default_factory=list)
+    track_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Generation:
+    """Raw model output for one query on one clip."""
+
+    query: Query
+    text: str
+    num_new_tokens: int = 0
+    inference_s: float = 0.0
+
+
+@dataclass
+class QueryResult:
+    """Grounded result for one query on one clip: what the ROS layer and the replay tool publish."""
+
+    query: Query
+    clip_index: int
+    clip_start_ns: int
+    clip_end_ns: int
+    frame_id: str
+    width: int
+    height: int
+    num_frames: int
+    num_visual_tokens: int
+    text: str
+    model_id: str
+    inference_s: float
+    points: list[GroundedPoint] = field(default_factory=list)
+    count: int | None = None
+    tracks: list[Track] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def stamp_ns(self) -> int:
+        """Stamp of the newest frame used: the header stamp of every message made from this result."""
+        return self.clip_end_ns
+
+
+@dataclass
+class Inference:
+    """What an engine returns for one clip: the clip actually used (fewer frames after an out-of-memory
+    retry) and one generation per query. `error` is set (and generations empty) when inference failed."""
+
+    clip: Clip
+    generations: list[Generation]
+    oom_retries: int = 0
+    vision_frames_encoded: int = 0
+    prefill_tokens: int = 0
+    error: str = ""
