@@ -1,7 +1,8 @@
 """Sliding-window clip buffer: decimates frames on arrival and emits a clip every `stride` seconds.
 
-Only frames the sampler can use are kept (at most `sample_fps`), and only those inside the window, so memory is
-bounded by `max_buffered_frames() * frame bytes` (e.g. 8 s at 2 fps of 1080p RGB: 17 frames, 106 MB).
+Only frames the sampler can use are kept (at most `sample_fps`, and at most `max_frames` per window), and only
+those inside the window, so memory is bounded by `max_buffered_frames() * frame bytes` (e.g. 8 s at 2 fps of
+1080p RGB: at most 18 frames, 112 MB).
 """
 
 from __future__ import annotations
@@ -39,15 +40,19 @@ class BufferConfig:
 
     @property
     def period_ns(self) -> int:
-        return round(NS_PER_S / self.sample_fps)
+        """Spacing of kept frames: 1/sample_fps, widened so that a window holds at most max_frames."""
+        return round(NS_PER_S * max(1.0 / self.sample_fps, self.window_s / self.max_frames))
 
     def max_buffered_frames(self) -> int:
         """Upper bound of frames held at once."""
-        return int(self.window_s * self.sample_fps) + 2
+        return int(self.window_s * NS_PER_S / self.period_ns) + 2
 
 
 class ClipBuffer:
-    """Turns a stream of frames into overlapping clips. Not thread-safe: feed it from one thread."""
+    """Turns a stream of frames into overlapping clips. Not thread-safe: feed it from one thread.
+
+    A clip is emitted on a kept frame (so it always ends with the newest sampled frame) once `stride_s` has
+    passed since the previous clip; the effective stride is thus rounded up to the kept-frame spacing."""
 
     def __init__(self, config: BufferConfig = BufferConfig(), slowfast: SlowFastConfig = SlowFastConfig(),
                  patches_per_side: int = 27) -> None:
@@ -86,7 +91,7 @@ class ClipBuffer:
         if stamp_ns < self._newest_ns:
             behind = self._newest_ns - stamp_ns
             return "backward_jump" if behind >= self.config.backward_jump_s * NS_PER_S else "out_of_order"
-        tolerance = self.config.period_ns // 10
+        tolerance = self.config.period_ns // 50
         if stamp_ns - self._last_kept_ns >= self.config.period_ns - tolerance:
             return "keep"
         return "decimate"
@@ -117,7 +122,7 @@ class ClipBuffer:
         while self._frames and self._frames[0][1].stamp_ns <= frame.stamp_ns - window_ns:
             self._frames.popleft()
         stride_ns = round(self.config.stride_s * NS_PER_S)
-        tolerance = self.config.period_ns // 10
+        tolerance = self.config.period_ns // 50
         if self._next_emit_ns is None:
             self._next_emit_ns = frame.stamp_ns + stride_ns - tolerance
             return None

@@ -108,7 +108,7 @@ def load_model_and_processor(config: EngineConfig, device: torch.device, dtype: 
             source, dtype=dtype, attn_implementation=config.attn_implementation or None, **kwargs)
     except ModelLoadError:
         raise
-    except (OSError, ValueError, KeyError) as error:
+    except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear error
         hint = ("HF_HUB_OFFLINE is set and the model is not in the local Hugging Face cache: download it once on "
                 f"a connected machine (`hf download {config.model}`) and copy the cache (HF_HOME), or point the "
                 "model parameter at a local folder." if _offline() and not looks_local else
