@@ -1,0 +1,128 @@
+"""Pipeline: engine answers -> grounded results with source stamps and pixels, persistent ids, single events."""
+
+import numpy as np
+import pytest
+
+from molmo2_ros.core.clip_buffer import BufferConfig
+from molmo2_ros.core.pipeline import Pipeline, PipelineConfig
+from molmo2_ros.core.types import (NS_PER_S, EventState, Frame, Generation, Inference, Query, TaskKind,
+                                   TrackStatus)
+
+T0 = 1_700_000_000 * NS_PER_S
+W, H = 640, 480
+
+
+class ScriptedEngine:
+    """Answers with a function of (clip, query): a stand-in for the model in pipeline tests."""
+
+    model_id = "scripted"
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def infer(self, clip, queries, max_new_tokens=None):
+        if self.answer is None:
+            return Inference(clip, [], error="RuntimeError: boom")
+        return Inference(clip, [Generation(q, self.answer(clip, q), 1, 0.01) for q in queries])
+
+
+def ball_x(t_s: float) -> int:
+    """Model coordinate (0..1000) of a ball moving right."""
+    return int(100 + 40 * t_s)
+
+
+def answer(clip, query):
+    rel = clip.relative_times()
+    abs_s = [(s - T0) / NS_PER_S for s in clip.stamps_ns]
+    if query.task == TaskKind.TRACK:
+        # two objects; the per-answer ids swap every clip (the model renumbers by first appearance)
+        swap = clip.index % 2
+        groups = [f"{t:.1f} {1 + swap} {ball_x(a):03d} 500 {2 - swap} 800 {200:03d}" for t, a in zip(rel, abs_s)]
+        return f'<tracks coords="{";".join(groups)}">ball</tracks>'
+    if query.task == TaskKind.COUNT:
+        return f'Counting the <points coords="{rel[-1]:.1f} 1 100 100 2 900 900">cubes</points> shows a total of 2.'
+    if query.task == TaskKind.EVENT:
+        groups = [f"{t:.1f} 1 500 500" for t, a in zip(rel, abs_s) if 4.0 <= a <= 6.0]
+        return f'<points coords="{";".join(groups)}">fall</points>' if groups else "There are none."
+    return f'<points coords="{rel[-1]:.1f} 1 500 250">ball</points>'
+
+
+QUERIES = [Query("pt", TaskKind.POINT, "ball"), Query("n", TaskKind.COUNT, "cubes"),
+           Query("trk", TaskKind.TRACK, "ball"), Query("ev", TaskKind.EVENT, "ball falling")]
+
+
+def run(pipeline, seconds=14.0, fps=10):
+    results = []
+    for i in range(int(seconds * fps)):
+        clip = pipeline.push(Frame(T0 + i * NS_PER_S // fps, np.zeros((H, W, 3), np.uint8), "camera_optical"))
+        if clip is not None:
+            results.append((clip, pipeline.process(clip)))
+    return results
+
+
+def test_points_grounded_on_source_frames():
+    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    for clip, results in run(p):
+        point = next(r for r in results if r.query.id == "pt")
+        assert point.stamp_ns == clip.end_ns and point.frame_id == "camera_optical"
+        assert point.points[0].stamp_ns == clip.end_ns
+        assert (point.points[0].x, point.points[0].y) == (320.0, 120.0)
+        count = next(r for r in results if r.query.id == "n")
+        assert count.count == 2 and len(count.points) == 2
+
+
+def test_track_ids_persist_across_windows_despite_renumbering():
+    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    ids = set()
+    for _, results in run(p):
+        tracks = next(r for r in results if r.query.id == "trk").tracks
+        assert len(tracks) == 2
+        ids |= {t.id for t in tracks}
+        moving = min(tracks, key=lambda t: t.trajectory[-1].y)
+        assert moving.trajectory[-1].y == 0.2 * H or moving.trajectory[-1].y == 0.5 * H
+    assert ids == {"trk/t1", "trk/t2"}
+
+
+def test_event_reported_once_with_span():
+    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    events = [e for _, results in run(p) for r in results if r.query.id == "ev" for e in r.events]
+    assert {e.id for e in events} == {"ev/e1"}
+    assert events[0].state == EventState.STARTED and events[-1].state == EventState.ENDED
+    assert [e.state for e in events].count(EventState.STARTED) == 1
+    assert events[-1].start_ns == T0 + 4 * NS_PER_S and events[-1].end_ns == T0 + 6 * NS_PER_S
+
+
+def test_inference_error_counted_and_stream_continues():
+    engine = ScriptedEngine(None)
+    p = Pipeline(engine, QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    assert all(results == [] for _, results in run(p, seconds=3))
+    assert p.counters["inference_errors"] >= 1 and "boom" in p.last_error
+    engine.answer = answer
+    assert all(results for _, results in run(p, seconds=3)[1:])
+
+
+def test_query_management_validates():
+    p = Pipeline(ScriptedEngine(answer), [])
+    p.add_query(Query("a", TaskKind.POINT, "cup"))
+    with pytest.raises(ValueError, match="already exists"):
+        p.add_query(Query("a", TaskKind.POINT, "cup"))
+    with pytest.raises(ValueError, match="letters"):
+        p.add_query(Query("bad id!", TaskKind.POINT, "cup"))
+    with pytest.raises(ValueError, match="needs a text"):
+        p.add_query(Query("b", TaskKind.TRACK, ""))
+    with pytest.raises(ValueError, match="limit"):
+        p.add_query(Query("c", TaskKind.QUESTION, "x" * 10_000))
+    p.remove_query("a")
+    with pytest.raises(ValueError, match="no query"):
+        p.remove_query("a")
+    assert p.queries == []
+
+
+def test_on_demand_answer_does_not_touch_standing_tracks():
+    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    run(p, seconds=5)
+    clip = p.buffer.clip_between(T0 + 2 * NS_PER_S, T0 + 4 * NS_PER_S)
+    result = p.answer(clip, Query("goal", TaskKind.TRACK, "ball"))
+    assert {t.id for t in result.tracks} == {"goal/t1", "goal/t2"}
+    assert all(t.status == TrackStatus.NEW for t in result.tracks)
+    assert all(clip.start_ns <= pt.stamp_ns <= clip.end_ns for t in result.tracks for pt in t.trajectory)
