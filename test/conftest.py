@@ -1,0 +1,89 @@
+"""Fixtures shared by the tests.
+
+ROS tests run through `make test` (scripts/with_ros), so the generated interfaces import from the colcon
+install space and `molmo2_ros.core` from the source tree (see molmo2_ros/__init__.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
+
+# ROS_DOMAIN_ID values handed to tests: 1..101 (0 is everyone's default; above 101 the Fast DDS UDP port
+# formula can run into the Linux ephemeral port range).
+_DOMAIN_MIN, _DOMAIN_MAX = 1, 101
+_DOMAIN_LOCK_DIR = Path(tempfile.gettempdir()) / "molmo2_ros_test_domains"
+_domain_counter = 0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Importing any generated ROS message pulls in rosidl_parser -> lark, which imports the deprecated
+    # sre_parse/sre_constants modules (upstream, harmless).
+    config.addinivalue_line("filterwarnings", "ignore:module 'sre_(parse|constants)' is deprecated:DeprecationWarning")
+
+
+def _claim_domain_id() -> tuple[int, int]:
+    """Pick a ROS_DOMAIN_ID that no other test on this host (in this or another pytest run) holds right now.
+
+    Claiming = holding an exclusive flock on <tmp>/molmo2_ros_test_domains/<id>.lock for the test's duration;
+    the kernel drops the lock when the process dies, so a crashed run leaves nothing stale behind. The search
+    starts at a point derived from the pid and a per-process counter so parallel runs rarely even contend.
+    Returns (domain_id, fd of the held lock).
+    """
+    global _domain_counter
+    _domain_counter += 1
+    _DOMAIN_LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    span = _DOMAIN_MAX - _DOMAIN_MIN + 1
+    start = zlib.crc32(f"{os.getpid()}:{_domain_counter}".encode()) % span
+    for i in range(span):
+        domain_id = _DOMAIN_MIN + (start + i) % span
+        fd = os.open(_DOMAIN_LOCK_DIR / f"{domain_id}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                continue
+            raise
+        return domain_id, fd
+    raise RuntimeError(f"all ROS_DOMAIN_IDs {_DOMAIN_MIN}..{_DOMAIN_MAX} are held by other tests")
+
+
+@pytest.fixture
+def ros_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """An environment for ROS processes that keeps all traffic on this host and away from other tests.
+
+    Returns a dict for subprocess.Popen(env=...) and sets the same variables in os.environ for the test's
+    duration (restored afterwards), so in-process rclpy.init() uses them too.
+    """
+    domain_id, lock_fd = _claim_domain_id()
+    ros_home = tmp_path / "ros_home"
+    ros_home.mkdir()
+    overrides = {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_HOME": str(ros_home),
+        "ROS_LOG_DIR": str(ros_home / "log"),
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
+        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+    }
+    # ROS_LOCALHOST_ONLY is ignored by the PyPI wheels (and deprecated): never let it suggest otherwise.
+    monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
+    for key, value in overrides.items():
+        monkeypatch.setenv(key, value)
+    env = {k: v for k, v in os.environ.items() if k != "ROS_LOCALHOST_ONLY"}
+    env.update(overrides)
+    try:
+        yield env
+    finally:
+        os.close(lock_fd)
