@@ -1,0 +1,229 @@
+"""`molmo2-ros` command line: generate, replay, eval, convert, play, demo."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+RANDOM_WARNING = ("NOTE: the default model is a tiny Molmo2 with RANDOM weights: its answers are meaningless. "
+                  "Pass --model allenai/Molmo2-4B (or another trained checkpoint) for real answers.")
+ORACLE_NOTE = ("NOTE: --oracle is an EVALUATION INSTRUMENT that answers from the scenario's ground truth; "
+               "it measures the pipeline after the model, it is not a model.")
+
+
+def _add_engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="", help="Hub id or folder (default: tiny random model, meaningless answers)")
+    p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
+    p.add_argument("--oracle", default="", metavar="SCENARIO_JSON",
+                   help="answer from ground truth (evaluation instrument, not a model)")
+    p.add_argument("--noise", choices=("none", "default"), default="none", help="oracle noise")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--window", type=float, default=8.0, help="clip length, s")
+    p.add_argument("--stride", type=float, default=1.0, help="time between clips, s")
+    p.add_argument("--sample-fps", type=float, default=2.0)
+
+
+def _engine(args):
+    """(engine, is_random_model)."""
+    if args.oracle:
+        from .offline.oracle import NO_NOISE, NoiseConfig, OracleEngine
+        from .offline.scenario import GroundTruth
+
+        print(ORACLE_NOTE, file=sys.stderr)
+        return OracleEngine(GroundTruth.load(args.oracle), NoiseConfig() if args.noise == "default" else NO_NOISE), False
+    from .core.engine import EngineConfig, Molmo2Engine
+    from .offline.replay import ensure_tiny_model
+
+    random_model = not args.model
+    model = args.model or str(ensure_tiny_model())
+    if random_model:
+        print(RANDOM_WARNING, file=sys.stderr)
+    engine = Molmo2Engine(EngineConfig(model=model, device=args.device, max_new_tokens=args.max_new_tokens))
+    engine.load()
+    return engine, random_model
+
+
+def _pipeline_config(args):
+    from .core.clip_buffer import BufferConfig
+    from .core.pipeline import PipelineConfig
+
+    return PipelineConfig(buffer=BufferConfig(window_s=args.window, stride_s=args.stride, sample_fps=args.sample_fps),
+                          max_new_tokens=args.max_new_tokens)
+
+
+def _queries(args, bag: Path):
+    from .core.types import Query, TaskKind
+    from .offline.replay import load_queries
+
+    if args.queries:
+        return load_queries(args.queries)
+    for candidate in (bag / "scenario.json", bag.parent / "scenario.json"):
+        if candidate.is_file():
+            data = json.loads(candidate.read_text())
+            return [Query(q["id"], TaskKind(q["task"]), q.get("text", "")) for q in data["queries"]]
+    raise SystemExit("no queries: pass --queries YAML (list of {id, task, text}) or put scenario.json next to the bag")
+
+
+def cmd_generate(args) -> int:
+    from .offline.scenario import generate_scenario
+
+    bag = generate_scenario(args.out, seconds=args.seconds, fps=args.fps, width=args.width, height=args.height,
+                            encoding=args.encoding, seed=args.seed, storage=args.storage)
+    print(f"bag: {bag}\nground truth: {Path(args.out) / 'scenario.json'}")
+    return 0
+
+
+def _run_replay(args, bag: Path, out: Path):
+    from .offline.replay import replay
+
+    engine, random_model = _engine(args)
+    summary = replay(bag, out, engine, _queries(args, bag), config=_pipeline_config(args), topic=args.topic,
+                     gif=not args.no_gif, progress=not args.quiet)
+    print(summary.table())
+    if random_model:
+        print(RANDOM_WARNING)
+    return summary, random_model
+
+
+def cmd_replay(args) -> int:
+    from .offline.replay import BagError
+
+    try:
+        summary, _ = _run_replay(args, Path(args.bag), Path(args.out))
+    except BagError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 130 if summary.interrupted else 0
+
+
+def cmd_eval(args) -> int:
+    from .offline.evaluate import evaluate, format_table, load_results
+    from .offline.scenario import GroundTruth
+
+    report = evaluate(load_results(args.results), GroundTruth.load(args.scenario), radius_frac=args.radius)
+    print(format_table(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .offline.convert import convert_file
+
+    for path in convert_file(args.annotations, args.out, width=args.width, height=args.height, coords=args.coords,
+                             task=args.task):
+        print(path)
+    return 0
+
+
+def cmd_play(args) -> int:
+    from .offline.player import play
+
+    n = play(args.bag, rate=args.rate, clock=not args.no_clock, topics=args.topics or None,
+             wait_subscribers=args.wait_subscribers, match_timeout_s=args.match_timeout)
+    print(f"published {n} messages")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .offline.evaluate import evaluate, format_table, load_results
+    from .offline.scenario import GroundTruth, generate_scenario
+
+    started = time.perf_counter()
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise SystemExit(f"{out} is not empty: choose a new --out folder")
+    bag = generate_scenario(out / "scenario", seconds=args.seconds, width=args.width, height=args.height)
+    truth_path = out / "scenario" / "scenario.json"
+    if args.use_oracle:
+        args.oracle = str(truth_path)
+    args.topic, args.no_gif, args.queries = "", False, ""
+    summary, random_model = _run_replay(args, bag, out / "replay")
+    report = evaluate(load_results(summary.results_path), GroundTruth.load(truth_path))
+    print(format_table(report))
+    (out / "eval.json").write_text(json.dumps(report, indent=1))
+    print(f"gif: {summary.gif}\noutput bag: {summary.output_bag}\nevaluation: {out / 'eval.json'}")
+    if random_model:
+        print(RANDOM_WARNING)
+    o = report["overall"]
+    print(json.dumps({"model": summary.model_id + (" (random weights)" if random_model else ""),
+                      "point_hit_rate": o["point_hit_rate"], "count_mae": o["count_mae"], "mota": o["mota"],
+                      "id_switches_per_track_per_min": o["id_switches_per_track_per_min"],
+                      "event_f1": o["event_f1"], "gif": summary.gif, "output_bag": summary.output_bag,
+                      "wall_s": round(time.perf_counter() - started, 2)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="molmo2-ros", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("generate", help="write a synthetic scenario bag + scenario.json ground truth")
+    p.add_argument("out")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--fps", type=float, default=10.0)
+    p.add_argument("--width", type=int, default=640)
+    p.add_argument("--height", type=int, default=480)
+    p.add_argument("--encoding", choices=("rgb8", "bgr8", "mono8", "jpeg"), default="rgb8")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("replay", help="run the pipeline over every window of a bag")
+    p.add_argument("bag")
+    p.add_argument("--out", default="replay_out")
+    p.add_argument("--topic", default="", help="camera topic (default: first Image/CompressedImage topic)")
+    p.add_argument("--queries", default="", help="YAML list of {id, task, text}")
+    p.add_argument("--no-gif", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_engine_args(p)
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("eval", help="score results.jsonl against scenario.json")
+    p.add_argument("results")
+    p.add_argument("scenario")
+    p.add_argument("--radius", type=float, default=0.05, help="hit radius as a fraction of the image diagonal")
+    p.add_argument("--json", default="", help="also write the report here")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("convert", help="video point/track annotations -> scenario.json files")
+    p.add_argument("annotations")
+    p.add_argument("--out", required=True)
+    p.add_argument("--width", type=int, required=True, help="video width (when not in the annotations)")
+    p.add_argument("--height", type=int, required=True)
+    p.add_argument("--coords", choices=("percent", "pixels"), default="percent")
+    p.add_argument("--task", choices=("point", "track", "count"), default="track")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("play", help="publish a bag with recorded timing and /clock (needs ROS 2)")
+    p.add_argument("bag")
+    p.add_argument("--rate", type=float, default=1.0)
+    p.add_argument("--no-clock", action="store_true")
+    p.add_argument("--topics", nargs="*")
+    p.add_argument("--wait-subscribers", type=int, default=1)
+    p.add_argument("--match-timeout", type=float, default=10.0)
+    p.set_defaults(func=cmd_play)
+
+    p = sub.add_parser("demo", help="generate a scenario, replay it, evaluate")
+    p.add_argument("--out", default="molmo2_demo")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--width", type=int, default=320)
+    p.add_argument("--height", type=int, default=240)
+    p.add_argument("--use-oracle", action="store_true", help="oracle (evaluation instrument) instead of a model")
+    p.add_argument("--topic", default="")
+    p.add_argument("--quiet", action="store_true")
+    _add_engine_args(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
