@@ -46,7 +46,7 @@ def draw_overlay(image: np.ndarray, results: list[QueryResult], max_trail: int =
                  max_labels: int = 20) -> np.ndarray:
     """A new RGB uint8 image of the same size with the results' points, track trails and event labels.
 
-    Points: circle + label. Tracks: polyline of the last max_trail trajectory points, a circle on the newest,
+    Points: circle + label on the newest frame that has points, small dots for older frames. Tracks: polyline of the last max_trail trajectory points, a circle on the newest,
     the track id. Events: a text box "EVENT <description> <state>" stacked at the top left.
     At most max_labels texts are drawn in all (shapes are still drawn beyond that).
     """
@@ -66,8 +66,12 @@ def draw_overlay(image: np.ndarray, results: list[QueryResult], max_trail: int =
 
     for result in results:
         qcolor = _color(result.query.id)
+        newest = max((p.stamp_ns for p in result.points), default=None)
         for p in result.points:
             c = (int(round(p.x)), int(round(p.y)))
+            if p.stamp_ns != newest:  # points on older frames of the clip: a small dot, no label
+                cv2.circle(img, c, max(1, radius // 3), qcolor, cv2.FILLED, cv2.LINE_AA)
+                continue
             cv2.circle(img, c, radius, qcolor, thick, cv2.LINE_AA)
             if p.label and can_label():
                 _label(img, p.label, (c[0] + radius + 2, c[1] - radius), qcolor)
