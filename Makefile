@@ -41,7 +41,7 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 	VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH" AMENT_PREFIX_PATH=$(VENV)
 COLCON_LOG := build/colcon_build.log
 
-.PHONY: setup build test clean distclean fix-wheels check-tools
+.PHONY: setup build test demo bench clean distclean fix-wheels check-tools
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP)
 	@echo "setup: ready (run tests with 'make test', commands with 'scripts/with_ros CMD')"
@@ -103,6 +103,18 @@ build: fix-wheels check-tools $(SOURCE_LIST)
 # --- tests -----------------------------------------------------------------------------------------------
 test: setup
 	scripts/with_ros $(PY) -m pytest test -q -ra $(PYTEST_ARGS)
+
+# --- demo and benchmarks ---------------------------------------------------------------------------------
+# make demo [ORACLE=1] [MODEL=allenai/Molmo2-4B DEVICE=cuda]: scenario bag -> replay -> GIF, output bag, eval.
+DEMO_OUT ?= out/demo
+demo: setup
+	rm -rf $(DEMO_OUT)
+	$(VENV)/bin/molmo2-ros demo --out $(DEMO_OUT) $(if $(filter 1,$(ORACLE)),--use-oracle) \
+		$(if $(MODEL),--model $(MODEL)) $(if $(DEVICE),--device $(DEVICE))
+
+# Benchmarks print a table and write bench/out/*.json (measurements, not timed tests).
+bench: setup
+	scripts/with_ros $(PY) -m bench.bench_engine
 
 clean:
 	rm -rf build install log
