@@ -153,6 +153,22 @@ class Molmo2Engine:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
+    def clear_cache(self) -> None:
+        """Forget cached vision features and return their GPU memory (the model stays loaded)."""
+        self._free_after_oom()
+
+    def encode(self, clip: Clip) -> int:
+        """Encode and cache the clip's vision features ahead of `infer` (which then reuses them, exactly);
+        returns the number of frames encoded. Never raises: `infer` reports faults."""
+        if self.model is None or not self.config.cache_features:
+            return 0
+        try:
+            with torch.inference_mode():
+                return self._clip_features(clip)[1]
+        except Exception:  # noqa: BLE001 - infer() retries and reports the same fault
+            self._free_after_oom()
+            return 0
+
     def gpu_memory_mb(self) -> float:
         if self.device.type != "cuda":
             return 0.0

@@ -1,0 +1,164 @@
+"""Conversions between ROS messages and the ROS-free core types.
+
+Every output stamp is a source-frame stamp (never now()): headers carry the newest frame of the clip,
+GroundedPoints the frame they lie on, frame_id is the camera's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import ColorRGBA, Header
+from visualization_msgs.msg import ImageMarker
+
+from molmo2_ros.core.image_decode import SUPPORTED_ENCODINGS, decode_compressed, decode_raw
+from molmo2_ros.core.types import NS_PER_S, Event, Frame, GroundedPoint, Query, QueryResult, TaskKind, Track
+from molmo2_ros.msg import Answer as AnswerMsg
+from molmo2_ros.msg import Event as EventMsg
+from molmo2_ros.msg import GroundedPoint as GroundedPointMsg
+from molmo2_ros.msg import PointArray as PointArrayMsg
+from molmo2_ros.msg import StandingQuery as StandingQueryMsg
+from molmo2_ros.msg import Track as TrackMsg
+from molmo2_ros.msg import TrackArray as TrackArrayMsg
+
+
+# ---- time ---------------------------------------------------------------------------------------------------
+def time_to_ns(stamp: Time) -> int:
+    return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
+
+
+def ns_to_time(ns: int) -> Time:
+    """builtin_interfaces/Time of a non-negative stamp in ns."""
+    sec, nanosec = divmod(int(ns), NS_PER_S)
+    return Time(sec=sec, nanosec=nanosec)
+
+
+def header(stamp_ns: int, frame_id: str) -> Header:
+    return Header(stamp=ns_to_time(stamp_ns), frame_id=frame_id)
+
+
+# ---- input --------------------------------------------------------------------------------------------------
+def image_stamp_ns(msg: Image | CompressedImage) -> int:
+    return time_to_ns(msg.header.stamp)
+
+
+def frame_from_image(msg: Image, stamp_ns: int) -> Frame:
+    """Decode a sensor_msgs/Image (any supported encoding, padded rows). Raises BadImage."""
+    rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data)
+    return Frame(stamp_ns=stamp_ns, image=rgb, frame_id=msg.header.frame_id)
+
+
+def frame_from_compressed(msg: CompressedImage, stamp_ns: int) -> Frame:
+    """Decode a sensor_msgs/CompressedImage. Raises BadImage."""
+    return Frame(stamp_ns=stamp_ns, image=decode_compressed(msg.format, msg.data), frame_id=msg.header.frame_id)
+
+
+def placeholder_frame(msg: Image | CompressedImage, stamp_ns: int) -> Frame:
+    """A frame without pixels for stamps the buffer will not keep (decimated, duplicate, out of order)."""
+    return Frame(stamp_ns=stamp_ns, image=np.empty((0, 0, 3), np.uint8), frame_id=msg.header.frame_id)
+
+
+def _min_row_bytes(encoding: str, width: int) -> int:
+    enc = encoding.lower()
+    channels = 4 if enc.startswith(("rgba", "bgra")) else 3 if enc.startswith(("rgb", "bgr", "8uc3")) else \
+        2 if enc.startswith(("yuv", "uyvy", "yuyv")) else 1
+    return width * channels * (2 if "16" in enc else 1)
+
+
+def bad_frame_reason(msg: Image | CompressedImage) -> str:
+    """Short counter key for a frame the decoder refused (diagnostics count drops per reason)."""
+    if isinstance(msg, CompressedImage):
+        return "empty_data" if len(msg.data) == 0 else "undecodable"
+    if msg.encoding.lower() not in SUPPORTED_ENCODINGS:
+        return "unsupported_encoding"
+    if msg.width == 0 or msg.height == 0:
+        return "empty_image"
+    if msg.step < _min_row_bytes(msg.encoding, msg.width):
+        return "bad_step"
+    if len(msg.data) < msg.step * msg.height:
+        return "truncated_data"
+    return "undecodable"
+
+
+def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
+    """An rgb8 sensor_msgs/Image (bytes assigned at once: fast)."""
+    h, w = rgb.shape[:2]
+    return Image(header=header(stamp_ns, frame_id), height=h, width=w, encoding="rgb8", is_bigendian=0,
+                 step=w * 3, data=np.ascontiguousarray(rgb, dtype=np.uint8).tobytes())
+
+
+# ---- queries ------------------------------------------------------------------------------------------------
+def query_from_msg(msg: StandingQueryMsg) -> Query:
+    """Unvalidated core Query (the pipeline validates); ValueError for an unknown task."""
+    try:
+        task = TaskKind(msg.task)
+    except ValueError:
+        raise ValueError(f"unknown task '{msg.task}' (use {', '.join(t.value for t in TaskKind)})") from None
+    return Query(id=msg.id, task=task, text=msg.text, topic=msg.topic)
+
+
+def query_to_msg(query: Query) -> StandingQueryMsg:
+    return StandingQueryMsg(id=query.id, task=query.task.value, text=query.text, topic=query.topic)
+
+
+# ---- results ------------------------------------------------------------------------------------------------
+def point_msg(p: GroundedPoint) -> GroundedPointMsg:
+    return GroundedPointMsg(stamp=ns_to_time(p.stamp_ns), x=float(p.x), y=float(p.y), label=p.label,
+                            object_id=p.object_id)
+
+
+def point_array_msg(r: QueryResult) -> PointArrayMsg:
+    count = PointArrayMsg.COUNT_NOT_REQUESTED if r.count is None else int(r.count)
+    return PointArrayMsg(
+        header=header(r.stamp_ns, r.frame_id), query_id=r.query.id, query=r.query.text,
+        image_width=r.width, image_height=r.height, clip_start=ns_to_time(r.clip_start_ns),
+        clip_end=ns_to_time(r.clip_end_ns), points=[point_msg(p) for p in r.points], count=count)
+
+
+def track_msg(t: Track) -> TrackMsg:
+    return TrackMsg(id=t.id, label=t.label, status=int(t.status), first_seen=ns_to_time(t.first_ns),
+                    last_seen=ns_to_time(t.last_ns), trajectory=[point_msg(p) for p in t.trajectory])
+
+
+def track_array_msg(r: QueryResult) -> TrackArrayMsg:
+    return TrackArrayMsg(header=header(r.stamp_ns, r.frame_id), query_id=r.query.id, query=r.query.text,
+                         image_width=r.width, image_height=r.height, tracks=[track_msg(t) for t in r.tracks])
+
+
+def event_msg(e: Event, frame_id: str) -> EventMsg:
+    """Header stamp = source stamp of the latest evidence (the event's end)."""
+    return EventMsg(header=header(e.end_ns, frame_id), id=e.id, query_id=e.query_id, query=e.query,
+                    description=e.description, start=ns_to_time(e.start_ns), end=ns_to_time(e.end_ns),
+                    state=int(e.state), evidence=[point_msg(p) for p in e.evidence], track_ids=list(e.track_ids))
+
+
+def answer_msg(r: QueryResult) -> AnswerMsg:
+    return AnswerMsg(
+        header=header(r.stamp_ns, r.frame_id), query_id=r.query.id, query=r.query.text, task=r.query.task.value,
+        text=r.text, clip_start=ns_to_time(r.clip_start_ns), clip_end=ns_to_time(r.clip_end_ns),
+        num_frames=r.num_frames, num_visual_tokens=r.num_visual_tokens, model_id=r.model_id,
+        inference_time=float(r.inference_s))
+
+
+def _color(key: str) -> ColorRGBA:
+    """Stable colour per key (same hue family as the overlay: derived from the text, not random)."""
+    h = sum((i + 1) * ord(c) for i, c in enumerate(key))
+    return ColorRGBA(r=(h % 7) / 6.0, g=((h // 7) % 7) / 6.0, b=((h // 49) % 7) / 6.0, a=1.0)
+
+
+def marker_msgs(r: QueryResult) -> list[ImageMarker]:
+    """ImageMarkers for one result: the points on the newest frame (POINTS), one LINE_STRIP per track."""
+    out: list[ImageMarker] = []
+    hdr = header(r.stamp_ns, r.frame_id)
+    color = _color(r.query.id)
+    newest = [p for p in r.points if p.stamp_ns == r.stamp_ns]
+    if r.query.task in (TaskKind.POINT, TaskKind.COUNT, TaskKind.EVENT):
+        out.append(ImageMarker(header=hdr, ns=r.query.id, id=0, type=ImageMarker.POINTS, action=ImageMarker.ADD,
+                               scale=6.0, outline_color=color, points=[Point(x=p.x, y=p.y) for p in newest]))
+    for i, t in enumerate(r.tracks):
+        out.append(ImageMarker(header=hdr, ns=r.query.id, id=i, type=ImageMarker.LINE_STRIP,
+                               action=ImageMarker.ADD, scale=2.0, outline_color=_color(t.id),
+                               points=[Point(x=p.x, y=p.y) for p in t.trajectory]))
+    return out

@@ -1,0 +1,184 @@
+"""Parameters of the molmo2 node: declaration (descriptors with ranges), validation, and reading into configs.
+
+Standing queries come from the string parameter `queries`: a YAML list of mappings, e.g. in a params file
+
+    queries: |
+      - {id: ball, task: point, text: red ball}
+      - {id: people, task: track, text: person, topic: /planner/people}
+
+(keys: id, task, text, topic; topic empty = default ~/<task>s/<id>). A YAML string works the same on
+Humble, Jazzy and Kilted (typed empty arrays do not).
+
+When a parameter takes effect:
+- CONFIGURE_TIME: read by the configure transition (model, pipeline, queries). Set them while unconfigured.
+- ACTIVATE_TIME: read by activate (input subscription). Set them while unconfigured or inactive.
+- anything else: at once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import yaml
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+from molmo2_ros.core.clip_buffer import MAX_SAMPLE_FPS, BufferConfig
+from molmo2_ros.core.engine import EngineConfig
+from molmo2_ros.core.pipeline import GroundingConfig, PipelineConfig, validate_query
+from molmo2_ros.core.sampling import SlowFastConfig
+from molmo2_ros.core.types import Query, TaskKind
+
+QOS_CHOICES = ("auto", "sensor_data", "reliable")
+DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+@dataclass(frozen=True)
+class Spec:
+    default: object
+    description: str
+    low: float | int | None = None
+    high: float | int | None = None
+    read_only: bool = False
+
+
+SPECS: dict[str, Spec] = {
+    "model": Spec("", "Hugging Face Hub id (e.g. allenai/Molmo2-4B) or local model folder. Nothing is "
+                      "downloaded when HF_HUB_OFFLINE=1."),
+    "revision": Spec("", "Pinned Hub revision (commit hash or tag); empty = default branch."),
+    "device": Spec("auto", "auto | cpu | cuda | cuda:N."),
+    "dtype": Spec("auto", "auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32."),
+    "attn_implementation": Spec("", "transformers attention backend (sdpa, eager, flash_attention_2); "
+                                    "empty = transformers' default."),
+    "engine_plugin": Spec("", "Testing/extension hook: 'module:Class' of an engine constructed as "
+                              "Class(EngineConfig) with load(), unload() and infer(); empty = Molmo2Engine."),
+    "max_new_tokens": Spec(256, "Generation limit per query and clip.", 1, 8192),
+    "window_s": Spec(8.0, "Clip length in seconds of source time.", 0.1, 600.0),
+    "stride_s": Spec(1.0, "Seconds of source time between clips.", 0.05, 600.0),
+    "sample_fps": Spec(2.0, "Frames per second kept for the model (Molmo2 was trained at <= 2).",
+                       0.01, MAX_SAMPLE_FPS),
+    "max_frames": Spec(128, "Most frames per clip.", 1, 128),
+    "slowfast.enabled": Spec(True, "SlowFast pooling: key frames get slow_pooling, others fast_pooling. Off = "
+                                   "Molmo2's released uniform pooling (mixed pooling was never seen in training: "
+                                   "compare both on your data with `molmo2-ros replay` + `eval`)."),
+    "slowfast.slow_pooling": Spec(2, "Pooling (NxN patches) of key frames.", 1, 9),
+    "slowfast.fast_pooling": Spec(3, "Pooling (NxN patches) of other frames (3 = released).", 1, 9),
+    "slowfast.key_every": Spec(4, "Every Nth sampled frame is a key frame.", 1, 128),
+    "qos": Spec("auto", "Input QoS: sensor_data (best effort) | reliable | auto (match the publishers' "
+                        "reliability, re-checked until a publisher appears)."),
+    "input_compressed": Spec(False, "Subscribe to sensor_msgs/CompressedImage instead of sensor_msgs/Image."),
+    "no_frame_warn_s": Spec(5.0, "Warn when no frame arrived for this many seconds.", 0.5, 3600.0),
+    "max_query_chars": Spec(500, "Longest query text accepted.", 1, 10000),
+    "max_points": Spec(256, "Points kept per answer.", 1, 10000),
+    "track.gate_frac": Spec(0.05, "Track association gate as a fraction of the image diagonal.", 0.001, 1.0),
+    "track.lost_timeout_s": Spec(2.0, "A track unseen for this long ends (its id is never reused).", 0.0, 3600.0),
+    "event.max_gap_s": Spec(1.0, "Moments of an event at most this far apart form one event.", 0.0, 3600.0),
+    "autostart": Spec(True, "Configure and activate by itself at start-up (false: wait for a lifecycle "
+                            "manager).", read_only=True),
+    "overlay.max_trail": Spec(32, "Trajectory points drawn per track on ~/overlay.", 1, 4096),
+    "queries": Spec("", "Standing queries: YAML list of {id, task, text, topic} (see the package README)."),
+}
+
+ACTIVATE_TIME = frozenset({"qos", "input_compressed"})
+RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "autostart"})
+CONFIGURE_TIME = frozenset(SPECS) - ACTIVATE_TIME - RUNTIME
+
+
+def descriptor(name: str) -> ParameterDescriptor:
+    spec = SPECS[name]
+    d = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only)
+    if isinstance(spec.default, bool):
+        d.type = ParameterType.PARAMETER_BOOL
+    elif isinstance(spec.default, int):
+        d.type = ParameterType.PARAMETER_INTEGER
+        if spec.low is not None:
+            d.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=0)]
+    elif isinstance(spec.default, float):
+        d.type = ParameterType.PARAMETER_DOUBLE
+        if spec.low is not None:
+            d.floating_point_range = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high),
+                                                         step=0.0)]
+    else:
+        d.type = ParameterType.PARAMETER_STRING
+    return d
+
+
+def parse_queries(text: str, max_chars: int) -> list[Query]:
+    """Validated standing queries from the `queries` YAML text; ValueError says what is wrong."""
+    if not text.strip():
+        return []
+    try:
+        items = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ValueError(f"queries is not valid YAML: {error}") from None
+    if not isinstance(items, list):
+        raise ValueError("queries must be a YAML list of {id, task, text, topic} mappings")
+    queries: list[Query] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or set(item) - {"id", "task", "text", "topic"}:
+            raise ValueError(f"queries[{i}] must be a mapping with keys id, task, text, topic")
+        try:
+            task = TaskKind(str(item.get("task", "")))
+        except ValueError:
+            raise ValueError(f"queries[{i}]: unknown task '{item.get('task')}' "
+                             f"(use {', '.join(t.value for t in TaskKind)})") from None
+        query = validate_query(Query(id=str(item.get("id", "")), task=task, text=str(item.get("text") or ""),
+                                     topic=str(item.get("topic") or "")), max_chars)
+        if any(q.id == query.id for q in queries):
+            raise ValueError(f"queries: duplicate id '{query.id}'")
+        queries.append(query)
+    return queries
+
+
+def check_value(name: str, value: object, values: dict[str, object]) -> str:
+    """Reason why `value` is invalid for parameter `name` (given the other current values), or ''."""
+    spec = SPECS.get(name)
+    if spec is None:
+        return ""
+    if spec.low is not None and not spec.low <= value <= spec.high:  # type: ignore[operator]
+        return f"{name} must be in [{spec.low}, {spec.high}], got {value}"
+    if name == "device" and not _DEVICE.match(str(value)):
+        return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
+    if name == "dtype" and value not in DTYPE_CHOICES:
+        return f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got '{value}'"
+    if name == "qos" and value not in QOS_CHOICES:
+        return f"qos must be one of {', '.join(QOS_CHOICES)}, got '{value}'"
+    if name == "engine_plugin" and value and not _PLUGIN.match(str(value)):
+        return f"engine_plugin must be 'module:Class', got '{value}'"
+    if name == "queries":
+        try:
+            parse_queries(str(value), int(values["max_query_chars"]))
+        except ValueError as error:
+            return str(error)
+    return ""
+
+
+def check_all(values: dict[str, object]) -> str:
+    """First problem across all parameters (including combinations), or ''."""
+    for name, value in values.items():
+        reason = check_value(name, value, values)
+        if reason:
+            return reason
+    if values["window_s"] < values["stride_s"]:  # type: ignore[operator]
+        return f"window_s ({values['window_s']}) must be >= stride_s ({values['stride_s']})"
+    return ""
+
+
+def engine_config(v: dict) -> EngineConfig:
+    return EngineConfig(model=v["model"], revision=v["revision"], device=v["device"], dtype=v["dtype"],
+                        attn_implementation=v["attn_implementation"], max_new_tokens=v["max_new_tokens"],
+                        max_query_chars=v["max_query_chars"])
+
+
+def pipeline_config(v: dict) -> PipelineConfig:
+    slow, fast = v["slowfast.slow_pooling"], v["slowfast.fast_pooling"]
+    return PipelineConfig(
+        buffer=BufferConfig(window_s=v["window_s"], stride_s=v["stride_s"], sample_fps=v["sample_fps"],
+                            max_frames=v["max_frames"]),
+        slowfast=SlowFastConfig(enabled=v["slowfast.enabled"], slow_pooling=(slow, slow), fast_pooling=(fast, fast),
+                                key_every=v["slowfast.key_every"]),
+        grounding=GroundingConfig(max_points=v["max_points"], track_gate_frac=v["track.gate_frac"],
+                                  lost_timeout_s=v["track.lost_timeout_s"], event_max_gap_s=v["event.max_gap_s"]),
+        max_new_tokens=v["max_new_tokens"], max_query_chars=v["max_query_chars"])

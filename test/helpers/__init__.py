@@ -1,0 +1,1 @@
+"""Helpers for the tests: sample messages and small ROS programs the tests start as separate processes."""

@@ -1,0 +1,190 @@
+"""In-process ROS helpers for the node tests: a spinning client node, and starting/stopping node processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.srv import SetParameters
+from rclpy.action import ActionClient
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+REPO = Path(__file__).resolve().parents[2]
+TEST_DIR = REPO / "test"
+NODE_SCRIPT = REPO / "scripts" / "molmo2_node"
+CAMERA_SCRIPT = TEST_DIR / "helpers" / "camera_publisher.py"
+OUTPUT_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+               "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
+    """Poll until predicate() is truthy (returns it) or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def process_env(env: dict[str, str]) -> dict[str, str]:
+    """env for node/camera processes: test/ on PYTHONPATH (the scripted engine plugin lives there)."""
+    path = os.pathsep.join(p for p in (str(TEST_DIR), env.get("PYTHONPATH", "")) if p)
+    return {**env, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
+
+
+class NodeProcess:
+    """A molmo2 node process whose combined output goes to a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path, command: list[str] | None = None) -> None:
+        self.log = log
+        self._file = open(log, "wb")
+        cmd = command if command is not None else [sys.executable, str(NODE_SCRIPT)]
+        self.proc = subprocess.Popen([*cmd, *args], env=process_env(env), stdout=self._file,
+                                     stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 5.0) -> tuple[int, float]:
+        """SIGTERM; returns (exit code, seconds until exit)."""
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._file.close()
+        return self.proc.returncode, time.monotonic() - started
+
+    def threads(self) -> int:
+        return len(os.listdir(f"/proc/{self.proc.pid}/task"))
+
+
+def run_camera(spec: dict, env: dict[str, str], timeout: float = 60.0) -> list[dict]:
+    """Run the fake camera to completion; returns its per-frame JSON records."""
+    out = subprocess.run([sys.executable, str(CAMERA_SCRIPT), json.dumps(spec)], env=process_env(env),
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"camera failed ({out.returncode}): {out.stderr[-2000:]}"
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def start_camera(spec: dict, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(CAMERA_SCRIPT), json.dumps(spec)], env=process_env(env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+class Client:
+    """A test-side rclpy node in its own context, spun on a background thread. Collects messages per topic."""
+
+    def __init__(self, name: str = "molmo2_test_client") -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.messages: dict[str, list] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._subs: dict[str, object] = {}
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:  # noqa: BLE001 - shutting down
+                if not self.context.ok():
+                    return
+                raise
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=2.0)
+
+    # ---- topics ---------------------------------------------------------------------------------------
+    def subscribe(self, msg_type, topic: str, qos: QoSProfile = OUTPUT_QOS) -> None:
+        if topic in self._subs:
+            return
+
+        def callback(msg, topic=topic):
+            with self._lock:
+                self.messages[topic].append(msg)
+
+        self._subs[topic] = self.node.create_subscription(msg_type, topic, callback, qos)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.node.destroy_subscription(self._subs.pop(topic))
+
+    def got(self, topic: str) -> list:
+        with self._lock:
+            return list(self.messages[topic])
+
+    def clear(self, topic: str | None = None) -> None:
+        with self._lock:
+            if topic is None:
+                self.messages.clear()
+            else:
+                self.messages[topic].clear()
+
+    def wait_matched(self, topic: str, timeout: float = 10.0) -> None:
+        wait_until(lambda: self.node.count_publishers(topic) > 0, timeout, what=f"a publisher on {topic}")
+
+    # ---- node under test ------------------------------------------------------------------------------
+    def call(self, srv_type, name: str, request, timeout: float = 10.0):
+        client = self.node.create_client(srv_type, name)
+        try:
+            assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+            future = client.call_async(request)
+            wait_until(future.done, timeout, what=f"response of {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def state(self, node: str) -> str:
+        return self.call(GetState, f"{node}/get_state", GetState.Request()).current_state.label
+
+    def transition(self, node: str, name: str, timeout: float = 60.0) -> bool:
+        request = ChangeState.Request(transition=Transition(id=TRANSITIONS[name]))
+        return self.call(ChangeState, f"{node}/change_state", request, timeout).success
+
+    def set_params(self, node: str, **values) -> list:
+        """Set parameters (dots in names written as '__'); returns the SetParametersResult list."""
+        params = [Parameter(k.replace("__", "."), value=v).to_parameter_msg() for k, v in values.items()]
+        return self.call(SetParameters, f"{node}/set_parameters", SetParameters.Request(parameters=params)).results
+
+    def diagnostics(self, node: str, timeout: float = 5.0) -> dict[str, str]:
+        """Key/values of the node's newest diagnostics status (waits for a fresh one)."""
+        self.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self.clear("/diagnostics")
+        name = f"molmo2_ros: {node}"
+        status = wait_until(lambda: next((s for m in self.got("/diagnostics") for s in m.status if s.name == name),
+                                         None), timeout, what="diagnostics")
+        values = {kv.key: kv.value for kv in status.values}
+        values["_level"] = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) \
+            else int(status.level)
+        values["_message"] = status.message
+        return values
+
+    def action_client(self, action_type, name: str) -> ActionClient:
+        return ActionClient(self.node, action_type, name)
