@@ -103,9 +103,13 @@ def test_shared_prefix_prefills_video_once(engine):
     plain = Molmo2Engine(EngineConfig(model=engine.config.model, max_new_tokens=12, reuse_prefix=False,
                                       cache_features=False))
     plain.model, plain.processor, plain.builder = engine.model, engine.processor, Molmo2InputBuilder(engine.processor)
+    sequential = Molmo2Engine(EngineConfig(model=engine.config.model, max_new_tokens=12, batch_queries=False))
+    sequential.model, sequential.processor, sequential.builder = plain.model, plain.processor, plain.builder
     a = engine.infer(clip, QUERIES)
     b = plain.infer(clip, QUERIES)
-    assert [g.text for g in a.generations] == [g.text for g in b.generations]
+    c = sequential.infer(clip, QUERIES)
+    assert [g.text for g in a.generations] == [g.text for g in b.generations] == [g.text for g in c.generations]
+    assert c.prefill_tokens == a.prefill_tokens
     assert b.prefill_tokens > 3 * a.prefill_tokens
     assert b.vision_frames_encoded == len(clip.frames)
 

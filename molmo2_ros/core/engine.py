@@ -36,6 +36,7 @@ class EngineConfig:
     attn_implementation: e.g. sdpa, eager, flash_attention_2 (empty = transformers' default);
     max_new_tokens: default generation limit; feature_cache_frames: frames whose vision features are kept;
     reuse_prefix / cache_features: the two exact reuses (off = plain path, for comparison);
+    batch_queries: decode all queries of a clip in one batch (same tokens; float rounding may differ);
     max_oom_retries: retries with half the frames after CUDA out-of-memory."""
 
     model: str
@@ -47,6 +48,7 @@ class EngineConfig:
     feature_cache_frames: int = 256
     reuse_prefix: bool = True
     cache_features: bool = True
+    batch_queries: bool = True
     max_oom_retries: int = 2
     max_query_chars: int = 500
 
@@ -278,7 +280,9 @@ class Molmo2Engine:
         return generations, prefill
 
     def _generate_shared_prefix(self, queries, tokens, encoder_outputs, max_new_tokens, started):
-        """Prefill the common prefix (the video) once, then decode each query from a cropped copy of its cache."""
+        """Prefill the common prefix (the video) once; then decode every query's suffix from that cache: all
+        queries in one batch (suffixes padded on their left, pads masked, positions from the mask, so each row
+        sees exactly its own prompt), or one after another from a cropped cache when `batch_queries` is off."""
         from transformers import DynamicCache
 
         ids = [t.input_ids[0] for t in tokens]
@@ -290,7 +294,10 @@ class Molmo2Engine:
                    mm_token_type_ids=first.mm_token_type_ids[:, :prefix].to(self.device),
                    mm_encoder_outputs=encoder_outputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
         shared = time.perf_counter() - started
-        generations, prefill = [], prefix
+        prefill = prefix + sum(len(i) - prefix for i in ids)
+        if self.config.batch_queries and len(queries) > 1:
+            return self._decode_batch(queries, ids, prefix, cache, max_new_tokens, shared), prefill
+        generations = []
         for query, tok in zip(queries, tokens):
             t0 = time.perf_counter()
             full = tok.input_ids.to(self.device)
@@ -298,16 +305,47 @@ class Molmo2Engine:
                                       **self._generation_kwargs(max_new_tokens))
             cache.crop(prefix - cache.get_seq_length())  # back to the shared prefix (crop takes a negative)
             new = out[0, full.shape[1]:]
-            prefill += full.shape[1] - prefix
-            generations.append(Generation(query, self._decode(new), int(new.numel()),
+            generations.append(Generation(query, self._decode(new), _answer_length(new, self._eos_ids()),
                                           shared + time.perf_counter() - t0))
         return generations, prefill
 
+    def _decode_batch(self, queries, ids, prefix, cache, max_new_tokens, shared) -> list[Generation]:
+        t0 = time.perf_counter()
+        width = max(len(i) for i in ids) - prefix
+        batch = torch.full((len(ids), prefix + width), self.processor.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(batch)
+        batch[:, :prefix] = ids[0][:prefix]
+        mask[:, :prefix] = 1
+        for row, seq in enumerate(ids):
+            suffix = seq[prefix:]
+            batch[row, prefix + width - len(suffix):] = suffix
+            mask[row, prefix + width - len(suffix):] = 1
+        cache.batch_repeat_interleave(len(ids))
+        batch, mask = batch.to(self.device), mask.to(self.device)
+        out = self.model.generate(input_ids=batch, attention_mask=mask, past_key_values=cache,
+                                  **self._generation_kwargs(max_new_tokens))
+        elapsed = shared + time.perf_counter() - t0
+        eos = self._eos_ids()
+        return [Generation(q, self._decode(row[batch.shape[1]:]), _answer_length(row[batch.shape[1]:], eos), elapsed)
+                for q, row in zip(queries, out)]
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos]
+        return {int(e) for e in eos if e is not None} | {int(self.processor.tokenizer.pad_token_id)}
 
 def _encoder_outputs(features: torch.Tensor) -> dict:
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     return {"video": BaseModelOutputWithPooling(pooler_output=(features,))}
+
+
+def _answer_length(new_ids: torch.Tensor, stop_ids: set[int]) -> int:
+    """Generated tokens up to and including the first stop token (the rest of a batch row is padding)."""
+    for i, token in enumerate(new_ids.tolist()):
+        if token in stop_ids:
+            return i + 1
+    return int(new_ids.numel())
 
 
 def _common_prefix_length(sequences: list[torch.Tensor]) -> int:
