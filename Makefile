@@ -41,7 +41,7 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 	VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH" AMENT_PREFIX_PATH=$(VENV)
 COLCON_LOG := build/colcon_build.log
 
-.PHONY: setup build test demo bench clean distclean fix-wheels check-tools
+.PHONY: setup build test demo bench soak clean distclean fix-wheels check-tools
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP)
 	@echo "setup: ready (run tests with 'make test', commands with 'scripts/with_ros CMD')"
@@ -115,6 +115,10 @@ demo: setup
 # Benchmarks print a table and write bench/out/*.json (measurements, not timed tests).
 bench: setup
 	scripts/with_ros $(PY) -m bench.bench_engine
+
+# Soak: 30 Hz 640x480 camera -> live node (tiny model, CPU) for SOAK_S seconds; last line: JSON summary.
+soak: setup
+	SOAK_S=$${SOAK_S:-1800} scripts/with_ros $(PY) scripts/soak.py
 
 clean:
 	rm -rf build install log

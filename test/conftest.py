@@ -30,6 +30,18 @@ def pytest_configure(config: pytest.Config) -> None:
     # Importing any generated ROS message pulls in rosidl_parser -> lark, which imports the deprecated
     # sre_parse/sre_constants modules (upstream, harmless).
     config.addinivalue_line("filterwarnings", "ignore:module 'sre_(parse|constants)' is deprecated:DeprecationWarning")
+    config.addinivalue_line("markers", "soak: long-running reliability test; skipped unless selected with -m soak "
+                                       "(or `make soak` for the soak script itself)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `soak` run only when the marker expression names them (pytest -m soak)."""
+    if "soak" in (config.getoption("markexpr", "") or ""):
+        return
+    skip = pytest.mark.skip(reason="long soak test: run with `pytest -m soak` (or `make soak`)")
+    for item in items:
+        if item.get_closest_marker("soak") is not None:
+            item.add_marker(skip)
 
 
 def _claim_domain_id() -> tuple[int, int]:

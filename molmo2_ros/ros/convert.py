@@ -148,8 +148,9 @@ def _color(key: str) -> ColorRGBA:
     return ColorRGBA(r=(h % 7) / 6.0, g=((h // 7) % 7) / 6.0, b=((h // 49) % 7) / 6.0, a=1.0)
 
 
-def marker_msgs(r: QueryResult) -> list[ImageMarker]:
-    """ImageMarkers for one result: the points on the newest frame (POINTS), one LINE_STRIP per track."""
+def marker_msgs(r: QueryResult, max_trail: int | None = None) -> list[ImageMarker]:
+    """ImageMarkers for one result: the points on the newest frame (POINTS), one LINE_STRIP per track (its newest
+    `max_trail` trajectory points when given, as on the overlay)."""
     out: list[ImageMarker] = []
     hdr = header(r.stamp_ns, r.frame_id)
     color = _color(r.query.id)
@@ -160,5 +161,6 @@ def marker_msgs(r: QueryResult) -> list[ImageMarker]:
     for i, t in enumerate(r.tracks):
         out.append(ImageMarker(header=hdr, ns=r.query.id, id=i, type=ImageMarker.LINE_STRIP,
                                action=ImageMarker.ADD, scale=2.0, outline_color=_color(t.id),
-                               points=[Point(x=p.x, y=p.y) for p in t.trajectory]))
+                               points=[Point(x=p.x, y=p.y) for p in (t.trajectory[-max_trail:] if max_trail
+                                                                     else t.trajectory)]))
     return out

@@ -59,7 +59,7 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 OUTPUT_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-INPUT_DEPTH = 5
+INPUT_DEPTH = 15  # frames the input history holds while the executor is stalled (~0.5 s at 30 Hz)
 MAX_GOALS = 4
 MAX_SIM_BACKLOG = 1000  # pending clips kept under use_sim_time before the oldest are skipped
 THROTTLE_S = 5.0
@@ -133,6 +133,7 @@ class Molmo2Node(LifecycleNode):
         self._counts: Counter = Counter()
         self._latency_s: deque[float] = deque(maxlen=50)
         self._age_s: deque[float] = deque(maxlen=50)
+        self._callback_ms: deque[float] = deque(maxlen=2048)  # image callback durations (~68 s at 30 Hz)
         self._last_frame = time.monotonic()
         self._warned_no_frame = False
         self._rate_mark = (time.monotonic(), 0)
@@ -345,6 +346,13 @@ class Molmo2Node(LifecycleNode):
             self._qos_recheck = True
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
+        started = time.perf_counter()
+        try:
+            self._take_image(msg)
+        finally:  # one callback at a time (mutually exclusive group); deque.append is atomic
+            self._callback_ms.append((time.perf_counter() - started) * 1e3)
+
+    def _take_image(self, msg: Image | CompressedImage) -> None:
         self._last_frame = time.monotonic()
         self._counts["frames_received"] += 1
         pipeline = self._pipeline
@@ -413,6 +421,7 @@ class Molmo2Node(LifecycleNode):
         started = time.perf_counter()
         results = pipeline.process(clip)
         if pipeline.last_error and not results and pipeline.queries:
+            self._error = pipeline.last_error  # shown as last_error on /diagnostics (the log line is throttled)
             self.get_logger().error(f"inference failed: {pipeline.last_error}", throttle_duration_sec=THROTTLE_S)
         if not results:
             return
@@ -442,13 +451,13 @@ class Molmo2Node(LifecycleNode):
 
     def _publish_visuals(self, clip: Clip, results: list[QueryResult]) -> None:
         overlay, markers = self._overlay_pub, self._marker_pub
+        max_trail = self.get_parameter("overlay.max_trail").value
         if overlay is not None and overlay.get_subscription_count() > 0:
-            image = draw_overlay(clip.frames[-1].frame.image, results,
-                                 max_trail=self.get_parameter("overlay.max_trail").value)
+            image = draw_overlay(clip.frames[-1].frame.image, results, max_trail=max_trail)
             overlay.publish(convert.image_msg(image, clip.end_ns, clip.frame_id))
         if markers is not None and markers.get_subscription_count() > 0:
             for r in results:
-                for marker in convert.marker_msgs(r):
+                for marker in convert.marker_msgs(r, max_trail):
                     markers.publish(marker)
 
     def _run_job(self, job: _Job) -> None:
@@ -632,6 +641,7 @@ class Molmo2Node(LifecycleNode):
             counts.update({f"pipeline_{k}": v for k, v in pipeline.counters.items()})
             counts.update({f"buffer_{k}": v for k, v in pipeline.buffer.counters.items()})
         lat = sorted(self._latency_s)
+        cb = sorted(self._callback_ms)
         values = {
             "state": self._lc_state, "model_state": self._model_state, "model": self.get_parameter("model").value,
             "input_topic": self._topic, "input_qos": self._sub_qos, "input_rate_hz": f"{self._input_rate:.2f}",
@@ -639,6 +649,8 @@ class Molmo2Node(LifecycleNode):
             "pending_clips": len(self._pending), "inference_latency_s": f"{lat[-1]:.3f}" if lat else "",
             "inference_latency_p50_s": f"{lat[len(lat) // 2]:.3f}" if lat else "",
             "output_age_s": f"{self._age_s[-1]:.3f}" if self._age_s else "",
+            "callback_ms_p50": f"{cb[len(cb) // 2]:.3f}" if cb else "",
+            "callback_ms_p99": f"{cb[min(len(cb) - 1, len(cb) * 99 // 100)]:.3f}" if cb else "",
             "gpu_memory_mb": f"{self._gpu_mb():.1f}", "standing_queries": len(pipeline.queries) if pipeline else 0,
             "active_goals": self._goals_active, "threads": threading.active_count(), "last_error": self._error,
         }

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Soak test: a 30 Hz 640x480 camera process -> the live molmo2 node (tiny random Molmo2 on the CPU) for SOAK_S
+seconds (default 1800), measuring the node process and its /diagnostics.
+
+    SOAK_S=1800 scripts/with_ros .venv/bin/python scripts/soak.py      (or: make soak)
+
+Environment: SOAK_S (length in s), SOAK_WARMUP_S (default min(120, SOAK_S / 4): RSS and threads are sampled
+this long after the first processed window and again at the end), SOAK_GROWTH (allowed relative growth, 0.05).
+ROS traffic stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, the SHM Fast DDS profile) on a
+ROS_DOMAIN_ID claimed like the tests do.
+
+Prints progress on stderr and, as its LAST stdout line, one JSON object: rss_mb_start, rss_mb_end,
+threads_start, threads_end, frames_in, frames_dropped_by_reason, windows_processed, windows_skipped, crashes
+(plus frames_sent, clips, inference_errors, worker_errors, seconds). Exit status 1 when RSS or thread count grew
+by more than SOAK_GROWTH, the node crashed, or a clip is unaccounted for (every clip the buffer emitted must be
+processed, counted as skipped, or counted as an inference error); else 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "test"))
+
+import rclpy  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile  # noqa: E402
+
+from conftest import FASTDDS_PROFILE, _claim_domain_id  # noqa: E402
+from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model  # noqa: E402
+
+NODE_NAME = f"molmo2_soak_{os.getpid()}"
+TOPIC = f"/soak_{os.getpid()}/image"
+RATE_HZ, WIDTH, HEIGHT = 30.0, 640, 480
+
+
+def log(msg: str) -> None:
+    print(f"soak: {msg}", file=sys.stderr, flush=True)
+
+
+def proc_stats(pid: int) -> dict:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024.0, "threads": int(fields["Threads"])}
+
+
+class Diagnostics:
+    """Newest /diagnostics values of the node under test (its own rclpy context, spun on a thread)."""
+
+    def __init__(self) -> None:
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("molmo2_soak_monitor", context=self.context)
+        self.values: dict[str, str] = {}
+        self.updated = 0.0
+        self._lock = threading.Lock()
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, QoSProfile(depth=10))
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self.context.ok():
+            try:
+                self.executor.spin_once(timeout_sec=0.1)
+            except Exception:  # noqa: BLE001 - shutting down
+                return
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name == f"molmo2_ros: /{NODE_NAME}":
+                with self._lock:
+                    self.values = {kv.key: kv.value for kv in status.values}
+                    self.updated = time.monotonic()
+
+    def get(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self.values)
+
+    def fresh(self, after: float, timeout: float = 10.0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.updated > after:
+                    return dict(self.values)
+            time.sleep(0.1)
+        return self.get()
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def as_int(values: dict, key: str) -> int:
+    try:
+        return int(values.get(key, 0))
+    except ValueError:
+        return 0
+
+
+def main() -> int:
+    seconds = float(os.environ.get("SOAK_S", "1800"))
+    warmup = float(os.environ.get("SOAK_WARMUP_S", str(min(120.0, seconds / 4))))
+    growth = float(os.environ.get("SOAK_GROWTH", "0.05"))
+    domain_id, lock_fd = _claim_domain_id()
+    tmp = Path(tempfile.mkdtemp(prefix="molmo2_soak_"))
+    env = {k: v for k, v in os.environ.items() if k != "ROS_LOCALHOST_ONLY"}
+    env.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
+                "ROS_HOME": str(tmp / "ros_home"), "ROS_LOG_DIR": str(tmp / "ros_home" / "log"),
+                "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)})
+    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROS_HOME",
+                                           "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION")})
+    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    model = build_tiny_model(tmp / "tiny", TinySpec(seed=0))
+    node_log = open(tmp / "node.log", "wb")
+    node = subprocess.Popen([sys.executable, str(REPO / "scripts" / "molmo2_node"), "--ros-args",
+                             "-r", f"__node:={NODE_NAME}", "-r", f"image:={TOPIC}",
+                             "--params-file", str(REPO / "config" / "tiny_cpu.yaml"), "-p", f"model:={model}",
+                             "-p", "max_new_tokens:=8"], env=env, stdout=node_log, stderr=subprocess.STDOUT)
+    diag = Diagnostics()
+    camera = None
+    summary: dict = {}
+    crashes = 0
+    started = time.monotonic()
+    try:
+        deadline = time.monotonic() + 120.0
+        while diag.get().get("state") != "active":
+            if node.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node did not become active:\n{(tmp / 'node.log').read_text()[-3000:]}")
+            time.sleep(0.2)
+        count = int(round(seconds * RATE_HZ))
+        spec = {"topic": TOPIC, "qos": "best_effort", "rate": RATE_HZ, "count": count, "t0": 1000.0,
+                "dt": 1.0 / RATE_HZ, "width": WIDTH, "height": HEIGHT, "frame_id": "soak_camera"}
+        camera = subprocess.Popen([sys.executable, str(REPO / "test" / "helpers" / "camera_publisher.py"),
+                                   json.dumps(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log(f"node pid {node.pid} active; camera: {count} frames {WIDTH}x{HEIGHT} at {RATE_HZ:.0f} Hz "
+            f"({seconds:.0f} s), domain {domain_id}, logs in {tmp}")
+        t_cam = time.monotonic()
+        while as_int(diag.get(), "windows_processed") == 0:
+            if node.poll() is not None or camera.poll() is not None or time.monotonic() - t_cam > 120:
+                raise RuntimeError("no window processed")
+            time.sleep(0.2)
+        first_window = time.monotonic()
+        start = end = None
+        next_report = time.monotonic() + 60
+        while camera.poll() is None:
+            if node.poll() is not None:
+                crashes = 1
+                log(f"node exited with {node.returncode}")
+                break
+            now = time.monotonic()
+            if start is None and now - first_window >= warmup:
+                start = proc_stats(node.pid)
+                log(f"after warm-up ({warmup:.0f} s): {start}")
+            if now >= next_report:
+                d = diag.get()
+                log(f"{now - t_cam:.0f} s: {proc_stats(node.pid)} frames_in {d.get('frames_received')} windows "
+                    f"{d.get('windows_processed')} skipped {d.get('windows_skipped')}")
+                next_report = now + 60
+            if start is not None and node.poll() is None:
+                end = proc_stats(node.pid)  # the last sample before the camera finishes
+            time.sleep(0.5)
+        if camera.returncode not in (0, None):
+            log(f"camera exited with {camera.returncode}: {camera.stderr.read().decode()[-1000:]}")
+        if node.poll() is None:
+            # let the last windows finish, then read the final counters
+            settle = time.monotonic() + 30.0
+            d = diag.fresh(time.monotonic())
+            while as_int(d, "pending_clips") > 0 and time.monotonic() < settle:
+                d = diag.fresh(time.monotonic())
+        else:
+            crashes = 1
+            d = diag.get()
+        start = start or {"rss_mb": 0.0, "threads": 0}
+        end = end or start
+        dropped = {k.removeprefix("bad_").removeprefix("buffer_dropped_"): as_int(d, k) for k in d
+                   if k.startswith(("bad_", "buffer_dropped_")) and as_int(d, k)}
+        frames_in = as_int(d, "frames_received")
+        dropped["not_received"] = max(0, count - frames_in)  # lost in transport (best-effort camera)
+        summary = {
+            "rss_mb_start": round(start["rss_mb"], 1), "rss_mb_end": round(end["rss_mb"], 1),
+            "threads_start": start["threads"], "threads_end": end["threads"], "frames_in": frames_in,
+            "frames_dropped_by_reason": dropped, "windows_processed": as_int(d, "windows_processed"),
+            "windows_skipped": as_int(d, "windows_skipped"), "crashes": crashes, "frames_sent": count,
+            "clips": as_int(d, "buffer_clips"), "inference_errors": as_int(d, "pipeline_inference_errors"),
+            "worker_errors": as_int(d, "worker_errors"), "seconds": round(time.monotonic() - started, 1),
+        }
+    except Exception as error:  # noqa: BLE001 - report as a crash in the summary
+        log(f"error: {error}")
+        crashes = 1
+        summary = {"rss_mb_start": 0.0, "rss_mb_end": 0.0, "threads_start": 0, "threads_end": 0, "frames_in": 0,
+                   "frames_dropped_by_reason": {}, "windows_processed": 0, "windows_skipped": 0, "crashes": 1,
+                   "error": str(error)[-500:]}
+    finally:
+        if camera is not None and camera.poll() is None:
+            camera.kill()
+            camera.wait()
+        if node.poll() is None:
+            node.send_signal(signal.SIGTERM)
+            try:
+                code = node.wait(10.0)
+            except subprocess.TimeoutExpired:
+                node.kill()
+                code = node.wait()
+            if code != 0:
+                summary["crashes"] = 1
+                summary["exit_code"] = code
+        node_log.close()
+        diag.close()
+        os.close(lock_fd)
+    failures = []
+    if summary["crashes"]:
+        failures.append("the node crashed")
+    if summary["rss_mb_end"] > summary["rss_mb_start"] * (1 + growth):
+        failures.append(f"RSS grew by more than {growth:.0%}")
+    if summary["threads_end"] > summary["threads_start"] * (1 + growth):
+        failures.append(f"thread count grew by more than {growth:.0%}")
+    accounted = summary["windows_processed"] + summary["windows_skipped"] + summary.get("inference_errors", 0)
+    if not summary["crashes"] and summary.get("clips", 0) != accounted:
+        failures.append(f"{summary.get('clips')} clips but {accounted} processed + skipped + failed")
+    if summary["windows_processed"] == 0:
+        failures.append("no window processed")
+    for failure in failures:
+        log(f"FAIL: {failure}")
+    if not failures:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(json.dumps(summary), flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
