@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -162,6 +163,17 @@ def rss_mb(proc: psutil.Process) -> float:
     return proc.memory_info().rss / 2**20
 
 
+def rss_parts_mb(pid: int) -> dict[str, float]:
+    """RssAnon / RssFile / RssShmem of a process (the Fast DDS shared-memory segment counts as RssShmem)."""
+    parts = {}
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(("RssAnon", "RssFile", "RssShmem")):
+                key, value = line.split(":")
+                parts[key] = round(int(value.split()[0]) / 1024, 1)
+    return parts
+
+
 def other_load() -> list[dict]:
     """Processes other than ours using the CPU (the host may be shared)."""
     ours = {os.getpid(), *(c.pid for c in psutil.Process().children(recursive=True))}
@@ -223,6 +235,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         wait_until(lambda: time.monotonic() - t_first >= WINDOW_S + 2 * STRIDE_S or camera.poll() is not None,
                    WINDOW_S + 10, "warm-up")
         rss_start = rss_mb(node_ps)
+        rss_parts_start = rss_parts_mb(node_ps.pid)
         rss_samples = [(round(time.monotonic() - t_first, 1), round(rss_start, 1))]
         load_mid = None
         while camera.poll() is None:
@@ -249,7 +262,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
 
         wait_until(settled, 30.0, "node drained", interval=0.0)
         diag = watcher.fresh_diagnostics()
-        rss_end = rss_mb(node_ps)
+        # RSS swings by +-50 MB with the 6 MB frames in flight: compare the medians of the first and the last
+        # 10 one-second samples of the streaming phase rather than two single samples.
+        rss_start = statistics.median(v for _, v in rss_samples[:10])
+        rss_end = statistics.median(v for _, v in rss_samples[-10:])
+        rss_parts_end = rss_parts_mb(node_ps.pid)
         cpu_s = (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
         node_cpu_percent = 100.0 * cpu_s / (wall1 - wall0)
     finally:
@@ -293,6 +310,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         "caption_answer_inference_time_s_p50": pct(inference, 0.5),
         "rss_mb_idle": round(rss_idle, 1), "rss_mb_first_frame": round(rss_first, 1),
         "rss_mb_start": round(rss_start, 1), "rss_mb_end": round(rss_end, 1), "rss_mb_samples": rss_samples,
+        "rss_parts_mb_start": rss_parts_start, "rss_parts_mb_end": rss_parts_end,
         "targets": targets, "all_pass": all(t["pass"] for t in targets.values()),
         "camera": done, "node_startup_s": round(startup_s, 2), "node_diagnostics": diag,
         "scenario": {"seconds": args.seconds, "rate_hz": args.rate, "size": "1920x1080 rgb8", "qos": "reliable "

@@ -34,7 +34,8 @@ class EngineConfig:
     """model: Hub id or local folder; revision: pinned Hub revision (commit or tag); device: auto|cuda|cpu
     (cuda[:N] accepted); dtype: auto (bf16 on CUDA, fp32 on CPU)|bfloat16|float16|float32;
     attn_implementation: e.g. sdpa, eager, flash_attention_2 (empty = transformers' default);
-    max_new_tokens: default generation limit; feature_cache_frames: frames whose vision features are kept;
+    max_new_tokens: default generation limit; feature_cache_frames: frames whose vision features are kept
+    (least recently used go first; 0 = twice the largest clip seen, i.e. what sliding windows reuse);
     reuse_prefix / cache_features: the two exact reuses (off = plain path, for comparison);
     batch_queries: decode all queries of a clip in one batch (same tokens; float rounding may differ);
     max_oom_retries: retries with half the frames after CUDA out-of-memory."""
@@ -45,7 +46,7 @@ class EngineConfig:
     dtype: str = "auto"
     attn_implementation: str = ""
     max_new_tokens: int = 256
-    feature_cache_frames: int = 256
+    feature_cache_frames: int = 0
     reuse_prefix: bool = True
     cache_features: bool = True
     batch_queries: bool = True
@@ -131,6 +132,7 @@ class Molmo2Engine:
         self.builder: Molmo2InputBuilder | None = None
         self.device = torch.device("cpu")
         self._features: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._largest_clip = 0
         self.templates = None
 
     @property
@@ -242,7 +244,8 @@ class Molmo2Engine:
             else:
                 self._features.move_to_end(key)
                 parts.append(self._features[key])
-        while len(self._features) > self.config.feature_cache_frames:
+        self._largest_clip = max(self._largest_clip, len(keys))
+        while len(self._features) > (self.config.feature_cache_frames or 2 * self._largest_clip):
             self._features.popitem(last=False)
         return torch.cat(parts), len(missing)
 
