@@ -149,6 +149,12 @@ def test_cuda_oom_retries_with_fewer_frames(engine, monkeypatch):
     assert result.clip.end_ns == clip.end_ns
 
 
+def test_max_new_tokens_is_enforced(engine):
+    clip = clips(SlowFastConfig(enabled=False))[-1]
+    result = engine.infer(clip, QUERIES, max_new_tokens=3)
+    assert all(0 < g.num_new_tokens <= 3 for g in result.generations)
+
+
 def test_exception_in_inference_is_reported_and_next_clip_runs(engine, monkeypatch):
     clip = clips(SlowFastConfig(enabled=False))[-1]
     real = engine.model.generate
