@@ -113,8 +113,10 @@ demo: setup
 		$(if $(MODEL),--model $(MODEL)) $(if $(DEVICE),--device $(DEVICE))
 
 # Benchmarks print a table and write bench/out/*.json (measurements, not timed tests).
+# The engine bench runs torch on one thread: ratios stay stable when other work shares this 2-core machine.
 bench: setup
-	scripts/with_ros $(PY) -m bench.bench_engine
+	scripts/with_ros $(PY) -m bench.bench_engine --threads 1
+	scripts/with_ros $(PY) -m bench.bench_node --seconds 60
 
 # Soak: 30 Hz 640x480 camera -> live node (tiny model, CPU) for SOAK_S seconds; last line: JSON summary.
 soak: setup
