@@ -187,7 +187,13 @@ def other_load() -> list[dict]:
 def run(args: argparse.Namespace, tmp: Path) -> dict:
     from molmo2_ros.core.tiny_model import build_tiny_model
 
-    env = ros_env(tmp, args.domain_id)
+    domain_id = args.domain_id
+    if not domain_id:  # claim a free id the way the tests do, so a bench never talks to a test's nodes
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+        from conftest import _claim_domain_id
+
+        domain_id, _lock_fd = _claim_domain_id()
+    env = ros_env(tmp, domain_id)
     model = build_tiny_model(tmp / "tiny")
     params = tmp / "params.yaml"
     params.write_text(PARAMS)
@@ -341,7 +347,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="molmo2 node under a 1080p 30 Hz camera (three processes)")
     parser.add_argument("--seconds", type=float, default=60.0, help="camera stream duration")
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate (Hz)")
-    parser.add_argument("--domain-id", type=int, default=77, help="ROS_DOMAIN_ID of the three processes")
+    parser.add_argument("--domain-id", type=int, default=0,
+                        help="ROS_DOMAIN_ID of the three processes (0: claim a free one like the tests)")
     args = parser.parse_args()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_bench_node_"))
