@@ -240,8 +240,12 @@ def _goal(client: Client, action, goal, feedback=None, timeout: float = 15.0):
 
 
 def test_query_action(node, client):
+    received = int(client.diagnostics(NODE).get("frames_received") or 0)
     frames = run_camera(camera(count=6), os.environ.copy())
     stamps = {f["stamp"] for f in frames}
+    # the goal asks about the latest clip: wait until the node has taken this run's frames (it may lag under load)
+    wait_until(lambda: int(client.diagnostics(NODE).get("frames_received") or 0) >= received + len(frames), 15.0,
+               what="frames taken by the node")
     action = client.action_client(QueryAction, f"{NODE}/query")
 
     handle = _goal(client, action, QueryAction.Goal(prompt="red ball", task="point"))
