@@ -104,6 +104,7 @@ class Client:
         self.messages: dict[str, list] = defaultdict(list)
         self._lock = threading.Lock()
         self._subs: dict[str, object] = {}
+        self._clients: dict[str, object] = {}
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -152,17 +153,26 @@ class Client:
 
     # ---- node under test ------------------------------------------------------------------------------
     def call(self, srv_type, name: str, request, timeout: float = 10.0):
-        client = self.node.create_client(srv_type, name)
+        """Call a service. Clients are kept per service: each new client must be discovered again, and a
+        response sent before the server matched the client's reader is lost (seen under load)."""
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.node.create_client(srv_type, name)
+        assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+        future = client.call_async(request)
         try:
-            assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
-            future = client.call_async(request)
             wait_until(future.done, timeout, what=f"response of {name}")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+        except AssertionError:
+            client.remove_pending_request(future)
+            raise
+        return future.result()
 
     def state(self, node: str) -> str:
-        return self.call(GetState, f"{node}/get_state", GetState.Request()).current_state.label
+        """Lifecycle state label, or "unknown" when the get_state response was lost (callers poll again)."""
+        try:
+            return self.call(GetState, f"{node}/get_state", GetState.Request(), timeout=5.0).current_state.label
+        except AssertionError:
+            return "unknown"
 
     def transition(self, node: str, name: str, timeout: float = 60.0) -> bool:
         request = ChangeState.Request(transition=Transition(id=TRANSITIONS[name]))
