@@ -1,5 +1,7 @@
 """Evaluation metrics on hand-made cases with known answers."""
 
+import json
+
 from molmo2_ros.core.types import (Event, EventState, GroundedPoint, Query, QueryResult, TaskKind, Track,
                                    TrackStatus)
 from molmo2_ros.offline.evaluate import evaluate
@@ -84,3 +86,24 @@ def test_convert_annotations_percent_to_pixels():
     gt = GroundTruth(convert_annotations(items, width=200, height=100)["v.mp4"])
     assert gt.visible("penguin_1", gt.frames[0]) == (100.0, 25.0)
     assert gt.visible("penguin_2", gt.frames[0]) is None and gt.queries["penguin"]["objects"] == ["penguin_1", "penguin_2"]
+
+
+def test_convert_ai2_point_tracking_records(tmp_path):
+    """Records in the schema of Ai2's published point-tracking datasets (frame_trajectories, pixel points)."""
+    from molmo2_ros.offline.convert import convert_file
+
+    record = {"id": "q1", "video": "clip_7.mp4", "expression": "the left dog", "fps": 30, "sampling_fps": 2,
+              "width": 640, "height": 480, "n_frames": 60, "task": "track",
+              "frame_trajectories": [
+                  {"frame": 0, "time": 0.0, "points": [{"id": 0, "point": [100.0, 200.0], "occluded": False}]},
+                  {"frame": 15, "time": 0.5, "points": [{"id": 0, "point": [110.0, 205.0], "occluded": True}]},
+                  {"frame": 30, "time": 1.0, "points": [{"id": 0, "point": [120.0, 210.0], "occluded": False}]}]}
+    path = tmp_path / "ann.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    [written] = convert_file(path, tmp_path / "out", width=1, height=1)
+    gt = GroundTruth(json.loads(written.read_text()))
+    obj = gt.queries["the_left_dog"]["objects"][0]
+    assert len(gt.frames) == 3
+    assert gt.visible(obj, gt.frames[0]) == (100.0, 200.0)
+    assert gt.visible(obj, gt.frames[1]) is None  # occluded
+    assert gt.visible(obj, gt.frames[2]) == (120.0, 210.0)

@@ -1,9 +1,13 @@
-"""Video point/track annotations (Molmo2-VideoPoint/-Track style, see docs/ground_truth.md for the assumed
-schema) -> our scenario.json ground truth, one file per video.
+"""Video point/track annotations -> our scenario.json ground truth, one file per video.
 
-Input: a JSON list of {"video", "fps" | "timestamps", "label", "points": [{"time", "x", "y", "id"}],
-optional "width", "height"}. x, y are percentages 0..100 when `coords="percent"` (default) or pixels.
-Annotations of the same video are merged; each (label, id) becomes one object; a point is a visible sample.
+Two input schemas (a JSON list, a single object, or JSON lines), detected per record:
+- Ai2's published point-tracking records (the schema of the allenai/MolmoPoint-TrackAny and -TrackSyn dataset
+  cards): {"video", "expression", "fps", "width", "height", "frame_trajectories": [{"frame", "time",
+  "points": [{"id", "point": [x, y], "occluded"}]}], ...}; points in pixels, occluded samples become invisible
+  ground truth.
+- a flat point list: {"video", "fps" | "timestamps", "label", "points": [{"time", "x", "y", "id"}], optional
+  "width", "height"}; x, y are percentages 0..100 when `coords="percent"` (default) or pixels.
+Annotations of the same video are merged; each (label, id) becomes one object.
 """
 
 from __future__ import annotations
@@ -22,6 +26,17 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_").lower() or "q"
 
 
+def _from_trajectories(item: dict) -> dict:
+    """An Ai2 point-tracking record as a flat point list (pixel coordinates)."""
+    points = [{"time": step["time"], "x": p["point"][0], "y": p["point"][1], "id": p["id"],
+               "visible": not p.get("occluded", False)}
+              for step in item["frame_trajectories"] for p in step.get("points", [])]
+    return {"video": item.get("video") or item.get("video_path") or item.get("id", "video"),
+            "label": item.get("expression", "object"), "fps": item.get("fps", 0), "width": item.get("width"),
+            "height": item.get("height"), "timestamps": [step["time"] for step in item["frame_trajectories"]],
+            "points": points, "coords": "pixels"}
+
+
 def convert_annotations(items: list[dict], *, width: int, height: int, coords: str = "percent",
                         start_ns: int = DEFAULT_START_NS, task: str = "track",
                         camera_topic: str = "/camera/image_raw") -> dict[str, dict]:
@@ -30,13 +45,15 @@ def convert_annotations(items: list[dict], *, width: int, height: int, coords: s
         raise ValueError("coords must be 'percent' or 'pixels'")
     by_video: dict[str, list[dict]] = defaultdict(list)
     for i, item in enumerate(items):
+        if "frame_trajectories" in item:
+            item = _from_trajectories(item)
         if "video" not in item or "points" not in item:
             raise ValueError(f"annotation {i} needs 'video' and 'points'")
         by_video[str(item["video"])].append(item)
     out = {}
     for video, anns in by_video.items():
-        w = int(anns[0].get("width", width))
-        h = int(anns[0].get("height", height))
+        w = int(anns[0].get("width") or width)
+        h = int(anns[0].get("height") or height)
         fps = float(anns[0].get("fps") or 0.0)
         times: set[float] = set()
         for a in anns:
@@ -55,9 +72,9 @@ def convert_annotations(items: list[dict], *, width: int, height: int, coords: s
                 if obj["id"] not in q["objects"]:
                     q["objects"].append(obj["id"])
                 x, y = float(p["x"]), float(p["y"])
-                if coords == "percent":
+                if a.get("coords", coords) == "percent":
                     x, y = x / 100.0 * w, y / 100.0 * h
-                obj["track"].append([stamp[float(p["time"])], x, y, True])
+                obj["track"].append([stamp[float(p["time"])], x, y, bool(p.get("visible", True))])
         out[video] = {"version": 1, "camera_topic": camera_topic, "width": w, "height": h, "frame_id": "camera",
                       "fps": fps, "frames": sorted(stamp.values()), "objects": list(objects.values()),
                       "events": [], "queries": list(queries.values())}
@@ -66,7 +83,11 @@ def convert_annotations(items: list[dict], *, width: int, height: int, coords: s
 
 def convert_file(path: str | Path, out_dir: str | Path, **kwargs) -> list[Path]:
     """Convert a JSON annotation file; writes <out_dir>/<video stem>/scenario.json per video."""
-    items = json.loads(Path(path).read_text())
+    text = Path(path).read_text()
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError:  # JSON lines
+        items = [json.loads(line) for line in text.splitlines() if line.strip()]
     if isinstance(items, dict):
         items = [items]
     written = []
