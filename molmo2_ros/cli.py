@@ -1,4 +1,4 @@
-"""`molmo2-ros` command line: generate, replay, eval, convert, play, demo."""
+"""`molmo2-ros` command line: generate, replay, eval, convert, video2bag, play, demo."""
 
 from __future__ import annotations
 
@@ -119,6 +119,14 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_video2bag(args) -> int:
+    from .offline.video_bag import video_to_bag
+
+    n = video_to_bag(args.video, args.out, encoding=args.encoding, storage=args.storage)
+    print(f"{n} frames -> {args.out}")
+    return 0
+
+
 def cmd_play(args) -> int:
     from .offline.player import play
 
@@ -197,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--coords", choices=("percent", "pixels"), default="percent")
     p.add_argument("--task", choices=("point", "track", "count"), default="track")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("video2bag", help="a video file -> a camera bag stamped like `convert` ground truth")
+    p.add_argument("video")
+    p.add_argument("out", help="bag folder to create")
+    p.add_argument("--encoding", choices=("jpeg", "rgb8", "bgr8", "mono8"), default="jpeg")
+    p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    p.set_defaults(func=cmd_video2bag)
 
     p = sub.add_parser("play", help="publish a bag with recorded timing and /clock (needs ROS 2)")
     p.add_argument("bag")

@@ -107,3 +107,22 @@ def test_convert_ai2_point_tracking_records(tmp_path):
     assert gt.visible(obj, gt.frames[0]) == (100.0, 200.0)
     assert gt.visible(obj, gt.frames[1]) is None  # occluded
     assert gt.visible(obj, gt.frames[2]) == (120.0, 210.0)
+
+
+def test_video_to_bag_stamps_match_converted_ground_truth(tmp_path):
+    import cv2
+    import numpy as np
+    from rosbags.highlevel import AnyReader
+
+    from molmo2_ros.offline.convert import DEFAULT_START_NS
+    from molmo2_ros.offline.video_bag import video_to_bag
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for k in range(12):
+        writer.write(np.full((48, 64, 3), 20 * k, np.uint8))
+    writer.release()
+    assert video_to_bag(video, tmp_path / "bag") == 12
+    with AnyReader([tmp_path / "bag"]) as reader:
+        stamps = [t for _, t, _ in reader.messages()]
+    assert stamps == [DEFAULT_START_NS + k * 100_000_000 for k in range(12)]
