@@ -92,6 +92,19 @@ def test_event_reported_once_with_span():
     assert events[-1].start_ns == T0 + 4 * NS_PER_S and events[-1].end_ns == T0 + 6 * NS_PER_S
 
 
+def test_backward_jump_restarts_tracks_and_events_without_reusing_ids():
+    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    first = run(p, seconds=8)
+    looped = run(p, seconds=8)  # the bag loops: stamps start again at T0
+    assert p.buffer.counters["reset_backward_jump"] == 1
+    assert all(clip.epoch == 1 for clip, _ in looped)
+    events = [e for _, results in looped for r in results if r.query.id == "ev" for e in r.events]
+    assert {e.id for e in events} == {"ev/e2"} and events[0].state == EventState.STARTED
+    before = {t.id for _, results in first for r in results for t in r.tracks}
+    after = {t.id for _, results in looped for r in results for t in r.tracks}
+    assert before == {"trk/t1", "trk/t2"} and after == {"trk/t3", "trk/t4"}
+
+
 def test_inference_error_counted_and_stream_continues():
     engine = ScriptedEngine(None)
     p = Pipeline(engine, QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))

@@ -40,6 +40,10 @@ class EventMerger:
         self._open: dict[int, Event] = {}
         self._next_number = 1
 
+    def reset(self) -> None:
+        """Forget open events (after a backward time jump their stamps mean nothing); ids keep counting."""
+        self._open.clear()
+
     @property
     def total_events(self) -> int:
         """Number of distinct events created so far."""

@@ -123,8 +123,8 @@ class Pipeline:
             return []
         if clip.epoch != self._epoch:
             self._epoch = clip.epoch
-            for tracker in self._trackers.values():
-                tracker.reset()
+            for state in (*self._trackers.values(), *self._events.values()):
+                state.reset()
         inference = self.engine.infer(clip, queries, self.config.max_new_tokens)
         if inference.error:
             self.counters["inference_errors"] += 1
