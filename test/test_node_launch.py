@@ -105,7 +105,9 @@ def test_bad_model_folder_leaves_node_unconfigured_until_fixed(ros_env, client, 
     try:
         wait_until(lambda: "configure failed" in node.output(), 60.0, what="configure failure log")
         assert f"model folder '{missing}' does not exist" in node.output()
-        assert client.state("/molmo2") == "unconfigured" and node.proc.poll() is None
+        # the log line comes from inside on_configure: the transition finishes right after it
+        wait_until(lambda: client.state("/molmo2") == "unconfigured", 10.0, what="back in unconfigured")
+        assert node.proc.poll() is None
         d = client.diagnostics("/molmo2")
         assert d["_level"] == 2 and "does not exist" in d["_message"]
         assert client.set_params("/molmo2", model=str(tiny_model_dir()))[0].successful

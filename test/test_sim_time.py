@@ -99,7 +99,8 @@ def live_run(client: Client, env: dict, folder: Path, scenario: Path, queries: l
     folder.mkdir()
     qtext = "\n".join(f"- {{id: {q['id']}, task: {q['task']}, text: {q['text']}}}" for q in queries)
     node = start_node(client, env, folder, name=NAME, queries=qtext, topic="/camera/image_raw", engine_plugin=ORACLE,
-                      model=str(scenario / "scenario.json"), use_sim_time=True, no_frame_warn_s=60.0, qos="reliable")
+                      model=str(scenario / "scenario.json"), use_sim_time=True, no_frame_warn_s=60.0, qos="reliable",
+                      input_depth=200)
     try:
         client.clear()
         for q in queries:

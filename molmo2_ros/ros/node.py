@@ -60,7 +60,6 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 OUTPUT_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
-INPUT_DEPTH = 15  # frames the input history holds while the executor is stalled (~0.5 s at 30 Hz)
 MAX_GOALS = 4
 MAX_SIM_BACKLOG = 1000  # pending clips kept under use_sim_time before the oldest are skipped
 THROTTLE_S = 5.0
@@ -325,9 +324,10 @@ class Molmo2Node(LifecycleNode):
             reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
             mode = "reliable" if reliable else "sensor_data"
         self._qos_recheck = False
-        qos = qos_profile_sensor_data if mode == "sensor_data" else QoSProfile(
-            depth=INPUT_DEPTH, reliability=ReliabilityPolicy.RELIABLE)
-        qos = QoSProfile(depth=INPUT_DEPTH, history=HistoryPolicy.KEEP_LAST, reliability=qos.reliability)
+        reliability = (qos_profile_sensor_data.reliability if mode == "sensor_data"
+                       else ReliabilityPolicy.RELIABLE)
+        qos = QoSProfile(depth=self.get_parameter("input_depth").value, history=HistoryPolicy.KEEP_LAST,
+                         reliability=reliability)
         events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
         self._sub = self.create_subscription(self._input_type, "image", self._on_image, qos,
                                              callback_group=self._image_group, event_callbacks=events)

@@ -68,6 +68,9 @@ SPECS: dict[str, Spec] = {
     "slowfast.key_every": Spec(4, "Every Nth sampled frame is a key frame.", 1, 128),
     "qos": Spec("auto", "Input QoS: sensor_data (best effort) | reliable | auto (match the publishers' "
                         "reliability, re-checked until a publisher appears)."),
+    "input_depth": Spec(15, "Input queue (KEEP_LAST depth): frames held while the executor is busy (15 = 0.5 s at "
+                            "30 Hz). For bag replay under use_sim_time, where every frame counts, raise it (e.g. 100).",
+                        1, 1000),
     "input_compressed": Spec(False, "Subscribe to sensor_msgs/CompressedImage instead of sensor_msgs/Image."),
     "no_frame_warn_s": Spec(5.0, "Warn when no frame arrived for this many seconds.", 0.5, 3600.0),
     "max_query_chars": Spec(500, "Longest query text accepted.", 1, 10000),
@@ -81,7 +84,7 @@ SPECS: dict[str, Spec] = {
     "queries": Spec("", "Standing queries: YAML list of {id, task, text, topic} (see the package README)."),
 }
 
-ACTIVATE_TIME = frozenset({"qos", "input_compressed"})
+ACTIVATE_TIME = frozenset({"qos", "input_compressed", "input_depth"})
 RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "autostart"})
 CONFIGURE_TIME = frozenset(SPECS) - ACTIVATE_TIME - RUNTIME
 
