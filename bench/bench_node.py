@@ -24,21 +24,23 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
-import statistics
 import threading
 import time
 from pathlib import Path
 
 import psutil
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from molmo2_ros.msg import Answer, PointArray
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+
+from conftest import _claim_domain_id  # noqa: E402
+from helpers.ros_client import SpunNode  # noqa: E402
+from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "bench" / "out"
@@ -75,34 +77,19 @@ def ns(t) -> int:
     return t.sec * 1_000_000_000 + t.nanosec
 
 
-class Watcher:
+class Watcher(SpunNode):
     """In-process client: records every output with its receive wall time, and the newest diagnostics."""
 
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("bench_node_watcher", context=self.context)
         self.lock = threading.Lock()
         self.outputs: list[tuple[str, float, int, float]] = []  # topic, recv wall s, stamp ns, inference_s
         self.diag: dict[str, str] = {}
         self.diag_count = 0
+        super().__init__("bench_node_watcher")
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
         for topic, msg_type in OUTPUTS.items():
             self.node.create_subscription(msg_type, topic, lambda m, t=topic: self._on_output(t, m), reliable)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, QoSProfile(depth=10))
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.05)
-            except Exception:  # noqa: BLE001 - shutting down
-                if not self.context.ok():
-                    return
-                raise
 
     def _on_output(self, topic: str, msg) -> None:
         now = time.time()
@@ -128,12 +115,6 @@ class Watcher:
 
     def outputs_matched(self) -> bool:
         return all(self.node.count_publishers(t) > 0 for t in OUTPUTS)
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self.thread.join(timeout=2.0)
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
@@ -189,9 +170,6 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
 
     domain_id = args.domain_id
     if not domain_id:  # claim a free id the way the tests do, so a bench never talks to a test's nodes
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
-        from conftest import _claim_domain_id
-
         domain_id, _lock_fd = _claim_domain_id()
     env = ros_env(tmp, domain_id)
     model = build_tiny_model(tmp / "tiny")

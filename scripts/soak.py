@@ -32,12 +32,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "test"))
 
-import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 
 from conftest import FASTDDS_PROFILE, _claim_domain_id  # noqa: E402
+from helpers.ros_client import SpunNode  # noqa: E402
 from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 
 NODE_NAME = f"molmo2_soak_{os.getpid()}"
@@ -54,28 +53,15 @@ def proc_stats(pid: int) -> dict:
     return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024.0, "threads": int(fields["Threads"])}
 
 
-class Diagnostics:
-    """Newest /diagnostics values of the node under test (its own rclpy context, spun on a thread)."""
+class Diagnostics(SpunNode):
+    """Newest /diagnostics values of the node under test."""
 
     def __init__(self) -> None:
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node("molmo2_soak_monitor", context=self.context)
         self.values: dict[str, str] = {}
         self.updated = 0.0
         self._lock = threading.Lock()
+        super().__init__("molmo2_soak_monitor")
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, QoSProfile(depth=10))
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        while self.context.ok():
-            try:
-                self.executor.spin_once(timeout_sec=0.1)
-            except Exception:  # noqa: BLE001 - shutting down
-                return
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -96,11 +82,6 @@ class Diagnostics:
                     return dict(self.values)
             time.sleep(0.1)
         return self.get()
-
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
 
 
 def as_int(values: dict, key: str) -> int:

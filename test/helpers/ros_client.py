@@ -92,19 +92,15 @@ def start_camera(spec: dict, env: dict[str, str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-class Client:
-    """A test-side rclpy node in its own context, spun on a background thread. Collects messages per topic."""
+class SpunNode:
+    """An rclpy node in its own context, spun on a daemon thread (test, bench and soak clients)."""
 
-    def __init__(self, name: str = "molmo2_test_client") -> None:
+    def __init__(self, name: str) -> None:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
-        self.messages: dict[str, list] = defaultdict(list)
-        self._lock = threading.Lock()
-        self._subs: dict[str, object] = {}
-        self._clients: dict[str, object] = {}
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
@@ -122,6 +118,17 @@ class Client:
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=2.0)
+
+
+class Client(SpunNode):
+    """A test-side client node. Collects messages per topic; calls services, lifecycle and actions."""
+
+    def __init__(self, name: str = "molmo2_test_client") -> None:
+        self.messages: dict[str, list] = defaultdict(list)
+        self._lock = threading.Lock()
+        self._subs: dict[str, object] = {}
+        self._clients: dict[str, object] = {}
+        super().__init__(name)
 
     # ---- topics ---------------------------------------------------------------------------------------
     def subscribe(self, msg_type, topic: str, qos: QoSProfile = OUTPUT_QOS) -> None:
