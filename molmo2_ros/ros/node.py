@@ -19,7 +19,6 @@ the action and timers run on a MultiThreadedExecutor, so they stay responsive du
 
 from __future__ import annotations
 
-import ctypes
 import importlib
 import os
 import sys
@@ -684,21 +683,8 @@ def _with_default_image_remap(args: list[str]) -> list[str]:
     return [*args, "--ros-args", "-r", "image:=/camera/image_raw"]
 
 
-def release_large_buffers_at_once() -> None:
-    """Camera frames are megabytes each; glibc's adaptive mmap threshold soon serves them from the heap, whose
-    fragmentation then grows RSS for minutes (measured with bench/bench_node.py at 1080p 30 Hz). Fixing the
-    threshold at 1 MiB makes every frame buffer its own mapping, returned to the OS when freed."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc
-        return
-    m_mmap_threshold = -3
-    libc.mallopt(m_mmap_threshold, 1 << 20)
-
-
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; exit code 0 on a clean shutdown."""
-    release_large_buffers_at_once()
     rclpy.init(args=_with_default_image_remap(list(sys.argv if args is None else args)))
     node = Molmo2Node()
     name = node.get_fully_qualified_name()
