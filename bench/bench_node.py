@@ -178,6 +178,8 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
     node_log = open(OUT_DIR / "node.log", "wb")
     node_cmd = [sys.executable, str(NODE_SCRIPT), "--ros-args", "-r", "__node:=molmo2", "--params-file",
                 str(params), "-p", f"model:={model}", "-r", f"image:={TOPIC}"]
+    for extra in args.param:
+        node_cmd += ["-p", extra]
     node = subprocess.Popen(node_cmd, env=env, stdout=node_log, stderr=subprocess.STDOUT)
     watcher = Watcher()
     camera = None
@@ -300,7 +302,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         "scenario": {"seconds": args.seconds, "rate_hz": args.rate, "size": "1920x1080 rgb8", "qos": "reliable "
                      "depth 10 (node qos=auto)", "window_s": WINDOW_S, "stride_s": STRIDE_S, "sample_fps": 2.0,
                      "queries": ["point", "caption"], "max_new_tokens": 16, "model": "tiny random Molmo2 (TinySpec())",
-                     "fastdds_profile": str(FASTDDS_PROFILE.relative_to(REPO))},
+                     "fastdds_profile": str(FASTDDS_PROFILE.relative_to(REPO)), "extra_params": args.param},
         "host": {"cpus": os.cpu_count(), "loadavg_end": os.getloadavg(), "python": platform.python_version(),
                  "other_busy_processes_mid_run": load_mid},
     }
@@ -327,6 +329,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate (Hz)")
     parser.add_argument("--domain-id", type=int, default=0,
                         help="ROS_DOMAIN_ID of the three processes (0: claim a free one like the tests)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="extra node parameter (repeatable), e.g. --param input_depth:=30")
     args = parser.parse_args()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_bench_node_"))

@@ -81,7 +81,8 @@ def node(env, client, tmp_path_factory) -> NodeProcess:
                       + "".join(f"      {line}\n" for line in QUERIES.strip().splitlines()))
     proc = NodeProcess(["--ros-args", "-r", "__node:=molmo2", "-r", f"image:={TOPIC}", "--params-file", str(params),
                         "-p", "engine_plugin:=helpers.scripted_engine:ScriptedEngine", "-p", "model:=scripted",
-                        "-p", "window_s:=2.0", "-p", "stride_s:=1.0", "-p", "no_frame_warn_s:=1.0"],
+                        "-p", "window_s:=2.0", "-p", "stride_s:=1.0", "-p", "no_frame_warn_s:=1.0",
+                        "-p", "gil_switch_interval_ms:=0.25"],
                        env, folder / "node.log")
     try:
         wait_until(lambda: client.state(NODE) == "active", 20.0, what="node active")
@@ -162,6 +163,7 @@ def test_diagnostics(node, client):
     for key in ("input_rate_hz", "frames_dropped", "output_age_s", "gpu_memory_mb", "input_qos"):
         assert key in d
     assert d["input_qos"] == "sensor_data"  # qos=auto matched the best-effort camera
+    assert d["gil_switch_interval_ms"] == "0.250"  # applied to the node's interpreter at start-up
 
 
 ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "uyvy", "yuyv", "bayer_rggb8", "rgb16"]

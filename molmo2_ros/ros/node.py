@@ -111,6 +111,7 @@ class Molmo2Node(LifecycleNode):
         for name, spec in SPECS.items():
             self.declare_parameter(name, spec.default, descriptor(name))
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        sys.setswitchinterval(self.get_parameter("gil_switch_interval_ms").value / 1e3)
         self._lc_state = "unconfigured"
         self._model_state = "not loaded"
         self._error = ""
@@ -653,6 +654,7 @@ class Molmo2Node(LifecycleNode):
             "callback_ms_p99": f"{cb[min(len(cb) - 1, len(cb) * 99 // 100)]:.3f}" if cb else "",
             "gpu_memory_mb": f"{self._gpu_mb():.1f}", "standing_queries": len(pipeline.queries) if pipeline else 0,
             "active_goals": self._goals_active, "threads": threading.active_count(), "last_error": self._error,
+            "gil_switch_interval_ms": f"{sys.getswitchinterval() * 1e3:.3f}",
         }
         values.update({k: v for k, v in sorted(counts.items()) if k not in values})
         frames_dropped = sum(v for k, v in counts.items() if k.startswith(("bad_", "buffer_dropped_")))

@@ -71,6 +71,11 @@ SPECS: dict[str, Spec] = {
     "input_depth": Spec(15, "Input queue (KEEP_LAST depth): frames held while the executor is busy (15 = 0.5 s at "
                             "30 Hz). For bag replay under use_sim_time, where every frame counts, raise it (e.g. 100).",
                         1, 1000),
+    "gil_switch_interval_ms": Spec(0.5, "Python's GIL switch interval for the node process (Python's own default "
+                                        "is 5 ms). Shorter lets image callbacks take the interpreter from the "
+                                        "inference thread sooner: at 5 ms a 1080p 30 Hz camera lost frames and "
+                                        "inference ran 2x slower in bench_node (README). Set at start-up.",
+                                   0.05, 100.0, read_only=True),
     "input_compressed": Spec(False, "Subscribe to sensor_msgs/CompressedImage instead of sensor_msgs/Image."),
     "no_frame_warn_s": Spec(5.0, "Warn when no frame arrived for this many seconds.", 0.5, 3600.0),
     "max_query_chars": Spec(500, "Longest query text accepted.", 1, 10000),
