@@ -89,7 +89,7 @@ def cmd_generate(args) -> int:
     from .offline.scenario import generate_scenario
 
     bag = generate_scenario(args.out, seconds=args.seconds, fps=args.fps, width=args.width, height=args.height,
-                            encoding=args.encoding, seed=args.seed, storage=args.storage)
+                            encoding=args.encoding, seed=args.seed, storage=args.storage, world=args.world)
     print(f"bag: {bag}\nground truth: {Path(args.out) / 'scenario.json'}")
     return 0
 
@@ -196,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", choices=("rgb8", "bgr8", "mono8", "jpeg"), default="rgb8")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--world", choices=("default", "two_colours"), default="default",
+                   help="default: balls, squares, a triangle; two_colours: a red and a blue ball crossing")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("replay", help="run the pipeline over every window of a bag")

@@ -49,6 +49,7 @@ def test_perfect():
     o = evaluate(rs, gt)["overall"]
     assert o["point_hit_rate"] == 1.0 and o["point_recall"] == 1.0 and o["count_mae"] == 0.0
     assert o["mota"] == 1.0 and o["id_switches"] == 0 and o["event_f1"] == 1.0
+    assert o["track_point_hit_rate"] == 1.0
     assert o["event_start_error_s"] == 0.0
 
 
@@ -67,7 +68,16 @@ def test_an_id_switch():
     t2 = track("t/t2", [(k, "b") for k in range(5)] + [(k, "a") for k in range(5, 10)])
     m = evaluate([result("t", TaskKind.TRACK, tracks=[t1, t2])], gt)["per_query"]["t"]
     assert m["id_switches"] == 2 and m["mota"] == 1 - 2 / 20
+    assert m["track_point_hit_rate"] == 1.0 and m["track_points"] == 20  # switched ids still point right
     assert abs(m["id_switches_per_track_per_min"] - 2 / 2 / (9 / 60)) < 1e-9
+
+
+def test_track_points_off_target():
+    gt = truth()
+    good = track("t/t1", [(k, "a") for k in range(10)])
+    off = Track("t/t2", "ball", TrackStatus.TRACKED, S[0], S[3], [GroundedPoint(S[k], 50.0, 95.0) for k in range(4)])
+    m = evaluate([result("t", TaskKind.TRACK, tracks=[good, off])], gt)["per_query"]["t"]
+    assert m["track_points"] == 14 and abs(m["track_point_hit_rate"] - 10 / 14) < 1e-9
 
 
 def test_a_split_event():

@@ -67,6 +67,24 @@ def test_oracle_with_default_noise(scenario, tmp_path):
     assert o["point_hit_rate"] >= 0.9
 
 
+def test_two_colour_world_scores_each_ball_by_colour(tmp_path):
+    bag = generate_scenario(tmp_path / "scenario", seconds=6.0, fps=10.0, width=320, height=240,
+                            world="two_colours")
+    truth = GroundTruth.load(tmp_path / "scenario" / "scenario.json")
+    assert {q["id"] for q in truth.data["queries"]} == {"red_point", "red_track", "blue_point", "blue_track"}
+    summary = replay(bag, tmp_path / "out", OracleEngine(truth, NO_NOISE), queries(truth), progress=False,
+                     gif=False)
+    per_query = evaluate(load_results(summary.results_path), truth)["per_query"]
+    for colour in ("red", "blue"):
+        assert per_query[f"{colour}_point"]["point_hit_rate"] == 1.0
+        assert per_query[f"{colour}_track"]["track_point_hit_rate"] == 1.0
+    # the answer for one colour does not hit the other ball: swap the objects in the ground truth
+    swapped_truth = GroundTruth({**truth.data, "queries": [
+        {**q, "objects": ["blue_ball" if q["objects"] == ["red_ball"] else "red_ball"]} for q in truth.data["queries"]]})
+    swapped = evaluate(load_results(summary.results_path), swapped_truth)["per_query"]
+    assert swapped["red_point"]["point_hit_rate"] < 0.5
+
+
 def test_tiny_model_replay_is_deterministic(tmp_path):
     bag = generate_scenario(tmp_path / "s", seconds=4.0, fps=10.0, width=96, height=64, encoding="jpeg",
                             storage="sqlite3")

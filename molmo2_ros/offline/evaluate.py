@@ -6,7 +6,8 @@ Metrics (definitions in docs/ground_truth.md):
   point_recall = visible (object, stamp) pairs of the clip frames with a predicted point within radius.
 - count: count_mae = mean |count - distinct query objects visible in the clip's frames|.
 - tracks: CLEAR-MOT per stamp (latest reported trajectory point of each track wins), mota, id_switches,
-  id_switches_per_track_per_min.
+  id_switches_per_track_per_min; track_point_hit_rate = trajectory points within `radius` of a visible object of
+  the query on their stamp / trajectory points (the pointing accuracy of tracks, whatever their ids).
 - events: final spans (last report of each event id) matched one-to-one to ground-truth events that overlap in
   time; event_precision/recall/f1 and mean start/end errors in seconds.
 A result's clip frames are not stored, so they are rebuilt as the `num_frames` ground-truth frames nearest to an
@@ -103,12 +104,14 @@ def eval_tracks(truth: GroundTruth, results: list[QueryResult], objects: list[st
         for track in r.tracks:
             for p in track.trajectory:
                 hyp[p.stamp_ns][track.id] = (p.x, p.y)
-    fn = fp = idsw = matches = gt_total = 0
+    fn = fp = idsw = matches = gt_total = points = points_hit = 0
     last: dict[str, str] = {}
     seen_objects: set[str] = set()
     for s in sorted(stamps):
         gts = {o: g for o in objects if (g := truth.visible(o, s)) is not None}
         hs = dict(hyp.get(s, {}))
+        points += len(hs)
+        points_hit += sum(any(_dist(h, g) <= radius for g in gts.values()) for h in hs.values())
         gt_total += len(gts)
         seen_objects.update(gts)
         pairs: dict[str, str] = {}
@@ -130,7 +133,8 @@ def eval_tracks(truth: GroundTruth, results: list[QueryResult], objects: list[st
         fp += len(hs) - len(pairs)
     minutes = (max(stamps) - min(stamps)) / NS_PER_S / 60 if len(stamps) > 1 else 0.0
     per_track_min = idsw / len(seen_objects) / minutes if seen_objects and minutes > 0 else None
-    return {"mota": 1 - (fn + fp + idsw) / gt_total if gt_total else None, "id_switches": idsw,
+    return {"mota": 1 - (fn + fp + idsw) / gt_total if gt_total else None,
+            "track_point_hit_rate": _ratio(points_hit, points), "track_points": points, "id_switches": idsw,
             "id_switches_per_track_per_min": per_track_min, "track_false_negatives": fn,
             "track_false_positives": fp, "track_matches": matches, "gt_track_points": gt_total,
             "gt_tracks": len(seen_objects)}
@@ -168,7 +172,8 @@ def eval_events(truth: GroundTruth, results: list[QueryResult], spec: dict) -> d
             "event_end_error_s": float(np.mean(end_err)) if end_err else None}
 
 
-_OVERALL = ("point_hit_rate", "point_precision", "point_recall", "count_mae", "mota", "id_switches",
+_OVERALL = ("point_hit_rate", "point_precision", "point_recall", "count_mae", "mota", "track_point_hit_rate",
+            "id_switches",
             "id_switches_per_track_per_min", "event_precision", "event_recall", "event_f1", "event_start_error_s",
             "event_end_error_s")
 

@@ -5,6 +5,9 @@ leaves it on the right, two fall off shelves), three blue squares (two meet, tou
 from the top) and a green triangle that crosses the image diagonally. Motions are analytic, so positions,
 visibility and event spans are exact for every frame stamp. Sizes scale with the image, motions with `seconds`
 (falls take a fixed 1.5 s).
+
+World "two_colours": a red ball and a blue ball, the same shape, that cross each other (only the colour tells
+them apart), with point and track queries for each.
 """
 
 from __future__ import annotations
@@ -75,6 +78,15 @@ def build_world(seconds: float, width: int, height: int) -> list[_Object]:
         _Object("square_3", "blue square", "square", "blue", r, _linear((0.3, -0.08), (0.3, 0.45), 0.55 * d, 0.8 * d)),
         _Object("triangle_1", "green triangle", "triangle", "green", r,
                 _linear((-0.08, 1.0), (1.08, -0.08), 0.1 * d, 0.9 * d)),
+    ]
+
+
+def build_two_colour_world(seconds: float, width: int, height: int) -> list[_Object]:
+    """Two balls that differ only by colour, on diagonals that cross below the occluder mid-clip."""
+    r = 0.05
+    return [
+        _Object("red_ball", "red ball", "ball", "red", r, _linear((0.1, 0.35), (0.9, 0.75), 0.0, seconds)),
+        _Object("blue_ball", "blue ball", "ball", "blue", r, _linear((0.9, 0.35), (0.1, 0.75), 0.0, seconds)),
     ]
 
 
@@ -183,6 +195,15 @@ def default_queries(objects: list[_Object]) -> list[dict]:
     ]
 
 
+def two_colour_queries(objects: list[_Object]) -> list[dict]:
+    """Point and track queries for each ball of the two-colour world, asked by colour."""
+    return [{"id": f"{o.color}_{task}", "task": task, "text": o.label, "objects": [o.id]}
+            for o in objects for task in ("point", "track")]
+
+
+WORLDS = {"default": (build_world, default_queries), "two_colours": (build_two_colour_world, two_colour_queries)}
+
+
 def _image_message(typestore, img: np.ndarray, encoding: str, stamp_ns: int, frame_id: str, jpeg_quality: int):
     header = typestore.types["std_msgs/msg/Header"](
         stamp=typestore.types["builtin_interfaces/msg/Time"](sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S),
@@ -207,8 +228,10 @@ def _image_message(typestore, img: np.ndarray, encoding: str, stamp_ns: int, fra
 
 def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float = 10.0, width: int = 640,
                       height: int = 480, encoding: str = "rgb8", seed: int = 0, storage: str = "mcap",
-                      frame_id: str = "camera", bag_version: int = 9, jpeg_quality: int = 90) -> Path:
-    """Write `out_dir/bag` (rosbag2) and `out_dir/scenario.json`; returns the bag folder.
+                      frame_id: str = "camera", bag_version: int = 9, jpeg_quality: int = 90,
+                      world: str = "default") -> Path:
+    """Write `out_dir/bag` (rosbag2) and `out_dir/scenario.json`; returns the bag folder. `world`: a key of
+    WORLDS (the objects and their queries).
 
     The bag holds one camera topic: sensor_msgs/Image on /camera/image_raw, or CompressedImage on
     /camera/image_raw/compressed for encoding "jpeg". Stamps start at 1_700_000_000 s; log time = stamp.
@@ -218,6 +241,8 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
 
     if encoding not in ENCODINGS:
         raise ValueError(f"encoding must be one of {ENCODINGS}, got '{encoding}'")
+    if world not in WORLDS:
+        raise ValueError(f"world must be one of {', '.join(WORLDS)}, got '{world}'")
     if storage not in ("mcap", "sqlite3"):
         raise ValueError(f"storage must be mcap or sqlite3, got '{storage}'")
     if seconds <= 0 or fps <= 0 or width < 32 or height < 32:
@@ -230,7 +255,8 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
     n = int(round(seconds * fps))
     times = [k / fps for k in range(n)]
     stamps = [START_NS + round(k * NS_PER_S / fps) for k in range(n)]
-    objects = build_world(seconds, width, height)
+    build, queries = WORLDS[world]
+    objects = build(seconds, width, height)
     tracks = {o.id: [(o.motion(t)[0] * width, o.motion(t)[1] * height) for t in times] for o in objects}
     topic = "/camera/image_raw/compressed" if encoding == "jpeg" else "/camera/image_raw"
     msgtype = "sensor_msgs/msg/CompressedImage" if encoding == "jpeg" else "sensor_msgs/msg/Image"
@@ -244,14 +270,14 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
             _, msg = _image_message(typestore, img, encoding, stamp, frame_id, jpeg_quality)
             writer.write(conn, stamp, typestore.serialize_cdr(msg, msgtype))
     truth = {
-        "version": 1, "camera_topic": topic, "width": width, "height": height, "frame_id": frame_id, "fps": fps,
+        "version": 1, "world": world, "camera_topic": topic, "width": width, "height": height, "frame_id": frame_id, "fps": fps,
         "frames": stamps,
         "objects": [{"id": o.id, "label": o.label, "kind": o.kind, "color": o.color,
                      "radius_px": o.size * min(width, height),
                      "track": [[s, round(x, 3), round(y, 3), _visible(x, y, width, height)]
                                for s, (x, y) in zip(stamps, tracks[o.id])]} for o in objects],
         "events": _events(objects, tracks, times, stamps, width, height),
-        "queries": default_queries(objects),
+        "queries": queries(objects),
     }
     (out / "scenario.json").write_text(json.dumps(truth, indent=1))
     return bag
