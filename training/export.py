@@ -26,6 +26,8 @@ PHASES = [
     f"{PY} --steps 4000 --stop-at 2000 --eval-every 250",
     f"{PY} --steps 5000 --phase2-start 2000 --eval-every 250 --resume",
     f"{PY} --steps 6200 --phase2-start 2000 --p-none 0.25 --p-slow 0.3 --eval-every 200 --resume",
+    f"{PY} --steps 9200 --phase-start 6200 --phase2-start 2000 --p-none 0.15 --p-slow 0.3 --p-track 0.6 "
+    "--lr 7e-4 --warmup 150 --eval-every 250 --resume",
     "OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python training/export.py training/runs/v1 models/molmo2-tiny-synthetic",
 ]
 
@@ -39,7 +41,8 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     steps = [int(r["step"]) for r in rows]
     smax = max(steps)
     series = [("digit_ce", (200, 40, 40), 0, 3.0), ("lm", (40, 40, 200), 0, 3.0), ("attn", (40, 150, 40), 0, 3.0),
-              ("aux_digits", (150, 100, 0), 0, 3.0), ("eval_hit_rate", (0, 0, 0), 0, 1.0)]
+              ("aux_digits", (150, 100, 0), 0, 3.0), ("eval_hit_rate", (0, 0, 0), 0, 1.0),
+              ("eval_track_hit_rate", (180, 0, 180), 0, 1.0)]
 
     def xy(step, v, lo, hi):
         return int(m + (W - 2 * m) * step / smax), int(H - m - (H - 2 * m) * (v - lo) / (hi - lo))
@@ -48,9 +51,10 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     for i, (name, colour, lo, hi) in enumerate(series):
         pts = [xy(int(r["step"]), min(float(r[name]), hi), lo, hi) for r in rows if r.get(name) not in ("", None)]
         for a, b in zip(pts, pts[1:]):
-            cv2.line(img, a, b, colour, 2 if name == "eval_hit_rate" else 1, cv2.LINE_AA)
+            cv2.line(img, a, b, colour, 2 if name.startswith("eval") else 1, cv2.LINE_AA)
         label = name + (" (0..1)" if hi == 1.0 else " (0..3 nats)")
-        cv2.putText(img, label, (m + 10 + 170 * i, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        cv2.putText(img, label, (m + 10 + 270 * (i % 3), 18 + 16 * (i // 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour,
+                    1, cv2.LINE_AA)
     cv2.putText(img, f"step 0..{smax}", (W // 2 - 40, H - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
     y = xy(0, np.log(10), 0, 3.0)[1]
     cv2.line(img, (m, y), (W - m, y), (180, 180, 180), 1)
@@ -88,10 +92,14 @@ def main() -> int:
         "train_seconds": round(state["elapsed"], 1),
         "dtype": args.dtype,
         "task": "single-frame pointing: 'Point to the {colour} {shape}.' -> one point on the leftmost visible "
-                "instance, or 'There are none.' (3x3 and 2x2 pooled frames)",
+                "instance, or 'There are none.' (3x3 and 2x2 pooled frames); from step 6200 also tracking: "
+                "'Track the {colour} {shape}.' on 2-8 frame clips at 2 fps (SlowFast poolings) -> "
+                "<tracks coords=\"t id x y;...\">label</tracks>, every visible instance, ids by first appearance",
         "data": "random frames rendered by molmo2_ros.offline.scenario.render_frame: 1-6 objects (ball/square/"
                 "triangle x red/blue/green, radius 4-6.5% of min(w,h)), textured background, grey occluder; "
-                "sizes 320x240, 640x480, 480x360, 400x300, 320x320, 640x360",
+                "sizes 320x240, 640x480, 480x360, 400x300, 320x320, 640x360; tracking clips: 1-3 objects in "
+                "straight lines up to 0.15 image/s, 20% falling 0.7 image heights in 1.5 s, entering, leaving, "
+                "passing behind the occluder",
         "note": "training-only auxiliary head and attention supervision are not part of these weights",
     }
     (dest / "training_recipe.json").write_text(json.dumps(recipe, indent=1))
