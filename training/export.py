@@ -27,7 +27,11 @@ PHASES = [
     f"{PY} --steps 5000 --phase2-start 2000 --eval-every 250 --resume",
     f"{PY} --steps 6200 --phase2-start 2000 --p-none 0.25 --p-slow 0.3 --eval-every 200 --resume",
     f"{PY} --steps 9200 --phase-start 6200 --phase2-start 2000 --p-none 0.15 --p-slow 0.3 --p-track 0.6 "
-    "--lr 7e-4 --warmup 150 --eval-every 250 --resume",
+    "--lr 7e-4 --warmup 150 --eval-every 250 --resume --stop-at 7900",
+    f"{PY} --steps 11000 --phase-start 6200 --phase2-start 2000 --p-none 0.15 --p-slow 0.3 --p-track 0.6 "
+    "--lr 7e-4 --warmup 150 --eval-every 250 --resume --threads 2",
+    f"{PY} --steps 12000 --phase-start 11000 --phase2-start 2000 --p-none 0.2 --p-slow 0.3 --p-track 0.4 "
+    "--lr 3e-4 --warmup 50 --eval-every 250 --absent-from-vocabulary --resume --threads 2",
     "OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python training/export.py training/runs/v1 models/molmo2-tiny-synthetic",
 ]
 

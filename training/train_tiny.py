@@ -1,14 +1,18 @@
 """Train a tiny Molmo2 (the real transformers classes, processor and output grammar) on the synthetic world.
 
-Single-frame pointing: "Point to the {colour} {shape}." -> `<points coords="0.0 1 XXX YYY">{label}</points>`
-(the leftmost visible instance when there are several; `There are none.` when there is none).
+Two tasks, the output grammar of Molmo2:
+- single-frame pointing: "Point to the {colour} {shape}." -> `<points coords="0.0 1 XXX YYY">{label}</points>`
+  (the leftmost visible instance when there are several; `There are none.` when there is none);
+- tracking over a clip of 2-8 frames at 2 fps (`--p-track`, the product's SlowFast poolings):
+  "Track the {colour} {shape}." -> `<tracks coords="0.0 1 XXX YYY 2 XXX YYY;0.5 1 XXX YYY;...">{label}</tracks>`
+  (every visible instance, ids by first appearance, frames without one left out).
 
 Plain end-to-end training learns the grammar but never reads the image (issue 7). Three training-only signals
 break that plateau; none of them is part of the saved checkpoint:
 1. an auxiliary head on the adapter's pooled visual tokens (81 per frame): which label has its centre in this
    token's cell, and the hundreds/tens digits of that centre's x and y (what the answer must spell);
 2. attention supervision: at every position that predicts a coordinate digit, one head in each of the last two
-   LM layers is trained to attend to the visual token whose cell holds the target's centre;
+   LM layers is trained to attend to the visual token whose cell holds the target's centre (in its frame);
 3. a larger loss weight on the coordinate digits.
 Plus an init that makes position easy to read: 2-D sin/cos ViT position embeddings, adapter weights at
 1/sqrt(fan_in), a zero `<im_patch>` embedding (the visual token is then the adapter output alone).
@@ -30,7 +34,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -45,6 +49,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from molmo2_ros.core.molmo2_inputs import Molmo2InputBuilder  # noqa: E402
+from molmo2_ros.core.sampling import tokens_per_frame  # noqa: E402
 from molmo2_ros.core.tiny_model import TinySpec, build_config, build_processor  # noqa: E402
 from molmo2_ros.core.types import Clip, ClipFrame, Frame  # noqa: E402
 from molmo2_ros.offline.scenario import OCCLUDER, _background, _Object, render_frame  # noqa: E402
@@ -67,11 +72,92 @@ def _visible(x: float, y: float, w: int, h: int) -> bool:
     return 0 <= x < w and 0 <= y < h and not (ox0 * w <= x <= ox1 * w and oy0 * h <= y <= oy1 * h)
 
 
-class SceneSampler:
-    """Random single frames of the synthetic world (same renderer, colours, shapes and occluder)."""
+def coord(v: float, size: int) -> int:
+    return min(max(int(round(v / size * 1000)), 0), 1000)
 
-    def __init__(self, seed: int) -> None:
+
+def cell_of(x: float, y: float, w: int, h: int, pool: int = 3) -> int:
+    """Row-major index of the pooled visual token whose patches hold pixel (x, y) (27x27 patches, pool x pool)."""
+    grid = -(-27 // pool)
+    col = min(int(x / w * 27), 26) // pool
+    row = min(int(y / h * 27), 26) // pool
+    return row * grid + col
+
+
+FRAME_DT = 0.5  # 2 fps, the product's sampling rate
+STAMP0 = 1_700_000_000_000_000_000
+
+
+@dataclass
+class Sample:
+    """One training example: a clip (1..8 frames of one size), its prompt, the answer and where its coordinate
+    digits point (character offset in the answer, frame index, pooled-token cell in that frame)."""
+
+    frames: list[np.ndarray]
+    pools: list[int]
+    prompt: str
+    answer: str
+    digits: list[tuple[int, int, int]]
+    visible: list[list[tuple[str, float, float]]]  # per frame: (label, x, y) of every visible object
+    w: int
+    h: int
+    label: str = ""
+    targets: list[list[tuple[float, float]]] = field(default_factory=list)  # per frame: the asked instances
+
+    def clip(self) -> Clip:
+        return Clip(index=0, frames=tuple(
+            ClipFrame(Frame(STAMP0 + int(round(i * FRAME_DT * 1e9)), img), i, (p, p), p == 2)
+            for i, (img, p) in enumerate(zip(self.frames, self.pools))))
+
+
+def point_sample(scene: dict, pool: int = 3) -> Sample:
+    """Single-frame pointing at the leftmost instance of the asked label."""
+    digits = []
+    if scene["targets"]:
+        x, y = scene["targets"][0]
+        answer = f'<points coords="0.0 1 {coord(x, scene["w"]):03d} {coord(y, scene["h"]):03d}">{scene["label"]}</points>'
+        start = answer.index('coords="') + len('coords="0.0 1 ')
+        cell = cell_of(x, y, scene["w"], scene["h"], pool)
+        digits = [(start + k, 0, cell) for k in (0, 1, 2, 4, 5, 6)]
+    else:
+        answer = NONE_ANSWER
+    return Sample([scene["image"]], [pool], f"Point to the {scene['label']}.", answer, digits, [scene["visible"]],
+                  scene["w"], scene["h"], scene["label"], [scene["targets"]])
+
+
+def track_answer(label: str, per_frame: list[dict[int, tuple[float, float]]], pools: list[int], w: int, h: int
+                 ) -> tuple[str, list[tuple[int, int, int]]]:
+    """`<tracks coords="t id x y ...;...">label</tracks>` over the frames where an instance is visible (ids by
+    first appearance, then by x), or `There are none.`; plus the digit targets."""
+    order: list[int] = []
+    for frame in per_frame:
+        order += sorted((k for k in frame if k not in order), key=lambda k: frame[k][0])
+    if not order:
+        return NONE_ANSWER, []
+    ids = {k: i + 1 for i, k in enumerate(order)}
+    prefix = '<tracks coords="'
+    coords, digits = "", []
+    for f, frame in enumerate(per_frame):
+        if not frame:
+            continue
+        group = ("" if not coords else ";") + f"{f * FRAME_DT:.1f}"
+        for k in sorted(frame, key=ids.get):
+            x, y = frame[k]
+            group += f" {ids[k]} "
+            at = len(prefix) + len(coords) + len(group)
+            group += f"{coord(x, w):03d} {coord(y, h):03d}"
+            cell = cell_of(x, y, w, h, pools[f])
+            digits += [(at + d, f, cell) for d in (0, 1, 2, 4, 5, 6)]
+        coords += group
+    return f'{prefix}{coords}">{label}</tracks>', digits
+
+
+class SceneSampler:
+    """Random single frames and moving clips of the synthetic world (same renderer, colours, shapes, occluder)."""
+
+    def __init__(self, seed: int, absent_from_vocabulary: bool = False) -> None:
         self.rng = np.random.default_rng(seed)
+        self.absent_from_vocabulary = absent_from_vocabulary
         self._backgrounds: dict[tuple[int, int], list[np.ndarray]] = {}
 
     def background(self, w: int, h: int) -> np.ndarray:
@@ -80,6 +166,24 @@ class SceneSampler:
             pool.append(_background(w, h, int(self.rng.integers(1 << 30))))
             return pool[-1]
         return pool[int(self.rng.integers(len(pool)))]
+
+    def _label(self, vocabulary: str) -> tuple[str, str]:
+        if vocabulary == "scenario":
+            return SCENARIO_LABELS[int(self.rng.integers(3))]
+        return COLOURS[int(self.rng.integers(3))], KINDS[int(self.rng.integers(3))]
+
+    def _ask(self, present: list[str], p_none: float, vocabulary: str) -> str:
+        """A present label, or with probability p_none an absent one (from the batch's vocabulary when
+        `absent_from_vocabulary`, so that "none" is not a shortcut for labels outside the scenario's)."""
+        if present and self.rng.random() >= p_none:
+            return present[int(self.rng.integers(len(present)))]
+        pool = LABELS
+        if self.absent_from_vocabulary and vocabulary == "scenario":
+            scenario = [f"{c} {k}" for c, k in SCENARIO_LABELS]
+            if any(lab not in present for lab in scenario):
+                pool = scenario
+        absent = [lab for lab in pool if lab not in present]
+        return absent[int(self.rng.integers(len(absent)))]
 
     def scene(self, w: int, h: int, max_objects: int, p_none: float, vocabulary: str = "all") -> dict:
         """vocabulary "all": any of the 9 colour x shape labels; "scenario": only the default scenario's
@@ -94,50 +198,59 @@ class SceneSampler:
                 x, y = float(rng.uniform(0.02, 0.98) * w), float(rng.uniform(0.02, 0.98) * h)
                 if all(math.dist((x, y), p) > (size + o.size) * px * 1.1 for o, p in zip(objs, pos.values())):
                     break
-            if vocabulary == "scenario":
-                colour, kind = SCENARIO_LABELS[int(rng.integers(3))]
-            else:
-                colour, kind = COLOURS[int(rng.integers(3))], KINDS[int(rng.integers(3))]
+            colour, kind = self._label(vocabulary)
             obj = _Object(f"o{i}", f"{colour} {kind}", kind, colour, size, lambda t: (0.0, 0.0))
             objs.append(obj)
             pos[obj.id] = (x, y)
         img = render_frame(self.background(w, h), objs, pos)
         visible = [(o.label, *pos[o.id]) for o in objs if _visible(*pos[o.id], w, h)]
-        present = sorted({v[0] for v in visible})
-        if present and rng.random() >= p_none:
-            label = present[int(rng.integers(len(present)))]
-        else:
-            absent = [lab for lab in LABELS if lab not in present]
-            label = absent[int(rng.integers(len(absent)))]
+        label = self._ask(sorted({v[0] for v in visible}), p_none, vocabulary)
         targets = sorted([(x, y) for lab, x, y in visible if lab == label])
         return {"image": img, "label": label, "targets": targets, "visible": visible, "w": w, "h": h}
 
+    def track_clip(self, w: int, h: int, n_frames: int, max_objects: int, p_none: float, vocabulary: str,
+                   slowfast: bool) -> Sample:
+        """Objects moving in straight lines (speeds like the default scenario's, up to 0.15 image/s), some
+        falling (0.7 image heights in 1.5 s, from rest), entering, leaving and passing behind the occluder."""
+        rng = self.rng
+        n = int(rng.integers(1, max_objects + 1))
+        objs, paths = [], {}
+        span = (n_frames - 1) * FRAME_DT
+        for i in range(n):
+            size = float(rng.uniform(0.04, 0.065))
+            x0, y0 = float(rng.uniform(-0.05, 1.05)), float(rng.uniform(0.02, 0.98))
+            speed, angle = float(rng.uniform(0.0, 0.15)), float(rng.uniform(0, 2 * math.pi))
+            vx, vy = speed * math.cos(angle), speed * math.sin(angle)
+            fall_at = float(rng.uniform(-1.0, span)) if rng.random() < 0.2 else None
+            colour, kind = self._label(vocabulary)
+            objs.append(_Object(f"o{i}", f"{colour} {kind}", kind, colour, size, lambda t: (0.0, 0.0)))
+            paths[f"o{i}"] = (x0, y0, vx, vy, fall_at)
 
-def coord(v: float, size: int) -> int:
-    return min(max(int(round(v / size * 1000)), 0), 1000)
+        def at(key: str, t: float) -> tuple[float, float]:
+            x0, y0, vx, vy, fall_at = paths[key]
+            y = y0 + vy * t
+            if fall_at is not None and t > fall_at:
+                y += 0.7 * min((t - fall_at) / 1.5, 1.0) ** 2
+            return (x0 + vx * t) * w, y * h
 
-
-def answer_text(scene: dict) -> str:
-    if not scene["targets"]:
-        return NONE_ANSWER
-    x, y = scene["targets"][0]  # the leftmost instance
-    return f'<points coords="0.0 1 {coord(x, scene["w"]):03d} {coord(y, scene["h"]):03d}">{scene["label"]}</points>'
-
-
-def cell_of(x: float, y: float, w: int, h: int, pool: int = 3) -> int:
-    """Row-major index of the pooled visual token whose patches hold pixel (x, y) (27x27 patches, pool x pool)."""
-    grid = -(-27 // pool)
-    col = min(int(x / w * 27), 26) // pool
-    row = min(int(y / h * 27), 26) // pool
-    return row * grid + col
-
-
-def one_frame_clip(image: np.ndarray, stamp_ns: int = 1_700_000_000_000_000_000, pooling=(3, 3)) -> Clip:
-    return Clip(index=0, frames=(ClipFrame(Frame(stamp_ns, image), 0, pooling),))
+        background = self.background(w, h)
+        offset = int(rng.integers(4))
+        pools = [2 if slowfast and (offset + f) % 4 == 0 else 3 for f in range(n_frames)]
+        frames, visible = [], []
+        for f in range(n_frames):
+            pos = {o.id: at(o.id, f * FRAME_DT) for o in objs}
+            frames.append(render_frame(background, objs, pos))
+            visible.append([(o.label, *pos[o.id], o.id) for o in objs if _visible(*pos[o.id], w, h)])
+        label = self._ask(sorted({v[0] for frame in visible for v in frame}), p_none, vocabulary)
+        per_frame = [{v[3]: (v[1], v[2]) for v in frame if v[0] == label} for frame in visible]
+        answer, digits = track_answer(label, per_frame, pools, w, h)
+        return Sample(frames, pools, f"Track the {label}.", answer, digits,
+                      [[v[:3] for v in frame] for frame in visible], w, h, label,
+                      [list(frame.values()) for frame in per_frame])
 
 
 class Batcher:
-    """Turns scenes into model inputs, labels, loss weights and auxiliary targets."""
+    """Turns samples into model inputs, labels, loss weights and auxiliary targets."""
 
     def __init__(self, processor, builder: Molmo2InputBuilder) -> None:
         self.processor = processor
@@ -147,40 +260,53 @@ class Batcher:
         self.eos = tok.convert_tokens_to_ids("<|im_end|>")
         self.pad = tok.pad_token_id
         self.patch_id = tok.convert_tokens_to_ids("<im_patch>")
-        self._prompt_cache: dict[str, tuple[list[int], list[int]]] = {}
+        self._prompt_cache: dict[tuple, tuple[list[int], list[int]]] = {}
 
-    def prompt(self, label: str, image: np.ndarray, pool: int) -> tuple[list[int], list[int]]:
-        if (label, pool) not in self._prompt_cache:
-            t = self.builder.tokens(one_frame_clip(image, pooling=(pool, pool)), f"Point to the {label}.")
-            self._prompt_cache[label, pool] = (t.input_ids[0].tolist(), t.mm_token_type_ids[0].tolist())
-        return self._prompt_cache[label, pool]
+    def prompt(self, sample: Sample) -> tuple[list[int], list[int]]:
+        """Prompt token ids and types; they depend on the prompt, the poolings and the frame times only."""
+        key = (sample.prompt, tuple(sample.pools))
+        if key not in self._prompt_cache:
+            t = self.builder.tokens(sample.clip(), sample.prompt)
+            self._prompt_cache[key] = (t.input_ids[0].tolist(), t.mm_token_type_ids[0].tolist())
+        return self._prompt_cache[key]
 
-    def __call__(self, scenes: list[dict], digit_weight: float, pool: int = 3) -> dict:
-        """pool 3: 81 tokens per frame (video frames); pool 2: 196 (SlowFast key frames in the product)."""
-        grid = -(-27 // pool)
-        rows, types, labels, weights, attn_pos, attn_cell = [], [], [], [], [], []
-        for b, s in enumerate(scenes):
-            ids, tt = self.prompt(s["label"], s["image"], pool)
-            ans_text = answer_text(s)
-            ans = self.tok(ans_text, add_special_tokens=False)["input_ids"] + [self.eos]
-            full = ids + ans
-            lab = [-100] * len(ids) + ans
+    def __call__(self, samples: list[Sample], digit_weight: float) -> dict:
+        """All samples of a batch have frames of one size. Pool 3: 81 tokens per frame; pool 2: 196 (SlowFast
+        key frames). The visual tokens of all frames of all samples are one sequence, in row order."""
+        rows, types, labels, weights, attn_pos, attn_tgt, tables = [], [], [], [], [], [], []
+        present_rows, digit_rows = [], []
+        frame_no = 0
+        for b, s in enumerate(samples):
+            ids, tt = self.prompt(s)
+            ans = self.tok(s.answer, add_special_tokens=False)["input_ids"] + [self.eos]
             w = [0.0] * len(ids) + [1.0] * len(ans)
-            if s["targets"]:
-                # character offsets of the six coordinate digits: after 'coords="0.0 1 '
-                start = ans_text.index('coords="') + len('coords="0.0 1 ')
-                digit_chars = [start, start + 1, start + 2, start + 4, start + 5, start + 6]
-                # byte-level tokenizer without merges: one token per character (ASCII)
-                cell = cell_of(*s["targets"][0], s["w"], s["h"], pool)
-                for k, c in enumerate(digit_chars):
-                    p = len(ids) + c
-                    w[p] = digit_weight * (0.5 if k % 3 == 2 else 1.0)
-                    attn_pos.append((b, p - 1))  # the position whose logits predict this digit
-                    attn_cell.append(cell)
-            rows.append(full)
+            patch_pos = [i for i, t in enumerate(ids) if t == self.patch_id]
+            starts = np.cumsum([0] + [tokens_per_frame((p, p)) for p in s.pools])
+            # byte-level tokenizer without merges: one token per character (ASCII)
+            for char, f, cell in s.digits:
+                p = len(ids) + char
+                w[p] = digit_weight * (0.5 if s.answer[char + 1:char + 2] in (" ", '"', ";") else 1.0)
+                attn_pos.append((b, p - 1))  # the position whose logits predict this digit
+                attn_tgt.append(patch_pos[starts[f] + cell])
+            rows.append(ids + ans)
             types.append(tt + [0] * len(ans))
-            labels.append(lab)
+            labels.append([-100] * len(ids) + ans)
             weights.append(w)
+            for f, pool in enumerate(s.pools):
+                grid = -(-27 // pool)
+                pres = torch.zeros((grid * grid, len(LABELS)))
+                dig = torch.full((grid * grid, 4), -100, dtype=torch.long)
+                for lab, x, y in s.visible[f]:
+                    c = cell_of(x, y, s.w, s.h, pool)
+                    pres[c, LABELS.index(lab)] = 1.0
+                    cx, cy = coord(x, s.w), coord(y, s.h)
+                    dig[c] = torch.tensor([min(cx // 100, 9), cx // 10 % 10, min(cy // 100, 9), cy // 10 % 10])
+                present_rows.append(pres)
+                digit_rows.append(dig)
+                table = self.builder.pooling_table((pool, pool))
+                table = torch.where(table >= 0, table + frame_no * 27 * 27, table)  # 729 patches/frame
+                tables.append(F.pad(table, (0, 9 - table.shape[1]), value=-1))
+                frame_no += 1
         L = max(len(r) for r in rows)
         B = len(rows)
         input_ids = torch.full((B, L), self.pad, dtype=torch.long)
@@ -195,23 +321,13 @@ class Batcher:
             att[b, :n] = 1
             lab_t[b, :n] = torch.tensor(labels[b])
             w_t[b, :n] = torch.tensor(weights[b])
-        # visual token positions (first <im_patch> of each row)
-        first_patch = [rows[b].index(self.patch_id) for b in range(B)]
-        # auxiliary targets per pooled token
-        present = torch.zeros((B, grid * grid, len(LABELS)))
-        digits = torch.full((B, grid * grid, 4), -100, dtype=torch.long)
-        for b, s in enumerate(scenes):
-            for lab, x, y in s["visible"]:
-                c = cell_of(x, y, s["w"], s["h"], pool)
-                present[b, c, LABELS.index(lab)] = 1.0
-                cx, cy = coord(x, s["w"]), coord(y, s["h"])
-                digits[b, c] = torch.tensor([min(cx // 100, 9), cx // 10 % 10, min(cy // 100, 9), cy // 10 % 10])
-        patches = self.builder.frame_patches(np.stack([s["image"] for s in scenes]))
+        patches = self.builder.frame_patches(np.stack([img for s in samples for img in s.frames]))
+        table = torch.cat(tables)
         return dict(input_ids=input_ids, mm_token_type_ids=mm, attention_mask=att, labels=lab_t, weights=w_t,
-                    patches=patches, present=present, digits=digits, first_patch=torch.tensor(first_patch),
+                    patches=patches, present=torch.cat(present_rows), digits=torch.cat(digit_rows),
                     attn_pos=torch.tensor(attn_pos, dtype=torch.long).reshape(-1, 2),
-                    attn_cell=torch.tensor(attn_cell, dtype=torch.long), pool=pool,
-                    pool_table=self.builder.pooling_table((pool, pool)))
+                    attn_tgt=torch.tensor(attn_tgt, dtype=torch.long), tables=table,
+                    grids=torch.tensor([[1, table.shape[0], 1]]))
 
 
 # ---- model --------------------------------------------------------------------------------------------------
@@ -282,15 +398,8 @@ def forward_losses(model, aux: AuxHead, batch: dict, supervise_heads: list[tuple
                    w_attn: float) -> dict:
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    B = batch["input_ids"].shape[0]
-    patches = batch["patches"]
-    per_frame = patches.shape[1]
-    base = batch["pool_table"]
-    grid = -(-27 // batch["pool"])
-    tables = torch.cat([torch.where(base >= 0, base + i * per_frame, base) for i in range(B)])
-    grids = torch.tensor([[B, grid, grid]])
-    feats = model.get_video_features(patches, tables, grids).pooler_output[0]  # [B*grid*grid, D]
-    pres_logits, dig_logits = aux(feats.reshape(B, grid * grid, -1))
+    feats = model.get_video_features(batch["patches"], batch["tables"], batch["grids"]).pooler_output[0]
+    pres_logits, dig_logits = aux(feats)  # [all visual tokens of the batch, ...]
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 mm_token_type_ids=batch["mm_token_type_ids"],
                 mm_encoder_outputs={"video": BaseModelOutputWithPooling(pooler_output=(feats,))},
@@ -311,10 +420,9 @@ def forward_losses(model, aux: AuxHead, batch: dict, supervise_heads: list[tuple
     l_attn = torch.zeros(())
     if w_attn > 0 and len(batch["attn_pos"]):
         bi, pi = batch["attn_pos"][:, 0], batch["attn_pos"][:, 1]
-        tgt = batch["first_patch"][bi] + batch["attn_cell"]
         terms = []
         for layer, head in supervise_heads:
-            a = out.attentions[layer][bi, head, pi, tgt]
+            a = out.attentions[layer][bi, head, pi, batch["attn_tgt"]]
             terms.append(-torch.log(a + 1e-6).mean())
         l_attn = torch.stack(terms).mean()
     total = lm + w_aux * (l_pres * 10 + l_dig) + w_attn * l_attn
@@ -323,20 +431,32 @@ def forward_losses(model, aux: AuxHead, batch: dict, supervise_heads: list[tuple
 
 
 # ---- evaluation ---------------------------------------------------------------------------------------------
-def make_eval_set(n: int, seed: int, max_objects: int) -> list[dict]:
+def make_eval_set(n: int, seed: int, max_objects: int) -> list[Sample]:
     sampler = SceneSampler(seed)
     sizes = [(320, 240), (640, 480)]
     out = []
     while len(out) < n:
         s = sampler.scene(*sizes[len(out) % 2], max_objects=max_objects, p_none=0.0)
         if s["targets"]:
+            out.append(point_sample(s))
+    return out
+
+
+def make_track_eval_set(n: int, seed: int) -> list[Sample]:
+    """8-frame clips at 2 fps with SlowFast poolings, 1-3 objects, asked about a label that is visible."""
+    sampler = SceneSampler(seed)
+    out = []
+    while len(out) < n:
+        s = sampler.track_clip(320, 240, 8, 3, 0.0, "all", slowfast=True)
+        if s.digits:
             out.append(s)
     return out
 
 
 @torch.no_grad()
-def evaluate_pointing(model, processor, builder, scenes: list[dict], radius_frac: float = 0.05) -> dict:
-    """Greedy decoding through the product's Molmo2Engine path (plain path, no caches)."""
+def evaluate(model, processor, builder, samples: list[Sample], radius_frac: float = 0.05) -> dict:
+    """Greedy decoding through the product's Molmo2Engine path (plain path, no caches); a point hits when it lies
+    within radius_frac of the diagonal of an asked instance visible in the frame its time names."""
     from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
     from molmo2_ros.core.parsing import parse_answer
     from molmo2_ros.core.types import Query, TaskKind
@@ -344,25 +464,26 @@ def evaluate_pointing(model, processor, builder, scenes: list[dict], radius_frac
     was_training = model.training
     model.eval()
     engine = Molmo2Engine(EngineConfig(model="in-memory", reuse_prefix=False, cache_features=False,
-                                       max_new_tokens=40))
+                                       max_new_tokens=160))
     engine.model, engine.processor, engine.builder = model, processor, builder
     hits = preds = fails = answered = 0
-    for s in scenes:
-        res = engine.infer(one_frame_clip(s["image"]), [Query("p", TaskKind.POINT, s["label"])])
-        text = res.generations[0].text if res.generations else ""
-        parsed = parse_answer(text)
-        if parsed.kind != "points" or not parsed.points:
-            fails += parsed.kind not in ("points", "none")
+    for s in samples:
+        task = TaskKind.TRACK if s.prompt.startswith("Track") else TaskKind.POINT
+        res = engine.infer(s.clip(), [Query("q", task, s.label)])
+        parsed = parse_answer(res.generations[0].text if res.generations else "")
+        if parsed.kind not in ("points", "tracks") or not parsed.points:
+            fails += parsed.kind not in ("points", "tracks", "none")
             continue
         answered += 1
-        radius = radius_frac * math.hypot(s["w"], s["h"])
+        radius = radius_frac * math.hypot(s.w, s.h)
         for p in parsed.points:
             preds += 1
-            x, y = p.x / 1000 * s["w"], p.y / 1000 * s["h"]
-            hits += any(math.dist((x, y), t) <= radius for t in s["targets"])
+            f = int(round(p.key / FRAME_DT))
+            x, y = p.x / 1000 * s.w, p.y / 1000 * s.h
+            hits += 0 <= f < len(s.frames) and any(math.dist((x, y), t) <= radius for t in s.targets[f])
     model.train(was_training)
-    return {"hit_rate": hits / max(preds, 1), "answered": answered / len(scenes), "parse_fail": fails / len(scenes),
-            "points": preds}
+    return {"hit_rate": hits / max(preds, 1), "answered": answered / len(samples),
+            "parse_fail": fails / len(samples), "points": preds}
 
 
 # ---- training -----------------------------------------------------------------------------------------------
@@ -407,6 +528,14 @@ def main() -> int:
     ap.add_argument("--stop-at", type=int, default=0, help="stop (after checkpointing) at this step")
     ap.add_argument("--phase2-start", type=int, default=None,
                     help="step from which half of the batches use only the scenario vocabulary")
+    ap.add_argument("--p-track", type=float, default=0.0,
+                    help="share of batches that are tracking clips (2-8 frames at 2 fps, SlowFast poolings)")
+    ap.add_argument("--track-batch", type=int, default=4, help="clips per tracking batch")
+    ap.add_argument("--track-eval-n", type=int, default=20, help="8-frame clips in the tracking evaluation")
+    ap.add_argument("--absent-from-vocabulary", action="store_true",
+                    help="in scenario-vocabulary batches, ask about absent labels of that vocabulary only")
+    ap.add_argument("--phase-start", type=int, default=0,
+                    help="step at which the learning-rate schedule (warmup + cosine to --steps) restarts")
     ap.add_argument("--pos-code", choices=("onehot", "sincos"), default="sincos")
     ap.add_argument("--pos-amplitude", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=1)
@@ -430,7 +559,7 @@ def main() -> int:
     L = SPEC.text_layers
     supervise = [(L - 2, 0), (L - 1, 0)]
     step = 0
-    sampler = SceneSampler(args.seed)
+    sampler = SceneSampler(args.seed, args.absent_from_vocabulary)
     ckpt = out / "ckpt.pt"
     if args.resume and ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
@@ -443,13 +572,17 @@ def main() -> int:
         print(f"resumed at step {step}", flush=True)
     else:
         torch.manual_seed(args.seed)
-    eval_scenes = make_eval_set(args.eval_n, seed=10_000 + args.seed, max_objects=4)
+    eval_points = make_eval_set(args.eval_n, seed=10_000 + args.seed, max_objects=4)
+    eval_tracks = make_track_eval_set(args.track_eval_n, seed=20_000 + args.seed) if args.p_track else []
     log_path = out / "loss_curve.csv"
     fields = ["step", "elapsed_s", "lr", "total", "lm", "digit_ce", "text_ce", "aux_present", "aux_digits", "attn",
-              "eval_hit_rate", "eval_answered", "eval_parse_fail"]
+              "eval_hit_rate", "eval_answered", "eval_parse_fail", "eval_track_hit_rate", "eval_track_answered"]
+    header = ",".join(fields) + "\r\n"
     if not log_path.exists() or not args.resume:
-        with log_path.open("w", newline="") as f:
-            csv.writer(f).writerow(fields)
+        log_path.write_text(header)
+    elif not log_path.read_text().startswith(header):  # a run started before tracking: widen the header
+        text = log_path.read_text()
+        log_path.write_text(header + text.split("\n", 1)[1])
     (out / "args.json").write_text(json.dumps({**vars(args), "spec": asdict(SPEC)}, indent=1))
     elapsed0 = state["elapsed"] if args.resume and ckpt.is_file() else 0.0
     t0 = time.time()
@@ -463,10 +596,16 @@ def main() -> int:
             cur["p_none"] = args.p_none
         w, h = SIZES[int(sampler.rng.integers(len(SIZES)))]
         vocabulary = "scenario" if cur["scenario_frac"] and sampler.rng.random() < cur["scenario_frac"] else "all"
-        scenes = [sampler.scene(w, h, cur["max_objects"], cur["p_none"], vocabulary) for _ in range(args.batch)]
-        pool = 2 if args.p_slow and sampler.rng.random() < args.p_slow else 3
-        batch = batcher(scenes, args.digit_weight, pool)
-        lr = lr_at(step, args.steps, args.lr, args.warmup)
+        if args.p_track and sampler.rng.random() < args.p_track:
+            n_frames = 8 if sampler.rng.random() < 0.6 else int(sampler.rng.integers(2, 8))
+            samples = [sampler.track_clip(w, h, n_frames, 3, cur["p_none"], vocabulary,
+                                          slowfast=sampler.rng.random() < 0.7) for _ in range(args.track_batch)]
+        else:
+            scenes = [sampler.scene(w, h, cur["max_objects"], cur["p_none"], vocabulary) for _ in range(args.batch)]
+            pool = 2 if args.p_slow and sampler.rng.random() < args.p_slow else 3
+            samples = [point_sample(sc, pool) for sc in scenes]
+        batch = batcher(samples, args.digit_weight)
+        lr = lr_at(step - args.phase_start, args.steps - args.phase_start, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         losses = forward_losses(model, aux, batch, supervise, args.w_aux, args.w_attn)
@@ -484,12 +623,14 @@ def main() -> int:
             acc, n_acc = {}, 0
         ev = {}
         if step % args.eval_every == 0 or step == args.steps:
-            ev = evaluate_pointing(model, processor, builder, eval_scenes)
+            ev = evaluate(model, processor, builder, eval_points)
+            if eval_tracks:
+                tr = evaluate(model, processor, builder, eval_tracks)
+                ev.update(track_hit_rate=tr["hit_rate"], track_answered=tr["answered"])
         if row is not None or ev:
             elapsed = elapsed0 + time.time() - t0
             rec = {"step": step, "elapsed_s": round(elapsed, 1), "lr": round(lr, 6), **(row or {}),
-                   "eval_hit_rate": ev.get("hit_rate", ""), "eval_answered": ev.get("answered", ""),
-                   "eval_parse_fail": ev.get("parse_fail", "")}
+                   **{f"eval_{k}": v for k, v in ev.items() if k != "points"}}
             with log_path.open("a", newline="") as f:
                 csv.writer(f).writerow([rec.get(k, "") for k in fields])
             print(json.dumps(rec), flush=True)
