@@ -133,7 +133,8 @@ def ros_env(tmp: Path, domain_id: int) -> dict[str, str]:
     home.mkdir(exist_ok=True)
     overrides = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
                  "ROS_HOME": str(home), "ROS_LOG_DIR": str(home / "log"),
-                 "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+                 "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
+                 "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
                  "PYTHONUNBUFFERED": "1"}
     os.environ.pop("ROS_LOCALHOST_ONLY", None)  # ignored by the PyPI wheels: never rely on it
     os.environ.update(overrides)

@@ -100,11 +100,12 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if k != "ROS_LOCALHOST_ONLY"}
     env.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
                 "ROS_HOME": str(tmp / "ros_home"), "ROS_LOG_DIR": str(tmp / "ros_home" / "log"),
-                "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-                "PYTHONUNBUFFERED": "1",
+                "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
+                "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp", "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)})
     os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROS_HOME",
-                                           "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION")})
+                                           "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML",
+                                           "RMW_IMPLEMENTATION")})
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     model = build_tiny_model(tmp / "tiny", TinySpec(seed=0))
     node_log = open(tmp / "node.log", "wb")

@@ -87,6 +87,7 @@ def ros_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
         "ROS_HOME": str(ros_home),
         "ROS_LOG_DIR": str(ros_home / "log"),
         "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
+        "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
         "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
     }
     # ROS_LOCALHOST_ONLY is ignored by the PyPI wheels (and deprecated): never let it suggest otherwise.

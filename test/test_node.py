@@ -53,7 +53,8 @@ def env(tmp_path_factory):
     home = tmp_path_factory.mktemp("ros_home")
     overrides = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
                  "ROS_HOME": str(home), "ROS_LOG_DIR": str(home / "log"),
-                 "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}
+                 "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
+                 "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}
     saved = {k: os.environ.get(k) for k in [*overrides, "ROS_LOCALHOST_ONLY"]}
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     os.environ.update(overrides)
