@@ -38,14 +38,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
-from conftest import _claim_domain_id  # noqa: E402
+from conftest import FASTDDS_PROFILE, _claim_domain_id, ros_overrides  # noqa: E402
 from helpers.ros_client import SpunNode  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "bench" / "out"
 NODE_SCRIPT = REPO / "scripts" / "molmo2_node"
-FASTDDS_PROFILE = REPO / "config" / "fastdds_shm.xml"
 TOPIC = "/bench/camera/image_raw"
 NODE = "/molmo2"
 DIAG_NAME = f"molmo2_ros: {NODE}"
@@ -131,11 +130,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
 def ros_env(tmp: Path, domain_id: int) -> dict[str, str]:
     home = tmp / "ros_home"
     home.mkdir(exist_ok=True)
-    overrides = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
-                 "ROS_HOME": str(home), "ROS_LOG_DIR": str(home / "log"),
-                 "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
-                 "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-                 "PYTHONUNBUFFERED": "1"}
+    overrides = {**ros_overrides(domain_id, home), "PYTHONUNBUFFERED": "1"}
     os.environ.pop("ROS_LOCALHOST_ONLY", None)  # ignored by the PyPI wheels: never rely on it
     os.environ.update(overrides)
     return {**os.environ}

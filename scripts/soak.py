@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO / "test"))
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 
-from conftest import FASTDDS_PROFILE, _claim_domain_id  # noqa: E402
+from conftest import _claim_domain_id, ros_overrides  # noqa: E402
 from helpers.ros_client import SpunNode  # noqa: E402
 from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 
@@ -97,15 +97,11 @@ def main() -> int:
     growth = float(os.environ.get("SOAK_GROWTH", "0.05"))
     domain_id, lock_fd = _claim_domain_id()
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_soak_"))
+    overrides = ros_overrides(domain_id, tmp / "ros_home")
     env = {k: v for k, v in os.environ.items() if k != "ROS_LOCALHOST_ONLY"}
-    env.update({"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
-                "ROS_HOME": str(tmp / "ros_home"), "ROS_LOG_DIR": str(tmp / "ros_home" / "log"),
-                "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
-                "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp", "PYTHONUNBUFFERED": "1",
+    env.update({**overrides, "PYTHONUNBUFFERED": "1",
                 "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)})
-    os.environ.update({k: env[k] for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_DOMAIN_ID", "ROS_HOME",
-                                           "FASTDDS_DEFAULT_PROFILES_FILE", "RMW_FASTRTPS_USE_QOS_FROM_XML",
-                                           "RMW_IMPLEMENTATION")})
+    os.environ.update(overrides)
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     model = build_tiny_model(tmp / "tiny", TinySpec(seed=0))
     node_log = open(tmp / "node.log", "wb")

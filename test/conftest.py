@@ -71,6 +71,20 @@ def _claim_domain_id() -> tuple[int, int]:
     raise RuntimeError(f"all ROS_DOMAIN_IDs {_DOMAIN_MIN}..{_DOMAIN_MAX} are held by other tests")
 
 
+def ros_overrides(domain_id: int, ros_home: Path) -> dict[str, str]:
+    """Environment of every ROS process of the tests, benchmarks and soak: loopback discovery, its own domain id and
+    ROS_HOME, Fast DDS over shared memory with the project's profile (config/fastdds_shm.xml, honoured in full)."""
+    return {
+        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        "ROS_DOMAIN_ID": str(domain_id),
+        "ROS_HOME": str(ros_home),
+        "ROS_LOG_DIR": str(ros_home / "log"),
+        "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
+        "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
+        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
+    }
+
+
 @pytest.fixture
 def ros_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """An environment for ROS processes that keeps all traffic on this host and away from other tests.
@@ -81,15 +95,7 @@ def ros_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     domain_id, lock_fd = _claim_domain_id()
     ros_home = tmp_path / "ros_home"
     ros_home.mkdir()
-    overrides = {
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "ROS_DOMAIN_ID": str(domain_id),
-        "ROS_HOME": str(ros_home),
-        "ROS_LOG_DIR": str(ros_home / "log"),
-        "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
-        "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
-        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-    }
+    overrides = ros_overrides(domain_id, ros_home)
     # ROS_LOCALHOST_ONLY is ignored by the PyPI wheels (and deprecated): never let it suggest otherwise.
     monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
     for key, value in overrides.items():

@@ -15,7 +15,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import ImageMarker
 
-from conftest import FASTDDS_PROFILE, _claim_domain_id
+from conftest import _claim_domain_id, ros_overrides
 from helpers.ros_client import Client, NodeProcess, run_camera, start_camera, wait_until
 from molmo2_ros.action import Query as QueryAction
 from molmo2_ros.msg import Answer, Event, PointArray, StandingQuery, Track, TrackArray
@@ -51,10 +51,7 @@ def ns(t: Time) -> int:
 def env(tmp_path_factory):
     domain_id, lock_fd = _claim_domain_id()
     home = tmp_path_factory.mktemp("ros_home")
-    overrides = {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST", "ROS_DOMAIN_ID": str(domain_id),
-                 "ROS_HOME": str(home), "ROS_LOG_DIR": str(home / "log"),
-                 "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
-                 "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}
+    overrides = ros_overrides(domain_id, home)
     saved = {k: os.environ.get(k) for k in [*overrides, "ROS_LOCALHOST_ONLY"]}
     os.environ.pop("ROS_LOCALHOST_ONLY", None)
     os.environ.update(overrides)

@@ -79,8 +79,9 @@ def test_two_colour_world_scores_each_ball_by_colour(tmp_path):
         assert per_query[f"{colour}_point"]["point_hit_rate"] == 1.0
         assert per_query[f"{colour}_track"]["track_point_hit_rate"] == 1.0
     # the answer for one colour does not hit the other ball: swap the objects in the ground truth
+    other = {"red_ball": "blue_ball", "blue_ball": "red_ball"}
     swapped_truth = GroundTruth({**truth.data, "queries": [
-        {**q, "objects": ["blue_ball" if q["objects"] == ["red_ball"] else "red_ball"]} for q in truth.data["queries"]]})
+        {**q, "objects": [other[o] for o in q["objects"]]} for q in truth.data["queries"]]})
     swapped = evaluate(load_results(summary.results_path), swapped_truth)["per_query"]
     assert swapped["red_point"]["point_hit_rate"] < 0.5
 

@@ -62,7 +62,8 @@ def main() -> int:
     replay = out / "replay"
     run(CLI + ["replay", str(scen / "bag"), "--out", str(replay), "--model", args.model, "--device", "cpu",
                "--window", str(window), "--stride", str(stride),
-               "--max-new-tokens", "64" if args.task == "point" else "400", "--queries", str(out / "queries.json"), "--no-gif", "--quiet"])
+               "--max-new-tokens", "64" if args.task == "point" else "400",
+               "--queries", str(out / "queries.json"), "--no-gif", "--quiet"])
     run(CLI + ["eval", str(replay / "results.jsonl"), str(out / "scenario_queries.json"),
                "--json", str(out / "eval.json")])
     return 0

@@ -115,7 +115,8 @@ def point_sample(scene: dict, pool: int = 3) -> Sample:
     digits = []
     if scene["targets"]:
         x, y = scene["targets"][0]
-        answer = f'<points coords="0.0 1 {coord(x, scene["w"]):03d} {coord(y, scene["h"]):03d}">{scene["label"]}</points>'
+        xy = f'{coord(x, scene["w"]):03d} {coord(y, scene["h"]):03d}'
+        answer = f'<points coords="0.0 1 {xy}">{scene["label"]}</points>'
         start = answer.index('coords="') + len('coords="0.0 1 ')
         cell = cell_of(x, y, scene["w"], scene["h"], pool)
         digits = [(start + k, 0, cell) for k in (0, 1, 2, 4, 5, 6)]

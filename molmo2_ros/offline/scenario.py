@@ -270,8 +270,8 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
             _, msg = _image_message(typestore, img, encoding, stamp, frame_id, jpeg_quality)
             writer.write(conn, stamp, typestore.serialize_cdr(msg, msgtype))
     truth = {
-        "version": 1, "world": world, "camera_topic": topic, "width": width, "height": height, "frame_id": frame_id, "fps": fps,
-        "frames": stamps,
+        "version": 1, "world": world, "camera_topic": topic, "width": width, "height": height, "frame_id": frame_id,
+        "fps": fps, "frames": stamps,
         "objects": [{"id": o.id, "label": o.label, "kind": o.kind, "color": o.color,
                      "radius_px": o.size * min(width, height),
                      "track": [[s, round(x, 3), round(y, 3), _visible(x, y, width, height)]
