@@ -14,7 +14,8 @@ Threads: the image callback only classifies the stamp, decodes frames the buffer
 worker thread runs inference. When inference is slower than the stride, the worker takes the newest pending
 clip and counts the others as skipped (no queue growth). With use_sim_time every clip is processed in order, so
 identical bags give identical outputs (play the bag at a rate the model keeps up with). Services, parameters,
-the action and timers run on a MultiThreadedExecutor, so they stay responsive during inference.
+the action and timers run on a multi-threaded executor (executor.HandOffExecutor), so they stay responsive
+during inference.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -50,6 +51,7 @@ from molmo2_ros.msg import Answer, Event, PointArray, TrackArray
 from molmo2_ros.srv import ManageQueries
 
 from . import convert
+from .executor import HandOffExecutor
 from .params import (ACTIVATE_TIME, CONFIGURE_TIME, SPECS, check_all, check_value, descriptor, engine_config,
                      parse_queries, pipeline_config)
 
@@ -685,12 +687,16 @@ def _with_default_image_remap(args: list[str]) -> list[str]:
     return [*args, "--ros-args", "-r", "image:=/camera/image_raw"]
 
 
-def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; exit code 0 on a clean shutdown."""
+def main(args: list[str] | None = None, executor_class=HandOffExecutor) -> int:
+    """Run the node until SIGINT/SIGTERM; exit code 0 on a clean shutdown.
+
+    executor_class: an rclpy executor class taking num_threads (bench_node --executor rclpy compares rclpy's
+    MultiThreadedExecutor with the default HandOffExecutor).
+    """
     rclpy.init(args=_with_default_image_remap(list(sys.argv if args is None else args)))
     node = Molmo2Node()
     name = node.get_fully_qualified_name()
-    executor = MultiThreadedExecutor(num_threads=max(6, (os.cpu_count() or 2) + 2))
+    executor = executor_class(num_threads=max(6, (os.cpu_count() or 2) + 2))
     executor.add_node(node)
     try:
         executor.spin()

@@ -1,0 +1,75 @@
+"""A multi-threaded rclpy executor that hands each ready callback to its pool exactly once.
+
+rclpy's MultiThreadedExecutor (Humble to Kilted) yields a task again while it still waits in the thread pool
+queue (ros2/rclpy#1452, fixed upstream in rolling after Kilted). Its spin thread then loops without waiting,
+re-submitting the same task and building wait sets in Python; under a 1080p camera stream that loop took up to
+half a core and competed with the inference thread for the GIL (windows 3-5x slower, outputs late). Here the
+spin thread waits until the pool thread has picked the callback up before it looks for more work. It uses the
+custom-executor API (`wait_for_ready_callbacks`, `spin_once`), the same on every distribution.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+from rclpy.executors import (ConditionReachedException, Executor, ExternalShutdownException, ShutdownException,
+                             TimeoutException)
+
+START_WAIT_S = 1.0  # longest the spin thread waits for a pool thread to start a callback before it goes on
+
+
+def _never() -> bool:
+    return False
+
+
+class HandOffExecutor(Executor):
+    """Runs callbacks on `num_threads` pool threads; each ready callback is submitted once."""
+
+    def __init__(self, num_threads: int, *, context=None) -> None:
+        super().__init__(context=context)
+        self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix="ros_callback")
+        self._running: list = []  # rclpy Tasks handed to the pool and not seen finished yet
+        self.submitted = 0  # callbacks handed to the pool (tests compare it with the callbacks run)
+
+    def spin_once(self, timeout_sec: float | None = None) -> None:
+        self._spin_once(timeout_sec, _never)
+
+    def spin_once_until_future_complete(self, future, timeout_sec: float | None = None) -> None:
+        future.add_done_callback(lambda _: self.wake())
+        self._spin_once(timeout_sec, future.done)
+
+    def _spin_once_until_future_complete(self, future, timeout_sec=None) -> None:
+        """What Executor.spin_until_future_complete calls on Iron and newer (Humble calls the public one)."""
+        self._spin_once(timeout_sec, future.done)
+
+    def _spin_once(self, timeout_sec, condition) -> None:
+        try:
+            handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, condition)
+        except (ShutdownException, ExternalShutdownException, TimeoutException, ConditionReachedException):
+            return
+        started = threading.Event()
+
+        def run() -> None:
+            started.set()
+            handler()
+
+        self.submitted += 1
+        self._pool.submit(run)
+        self._running.append(handler)
+        started.wait(START_WAIT_S)
+        self._raise_finished()
+
+    def _raise_finished(self) -> None:
+        """Forget finished callbacks; re-raise an exception from one, as rclpy's executors do."""
+        done, running = [], []
+        for task in self._running:
+            (done if task.done() else running).append(task)
+        self._running = running
+        for task in done:
+            task.result()
+
+    def shutdown(self, timeout_sec: float | None = None, *, wait_for_threads: bool = True) -> bool:
+        success = super().shutdown(timeout_sec)
+        self._pool.shutdown(wait=wait_for_threads)
+        return success
