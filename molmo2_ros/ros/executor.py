@@ -1,7 +1,7 @@
 """A multi-threaded rclpy executor that hands each ready callback to its pool exactly once.
 
-rclpy's MultiThreadedExecutor (Humble to Kilted) yields a task again while it still waits in the thread pool
-queue (ros2/rclpy#1452, fixed upstream in rolling after Kilted). Its spin thread then loops without waiting,
+rclpy's MultiThreadedExecutor (Kilted's rclpy 9.1.2 here) yields a task again while it still waits in the thread
+pool queue (ros2/rclpy#1452, fixed in rolling's rclpy 10). Its spin thread then loops without waiting,
 re-submitting the same task and building wait sets in Python; under a 1080p camera stream that loop took up to
 half a core and competed with the inference thread for the GIL (windows 3-5x slower, outputs late). Here the
 spin thread waits until the pool thread has picked the callback up before it looks for more work. It uses the
@@ -40,7 +40,7 @@ class HandOffExecutor(Executor):
         self._spin_once(timeout_sec, future.done)
 
     def _spin_once_until_future_complete(self, future, timeout_sec=None) -> None:
-        """What Executor.spin_until_future_complete calls on Iron and newer (Humble calls the public one)."""
+        """Called by spin_until_future_complete on newer rclpy (Kilted here; Humble calls the public one)."""
         self._spin_once(timeout_sec, future.done)
 
     def _spin_once(self, timeout_sec, condition) -> None:
