@@ -106,3 +106,22 @@ def test_spin_until_future_complete(ros):
     node.create_timer(0.01, tick)
     executor.spin_until_future_complete(future, timeout_sec=5.0)
     assert future.result() == "done"
+
+
+def test_spin_runs_callbacks_until_shutdown(ros):
+    node, executor = ros
+    ticks = []
+    node.create_timer(0.01, lambda: ticks.append(1))
+    spinner = threading.Thread(target=executor.spin)
+    spinner.start()
+    time.sleep(0.5)
+    executor.shutdown(timeout_sec=2.0)
+    spinner.join(timeout=5.0)
+    assert not spinner.is_alive()
+    assert len(ticks) >= 10
+
+
+def test_all_pool_threads_run_from_the_start(ros):
+    _, executor = ros
+    names = [t.name for t in threading.enumerate() if t.name.startswith("ros_callback")]
+    assert len(names) == 4
