@@ -125,3 +125,12 @@ def test_all_pool_threads_run_from_the_start(ros):
     _, executor = ros
     names = [t.name for t in threading.enumerate() if t.name.startswith("ros_callback")]
     assert len(names) == 4
+
+
+def test_a_stream_of_callbacks_stays_on_the_most_recently_idle_thread(ros):
+    node, executor = ros
+    threads = []
+    node.create_timer(0.01, lambda: threads.append(threading.current_thread().name))
+    _spin_for(executor, 1.0)
+    assert len(threads) >= 30
+    assert len(set(threads)) <= 2, set(threads)  # not spread over all 4 (each would keep its own malloc arena)
