@@ -1,4 +1,4 @@
-"""HandOffExecutor: every ready callback reaches the pool once, groups are honoured, errors surface."""
+"""HandOffExecutor: every ready callback reaches one pool thread once, groups are honoured, errors surface."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from molmo2_ros.ros.executor import HandOffExecutor
 
 @pytest.fixture
 def ros(ros_env):
-    """A private rclpy context, a node in it and a HandOffExecutor spinning it on a background thread."""
+    """A private rclpy context, a node in it and a 4-thread HandOffExecutor for it (each test spins it)."""
     context = rclpy.Context()
     rclpy.init(context=context)
     node = Node("executor_test", context=context)
