@@ -156,11 +156,10 @@ def rss_parts_mb(pid: int) -> dict[str, float]:
     return parts
 
 
-def spin_thread_cpu_s(pid: int) -> float:
+def spin_thread_cpu_s(proc: psutil.Process) -> float:
     """CPU seconds of a process's main thread: the node's executor spin loop (its callbacks run on pool threads)."""
-    with open(f"/proc/{pid}/task/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    main = next(t for t in proc.threads() if t.id == proc.pid)
+    return main.user_time + main.system_time
 
 
 def other_load() -> list[dict]:
@@ -224,7 +223,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
             raise RuntimeError(f"camera failed: {events} {camera.stderr.read()[-2000:]}")
         t_first = time.monotonic()
         cpu0, wall0 = node_ps.cpu_times(), time.monotonic()
-        spin0 = spin_thread_cpu_s(node_ps.pid)
+        spin0 = spin_thread_cpu_s(node_ps)
         # rss at the first frame(s), then after warm-up: the first full window buffered plus two strides
         rss_first = rss_mb(node_ps)
         wait_until(lambda: time.monotonic() - t_first >= WINDOW_S + 2 * STRIDE_S or camera.poll() is not None,
@@ -239,7 +238,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
             if load_mid is None and time.monotonic() - t_first > args.seconds / 2:
                 load_mid = other_load()
         reader.join(timeout=10.0)
-        cpu1, wall1, spin1 = node_ps.cpu_times(), time.monotonic(), spin_thread_cpu_s(node_ps.pid)
+        cpu1, wall1, spin1 = node_ps.cpu_times(), time.monotonic(), spin_thread_cpu_s(node_ps)
         done = next((e for e in events if e["event"] == "done"), None)
         if camera.returncode != 0 or done is None:
             raise RuntimeError(f"camera failed ({camera.returncode}): {camera.stderr.read()[-2000:]}")

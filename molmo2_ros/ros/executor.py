@@ -23,7 +23,6 @@ from rclpy.executors import (ConditionReachedException, Executor, ExternalShutdo
                              TimeoutException)
 
 START_WAIT_S = 1.0  # longest the spin thread waits for a pool thread to start a callback before it goes on
-IDLE_POLL_S = 0.1  # how often a spin thread waiting for an idle pool thread checks for shutdown
 
 
 def _never() -> bool:
@@ -90,8 +89,7 @@ class HandOffExecutor(Executor):
         except (ShutdownException, ExternalShutdownException, TimeoutException, ConditionReachedException):
             return
         with self._idle_changed:
-            while not self._idle and not self._stopping:
-                self._idle_changed.wait(IDLE_POLL_S)
+            self._idle_changed.wait_for(lambda: self._idle or self._stopping)  # both change under notify_all
             if self._stopping:
                 return
             thread = self._idle.pop()
