@@ -68,12 +68,14 @@ class ClipFrame:
 
 @dataclass(frozen=True, eq=False)
 class Clip:
-    """A window of sampled frames, oldest first, all of the same size."""
+    """A window of sampled frames, oldest first, all of the same size. stream: the camera it came from (its name
+    in the node's `cameras` parameter; "" for the single unnamed camera)."""
 
     index: int
     frames: tuple[ClipFrame, ...]
     epoch: int = 0
     num_visual_tokens: int = 0
+    stream: str = ""
 
     @property
     def start_ns(self) -> int:
@@ -231,7 +233,8 @@ class QueryResult:
 @dataclass
 class Inference:
     """What an engine returns for one clip: the clip actually used (fewer frames after an out-of-memory
-    retry) and one generation per query. `error` is set (and generations empty) when inference failed."""
+    retry) and one generation per query. `error` is set (and generations empty) when inference failed;
+    `stopped` when it ended early because its stop flag was set (shutdown, deactivate, cancel)."""
 
     clip: Clip
     generations: list[Generation]
@@ -239,3 +242,4 @@ class Inference:
     vision_frames_encoded: int = 0
     prefill_tokens: int = 0
     error: str = ""
+    stopped: bool = False

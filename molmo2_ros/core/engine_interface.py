@@ -1,0 +1,103 @@
+"""The engine contract: everything the runtime, the node and the offline tools call on an engine.
+
+Engines: `Molmo2Engine` (transformers, local GPU/CPU), the oracle evaluation instrument, remote engines (vLLM)
+and the test engines. Optional abilities have working defaults here and are declared in `capabilities`, so
+callers never probe an engine with getattr/hasattr.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from dataclasses import dataclass
+
+from .types import Clip, Inference, Query
+
+
+@dataclass(frozen=True)
+class EngineCapabilities:
+    """What an engine can do beyond answering one clip.
+
+    batch_clips: `infer_batch` runs clips of several streams in one model call (one prefill batch, one decode
+    batch) with the same tokens as one call per clip; otherwise the default runs them one after another.
+    concurrent_clips: `infer_batch` sends the clips at once to a server (remote engines); the runtime may then
+    hand it all due clips together.
+    prefetch: `encode` computes vision features ahead of `infer` (on-demand queries report the stage).
+    stop_within_token: a set stop flag ends a running `infer` within one decode step.
+    confidence: generations carry `confidence` (mean log-probability of the coordinate tokens).
+    local_memory: the engine holds model memory on this machine (`memory_report` is meaningful; a memory plan
+    applies).
+    """
+
+    batch_clips: bool = False
+    concurrent_clips: bool = False
+    prefetch: bool = False
+    stop_within_token: bool = False
+    confidence: bool = False
+    local_memory: bool = False
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Memory the engine holds now. device: e.g. 'cuda:0', 'cpu' or a server URL; allocated/reserved: MiB of
+    accelerator memory (0 on CPU or remote); cached_frames: vision features kept for reuse."""
+
+    device: str = ""
+    allocated_mb: float = 0.0
+    reserved_mb: float = 0.0
+    cached_frames: int = 0
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """One clip and the queries to answer on it."""
+
+    clip: Clip
+    queries: tuple[Query, ...]
+    max_new_tokens: int | None = None
+
+
+class Engine(abc.ABC):
+    """Answers queries on clips. `infer`/`infer_batch` never raise for model faults: they return an
+    `Inference` with `error` set. `stop` (a threading.Event) asks a running call to end early; an engine without
+    `stop_within_token` checks it only between clips."""
+
+    capabilities: EngineCapabilities = EngineCapabilities()
+
+    @property
+    @abc.abstractmethod
+    def model_id(self) -> str:
+        """Identifier reported in every Answer (Hub id, folder, server model name, ...)."""
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Load the model (or connect to the server); raises with a message that says what to do."""
+
+    @abc.abstractmethod
+    def unload(self) -> None:
+        """Free the model and its memory (or disconnect)."""
+
+    @abc.abstractmethod
+    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None,
+              stop: threading.Event | None = None) -> Inference:
+        """Answer every query on the clip."""
+
+    def infer_batch(self, requests: list[InferRequest], stop: threading.Event | None = None) -> list[Inference]:
+        """Answer several clips (e.g. of different cameras); one Inference per request, in order."""
+        results = []
+        for r in requests:
+            if stop is not None and stop.is_set():
+                results.append(Inference(clip=r.clip, generations=[], error="stopped", stopped=True))
+            else:
+                results.append(self.infer(r.clip, list(r.queries), r.max_new_tokens, stop))
+        return results
+
+    def encode(self, clip: Clip) -> int:
+        """Compute and cache the clip's vision features ahead of `infer`; returns frames encoded."""
+        return 0
+
+    def clear_cache(self) -> None:
+        """Forget cached features (the model stays loaded)."""
+
+    def memory_report(self) -> MemoryReport:
+        return MemoryReport()
