@@ -101,3 +101,8 @@ class Engine(abc.ABC):
 
     def memory_report(self) -> MemoryReport:
         return MemoryReport()
+
+    def diagnostics(self) -> dict[str, str]:
+        """Engine-specific key/values for /diagnostics (e.g. a server's request latency, failures by kind).
+        Never secrets (API keys)."""
+        return {}
