@@ -169,13 +169,13 @@ class RecordingEngine(Molmo2Engine):
         super().__init__(config)
         self.last_ids: list[list[int]] = []
 
-    def _decode(self, output_ids: torch.Tensor) -> str:
-        self.last_ids.append(output_ids.tolist())
-        return super()._decode(output_ids)
+    def _answer(self, new_ids: torch.Tensor, limit: int) -> tuple[str, int]:
+        self.last_ids.append(new_ids[:limit].tolist())
+        return super()._answer(new_ids, limit)
 
-    def infer(self, clip, queries, max_new_tokens=None):
+    def infer(self, clip, queries, max_new_tokens=None, stop=None):
         self.last_ids = []
-        return super().infer(clip, queries, max_new_tokens)
+        return super().infer(clip, queries, max_new_tokens, stop)
 
 
 # ---- first-token logits: full forward vs engine-style prefix cache -----------------------------------------

@@ -1,6 +1,6 @@
 """The molmo2 node under a 1080p camera stream: three processes, shared-memory Fast DDS.
 
-- camera process (bench/camera_1080p.py): 1920x1080 rgb8 at 30 Hz for --seconds, pre-built frames
+- camera process (bench/camera.py): 1920x1080 rgb8 at 30 Hz for --seconds, pre-built frames
   (`msg.data = bytes`), header.stamp = its own clock, RELIABLE depth 10 (the node's qos=auto matches it);
 - node process (scripts/molmo2_node): a tiny random Molmo2 (build_tiny_model) on the CPU, window_s 8,
   stride_s 1, two standing queries (point + caption), max_new_tokens 16;
@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 from conftest import FASTDDS_PROFILE, _claim_domain_id, ros_overrides  # noqa: E402
 from helpers.ros_client import SpunNode  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
+from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "bench" / "out"
@@ -52,7 +53,6 @@ NODE_ENTRY = {  # how the node process starts, per --executor
 }
 TOPIC = "/bench/camera/image_raw"
 NODE = "/molmo2"
-DIAG_NAME = f"molmo2_ros: {NODE}"
 WINDOW_S, STRIDE_S = 8.0, 1.0
 OUTPUTS = {f"{NODE}/points/ball": PointArray, f"{NODE}/answers/ball": Answer, f"{NODE}/answers/scene": Answer}
 PARAMS = f"""/**:
@@ -101,11 +101,11 @@ class Watcher(SpunNode):
             self.outputs.append((topic, now, ns(msg.header.stamp), float(getattr(msg, "inference_time", 0.0))))
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == DIAG_NAME:
-                with self.lock:
-                    self.diag = {kv.key: kv.value for kv in status.values}
-                    self.diag_count += 1
+        values = merged_values(msg, NODE)
+        if values is not None:
+            with self.lock:
+                self.diag = values
+                self.diag_count += 1
 
     def diagnostics(self) -> tuple[int, dict[str, str]]:
         with self.lock:
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
                 p.cpu_percent(None)
             except psutil.Error:
                 pass
-        camera = subprocess.Popen([sys.executable, "-m", "bench.camera_1080p", "--topic", TOPIC, "--seconds",
+        camera = subprocess.Popen([sys.executable, "-m", "bench.camera", "--topic", TOPIC, "--seconds",
                                    str(args.seconds), "--rate", str(args.rate)], env=env, cwd=REPO,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         events: list[dict] = []

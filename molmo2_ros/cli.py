@@ -64,13 +64,13 @@ def _engine(args):
     return engine, note
 
 
-def _pipeline_config(args):
+def _stream_config(args):
     from .core.clip_buffer import BufferConfig
-    from .core.pipeline import PipelineConfig
+    from .core.stream import StreamConfig
 
     window, stride = SHIPPED_CLIP if _uses_shipped_model(args) else DEFAULT_CLIP
     buffer = BufferConfig(window_s=args.window or window, stride_s=args.stride or stride, sample_fps=args.sample_fps)
-    return PipelineConfig(buffer=buffer, max_new_tokens=args.max_new_tokens)
+    return StreamConfig(buffer=buffer, max_new_tokens=args.max_new_tokens)
 
 
 def _queries(args, bag: Path):
@@ -99,7 +99,7 @@ def _run_replay(args, bag: Path, out: Path):
     from .offline.replay import replay
 
     engine, note = _engine(args)
-    summary = replay(bag, out, engine, _queries(args, bag), config=_pipeline_config(args), topic=args.topic,
+    summary = replay(bag, out, engine, _queries(args, bag), config=_stream_config(args), topic=args.topic,
                      gif=not args.no_gif, progress=not args.quiet)
     print(summary.table())
     if note:

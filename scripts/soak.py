@@ -38,6 +38,7 @@ from rclpy.qos import QoSProfile  # noqa: E402
 from conftest import _claim_domain_id, ros_overrides  # noqa: E402
 from helpers.ros_client import SpunNode  # noqa: E402
 from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model  # noqa: E402
+from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
 
 NODE_NAME = f"molmo2_soak_{os.getpid()}"
 TOPIC = f"/soak_{os.getpid()}/image"
@@ -64,11 +65,11 @@ class Diagnostics(SpunNode):
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, QoSProfile(depth=10))
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name == f"molmo2_ros: /{NODE_NAME}":
-                with self._lock:
-                    self.values = {kv.key: kv.value for kv in status.values}
-                    self.updated = time.monotonic()
+        values = merged_values(msg, f"/{NODE_NAME}")
+        if values is not None:
+            with self._lock:
+                self.values = values
+                self.updated = time.monotonic()
 
     def get(self) -> dict[str, str]:
         with self._lock:
@@ -174,7 +175,7 @@ def main() -> int:
             "threads_start": start["threads"], "threads_end": end["threads"], "frames_in": frames_in,
             "frames_dropped_by_reason": dropped, "windows_processed": as_int(d, "windows_processed"),
             "windows_skipped": as_int(d, "windows_skipped"), "crashes": crashes, "frames_sent": count,
-            "clips": as_int(d, "buffer_clips"), "inference_errors": as_int(d, "pipeline_inference_errors"),
+            "clips": as_int(d, "buffer_clips"), "inference_errors": as_int(d, "inference_errors"),
             "worker_errors": as_int(d, "worker_errors"), "seconds": round(time.monotonic() - started, 1),
         }
     except Exception as error:  # noqa: BLE001 - report as a crash in the summary

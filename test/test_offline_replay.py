@@ -8,7 +8,7 @@ import pytest
 from _models import tiny_model_dir
 from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
-from molmo2_ros.core.pipeline import PipelineConfig
+from molmo2_ros.core.stream import StreamConfig
 from molmo2_ros.core.types import NS_PER_S, Query, TaskKind
 from molmo2_ros.offline.evaluate import evaluate, load_results
 from molmo2_ros.offline.oracle import NO_NOISE, NoiseConfig, OracleEngine
@@ -90,7 +90,7 @@ def test_tiny_model_replay_is_deterministic(tmp_path):
     bag = generate_scenario(tmp_path / "s", seconds=4.0, fps=10.0, width=96, height=64, encoding="jpeg",
                             storage="sqlite3")
     truth = GroundTruth.load(tmp_path / "s" / "scenario.json")
-    config = PipelineConfig(buffer=BufferConfig(window_s=2.0, stride_s=1.0), max_new_tokens=8)
+    config = StreamConfig(buffer=BufferConfig(window_s=2.0, stride_s=1.0), max_new_tokens=8)
     engine = Molmo2Engine(EngineConfig(model=str(tiny_model_dir()), device="cpu", max_new_tokens=8))
     engine.load()
     texts = []

@@ -5,7 +5,7 @@ import pytest
 from molmo2_ros.cli import SHIPPED_CLIP, SHIPPED_MODEL
 from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
-from molmo2_ros.core.pipeline import PipelineConfig
+from molmo2_ros.core.stream import StreamConfig
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.offline.evaluate import evaluate, load_results
 from molmo2_ros.offline.replay import replay
@@ -21,7 +21,7 @@ def test_shipped_model_loads_as_plain_molmo2_and_points(tmp_path):
     bag = generate_scenario(tmp_path / "scn", seconds=8.0, fps=10.0, width=320, height=240, seed=7)
     window, stride = SHIPPED_CLIP
     summary = replay(bag, tmp_path / "out", engine, [Query("ball_point", TaskKind.POINT, "red ball")],
-                     config=PipelineConfig(buffer=BufferConfig(window_s=window, stride_s=stride)), gif=False,
+                     config=StreamConfig(buffer=BufferConfig(window_s=window, stride_s=stride)), gif=False,
                      progress=False)
     report = evaluate(load_results(summary.results_path), GroundTruth.load(tmp_path / "scn" / "scenario.json"))
     assert report["overall"]["point_hit_rate"] >= 0.8, report["overall"]
@@ -36,7 +36,7 @@ def test_shipped_model_tracks_each_ball_asked_by_colour(tmp_path):
                             world="two_colours")
     queries = [Query(f"{c}_track", TaskKind.TRACK, f"{c} ball") for c in ("red", "blue")]
     summary = replay(bag, tmp_path / "out", engine, queries,
-                     config=PipelineConfig(buffer=BufferConfig(window_s=3.9, stride_s=2.0)), gif=False,
+                     config=StreamConfig(buffer=BufferConfig(window_s=3.9, stride_s=2.0)), gif=False,
                      progress=False)
     report = evaluate(load_results(summary.results_path), GroundTruth.load(tmp_path / "scn" / "scenario.json"))
     rates = [report["per_query"][f"{c}_track"]["track_point_hit_rate"] for c in ("red", "blue")]

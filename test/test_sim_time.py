@@ -99,8 +99,8 @@ def live_run(client: Client, env: dict, folder: Path, scenario: Path, queries: l
     folder.mkdir()
     qtext = "\n".join(f"- {{id: {q['id']}, task: {q['task']}, text: {q['text']}}}" for q in queries)
     node = start_node(client, env, folder, name=NAME, queries=qtext, topic="/camera/image_raw", engine_plugin=ORACLE,
-                      model=str(scenario / "scenario.json"), use_sim_time=True, no_frame_warn_s=60.0, qos="reliable",
-                      input_depth=200)
+                      model=str(scenario / "scenario.json"), use_sim_time=True, schedule="every_window",
+                      no_frame_warn_s=60.0, qos="reliable", input_depth=200)
     try:
         client.clear()
         for q in queries:
@@ -161,7 +161,7 @@ def test_player_into_sim_time_node_is_deterministic_and_matches_offline_replay(r
 def test_sim_time_without_clock_still_runs_and_reports(ros_env, client, tmp_path):
     node = start_node(client, ros_env, tmp_path, name=NAME, queries="- {id: what, task: question, text: what}",
                       topic=CAM, engine_plugin=SCRIPTED, model="scripted", use_sim_time=True,
-                      window_s=2.0, stride_s=1.0)
+                      schedule="every_window", window_s=2.0, stride_s=1.0)
     try:
         client.subscribe(Answer, f"{NODE}/answers/what")
         client.wait_matched(f"{NODE}/answers/what")

@@ -55,8 +55,9 @@ class ClipBuffer:
     passed since the previous clip; the effective stride is thus rounded up to the kept-frame spacing."""
 
     def __init__(self, config: BufferConfig = BufferConfig(), slowfast: SlowFastConfig = SlowFastConfig(),
-                 patches_per_side: int = 27) -> None:
+                 patches_per_side: int = 27, stream: str = "") -> None:
         self.config = config
+        self.stream = stream
         self.slowfast = slowfast
         self.patches_per_side = patches_per_side
         self.counters: Counter = Counter()
@@ -133,7 +134,8 @@ class ClipBuffer:
 
     def _emit(self) -> Clip:
         clip = plan_clip(list(self._frames), self._next_clip_index, self.config.max_frames, self.slowfast,
-                         self.patches_per_side, epoch=self.epoch)
+                         self.patches_per_side, epoch=self.epoch,
+                         stream=self.stream)
         self._next_clip_index += 1
         self.counters["clips"] += 1
         return clip
@@ -143,14 +145,15 @@ class ClipBuffer:
         frames = [(i, f) for i, f in self._frames if start_ns <= f.stamp_ns <= end_ns]
         if not frames:
             return None
-        return plan_clip(frames, -1, self.config.max_frames, self.slowfast, self.patches_per_side, epoch=self.epoch)
+        return plan_clip(frames, -1, self.config.max_frames, self.slowfast, self.patches_per_side, epoch=self.epoch,
+                         stream=self.stream)
 
     def latest_clip(self) -> Clip | None:
         """A clip of everything buffered (the current window), or None when empty."""
         if not self._frames:
             return None
         return plan_clip(list(self._frames), -1, self.config.max_frames, self.slowfast, self.patches_per_side,
-                         epoch=self.epoch)
+                         epoch=self.epoch, stream=self.stream)
 
     @property
     def buffered_frames(self) -> int:

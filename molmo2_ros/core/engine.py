@@ -14,11 +14,13 @@ import gc
 import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from .engine_interface import Engine, EngineCapabilities, InferRequest, MemoryReport, StopFlag
 from .molmo2_inputs import Molmo2InputBuilder
 from .prompts import build_prompt
 from .sampling import subsample_clip
@@ -122,8 +124,25 @@ def load_model_and_processor(config: EngineConfig, device: torch.device, dtype: 
     return model.to(device).eval(), processor
 
 
-class Molmo2Engine:
-    """Runs queries on clips. Load with `load()`, free with `unload()`; `infer` never raises for model faults."""
+class StopOnFlag:
+    """transformers stopping criterion: every row is done once `flag.is_set()` (checked after each decode step)."""
+
+    def __init__(self, flag: StopFlag) -> None:
+        self.flag = flag
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+class Molmo2Engine(Engine):
+    """Runs queries on clips with transformers. Load with `load()`, free with `unload()`; `infer` and
+    `infer_batch` never raise for model faults.
+
+    `infer_batch` answers clips of several streams (cameras) in one model call: one prefill batch over their
+    video prefixes and one decode batch over all their queries, with each stream's vision features cached
+    separately; the greedy tokens equal those of one call per clip (tests check it)."""
+
+    capabilities = EngineCapabilities(batch_clips=True, prefetch=True, stop_within_token=True, local_memory=True)
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -132,7 +151,7 @@ class Molmo2Engine:
         self.builder: Molmo2InputBuilder | None = None
         self.device = torch.device("cpu")
         self._features: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-        self._largest_clip = 0
+        self._largest_clip: dict[str, int] = {}
         self.templates = None
 
     @property
@@ -153,13 +172,14 @@ class Molmo2Engine:
         """Drop the model and caches and return GPU memory to the driver."""
         self.model = self.processor = self.builder = None
         self._features.clear()
+        self._largest_clip.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def clear_cache(self) -> None:
         """Forget cached vision features and return their GPU memory (the model stays loaded)."""
-        self._free_after_oom()
+        self._free_cached()
 
     def encode(self, clip: Clip) -> int:
         """Encode and cache the clip's vision features ahead of `infer` (which then reuses them, exactly);
@@ -170,64 +190,99 @@ class Molmo2Engine:
             with torch.inference_mode():
                 return self._clip_features(clip)[1]
         except Exception:  # noqa: BLE001 - infer() retries and reports the same fault
-            self._free_after_oom()
+            self._free_cached()
             return 0
 
-    def gpu_memory_mb(self) -> float:
+    def memory_report(self) -> MemoryReport:
         if self.device.type != "cuda":
-            return 0.0
-        return torch.cuda.memory_allocated(self.device) / 2**20
+            return MemoryReport(device=str(self.device), cached_frames=len(self._features))
+        return MemoryReport(device=str(self.device), allocated_mb=torch.cuda.memory_allocated(self.device) / 2**20,
+                            reserved_mb=torch.cuda.memory_reserved(self.device) / 2**20,
+                            cached_frames=len(self._features))
 
     # ---- inference ---------------------------------------------------------------------------------------
-    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None) -> Inference:
+    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None,
+              stop: StopFlag | None = None) -> Inference:
         """Answer every query on the clip. After CUDA out-of-memory: free, retry with half the frames."""
+        return self.infer_batch([InferRequest(clip, tuple(queries), max_new_tokens)], stop)[0]
+
+    def infer_batch(self, requests: list[InferRequest], stop: StopFlag | None = None) -> list[Inference]:
+        """Answer several clips in one model call; after out-of-memory (or with `batch_queries` off) one clip at
+        a time, each with its own out-of-memory retries."""
         if self.model is None:
-            return Inference(clip=clip, generations=[], error="model not loaded")
+            return [Inference(clip=r.clip, generations=[], error="model not loaded") for r in requests]
+        if len(requests) > 1 and self.config.batch_queries:
+            try:
+                return self._run(requests, stop)
+            except Exception as error:  # noqa: BLE001 - model faults must not reach the caller
+                if not is_out_of_memory(error):
+                    message = f"{type(error).__name__}: {error}"
+                    return [Inference(clip=r.clip, generations=[], error=message) for r in requests]
+                self._free_cached()
+        return [self._infer_with_retries(r, stop) for r in requests]
+
+    def _infer_with_retries(self, request: InferRequest, stop: StopFlag | None) -> Inference:
         retries = 0
         while True:
             try:
-                return self._infer(clip, queries, max_new_tokens or self.config.max_new_tokens, retries)
+                inference = self._run([request], stop)[0]
+                inference.oom_retries = retries
+                return inference
             except Exception as error:  # noqa: BLE001 - model faults must not reach the caller
+                clip = request.clip
                 if not is_out_of_memory(error):
                     return Inference(clip=clip, generations=[], oom_retries=retries,
                                      error=f"{type(error).__name__}: {error}")
-                self._free_after_oom()
+                self._free_cached()
                 if retries >= self.config.max_oom_retries or len(clip.frames) <= 1:
                     return Inference(clip=clip, generations=[], oom_retries=retries,
                                      error=f"CUDA out of memory with {len(clip.frames)} frames: {error}")
                 retries += 1
-                clip = subsample_clip(clip, max(1, len(clip.frames) // 2))
+                request = replace(request, clip=subsample_clip(clip, max(1, len(clip.frames) // 2)))
 
-    def _free_after_oom(self) -> None:
+    def _free_cached(self) -> None:
         self._features.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     @torch.inference_mode()
-    def _infer(self, clip: Clip, queries: list[Query], max_new_tokens: int, retries: int) -> Inference:
+    def _run(self, requests: list[InferRequest], stop: StopFlag | None) -> list[Inference]:
+        """One model call for all requests (may raise; callers turn faults into error Inferences)."""
         started = time.perf_counter()
-        prompts = [build_prompt(q, self.templates, self.config.max_query_chars) for q in queries]
-        features, encoded = self._clip_features(clip)
-        tokens = [self.builder.tokens(clip, p) for p in prompts]
-        encoder_outputs = _encoder_outputs(features)
+        stop = stop or _NEVER
+        clips = [r.clip for r in requests]
+        features, encoded, tokens = [], [], []
+        for r in requests:
+            if stop.is_set():
+                return _stopped(clips)
+            f, n = self._clip_features(r.clip)
+            features.append(f)
+            encoded.append(n)
+            tokens.append([self.builder.tokens(r.clip, build_prompt(q, self.templates, self.config.max_query_chars))
+                           for q in r.queries])
+        if stop.is_set():
+            return _stopped(clips)
+        limits = [r.max_new_tokens or self.config.max_new_tokens for r in requests]
         if self.config.reuse_prefix:
-            generations, prefill = self._generate_shared_prefix(queries, tokens, encoder_outputs, max_new_tokens,
-                                                                started)
+            texts, prefill, shared, decode_s = self._generate_shared_prefix(tokens, features, limits, stop, started)
         else:
-            generations, prefill = self._generate_plain(queries, tokens, encoder_outputs, max_new_tokens, started)
-        return Inference(clip=clip, generations=generations, oom_retries=retries, vision_frames_encoded=encoded,
-                         prefill_tokens=prefill)
+            texts, prefill, shared, decode_s = self._generate_plain(tokens, features, limits, stop, started)
+        if stop.is_set():
+            return _stopped(clips)
+        return [Inference(clip=r.clip, vision_frames_encoded=n, prefill_tokens=p,
+                          generations=[Generation(q, text, length, shared + d)
+                                       for q, (text, length), d in zip(r.queries, row_texts, row_s)])
+                for r, n, p, row_texts, row_s in zip(requests, encoded, prefill, texts, decode_s)]
 
     def _clip_features(self, clip: Clip) -> tuple[torch.Tensor, int]:
-        """Pooled visual features of the clip's frames, [visual tokens, hidden]; encodes only uncached frames."""
-        keys = [(clip.epoch, f.stamp_ns, f.pooling) for f in clip.frames]
+        """Pooled visual features of the clip's frames, [visual tokens, hidden]; encodes only uncached frames.
+        Cached by (stream, epoch, stamp, pooling): each camera keeps its own features."""
+        keys = [(clip.stream, clip.epoch, f.stamp_ns, f.pooling) for f in clip.frames]
         missing = [i for i, k in enumerate(keys) if k not in self._features] if self.config.cache_features \
             else list(range(len(keys)))
         fresh: dict[int, torch.Tensor] = {}
         if missing:
-            import numpy as np
-
             patches = self.builder.frame_patches(np.stack([clip.frames[i].frame.image for i in missing]))
             patches = patches.to(self.device)
             by_pooling: dict[tuple[int, int], list[int]] = {}
@@ -244,8 +299,9 @@ class Molmo2Engine:
             else:
                 self._features.move_to_end(key)
                 parts.append(self._features[key])
-        self._largest_clip = max(self._largest_clip, len(keys))
-        while len(self._features) > (self.config.feature_cache_frames or 2 * self._largest_clip):
+        self._largest_clip[clip.stream] = max(self._largest_clip.get(clip.stream, 0), len(keys))
+        limit = self.config.feature_cache_frames or 2 * sum(self._largest_clip.values())
+        while len(self._features) > limit:
             self._features.popitem(last=False)
         return torch.cat(parts), len(missing)
 
@@ -259,88 +315,131 @@ class Molmo2Engine:
         pooled = self.model.get_video_features(patches, torch.cat(tables), grids).pooler_output[0]
         return list(pooled.split(rows * cols))
 
-    def _decode(self, output_ids: torch.Tensor) -> str:
-        return self.processor.tokenizer.decode(output_ids, skip_special_tokens=True)
-
-    def _generation_kwargs(self, max_new_tokens: int) -> dict:
+    def _generation_kwargs(self, max_new_tokens: int, stop: StopFlag) -> dict:
         return dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                    pad_token_id=self.processor.tokenizer.pad_token_id)
+                    pad_token_id=self.processor.tokenizer.pad_token_id, stopping_criteria=[StopOnFlag(stop)])
 
-    def _generate_plain(self, queries, tokens, encoder_outputs, max_new_tokens, started):
+    def _answer(self, new_ids: torch.Tensor, limit: int) -> tuple[str, int]:
+        """(text, generated tokens up to and including the first stop token) of one row, cut at its own limit."""
+        new_ids = new_ids[:limit]
+        return (self.processor.tokenizer.decode(new_ids, skip_special_tokens=True),
+                _answer_length(new_ids, self._eos_ids()))
+
+    def _generate_plain(self, tokens, features, limits, stop, started):
         """Reference path: each query runs its whole prompt (video included) through `generate`."""
-        generations, prefill = [], 0
+        texts, prefill, decode_s = [], [], []
         shared = time.perf_counter() - started
-        for query, tok in zip(queries, tokens):
-            t0 = time.perf_counter()
-            ids = tok.input_ids.to(self.device)
-            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                      mm_token_type_ids=tok.mm_token_type_ids.to(self.device),
-                                      mm_encoder_outputs=encoder_outputs, **self._generation_kwargs(max_new_tokens))
-            new = out[0, ids.shape[1]:]
-            prefill += ids.shape[1]
-            generations.append(Generation(query, self._decode(new), int(new.numel()),
-                                          shared + time.perf_counter() - t0))
-        return generations, prefill
+        for row_tokens, feats, limit in zip(tokens, features, limits):
+            row_texts, row_s, n = [], [], 0
+            for tok in row_tokens:
+                t0 = time.perf_counter()
+                ids = tok.input_ids.to(self.device)
+                out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                          mm_token_type_ids=tok.mm_token_type_ids.to(self.device),
+                                          mm_encoder_outputs=_encoder_outputs([feats]),
+                                          **self._generation_kwargs(limit, stop))
+                row_texts.append(self._answer(out[0, ids.shape[1]:], limit))
+                row_s.append(time.perf_counter() - t0)
+                n += ids.shape[1]
+            texts.append(row_texts)
+            decode_s.append(row_s)
+            prefill.append(n)
+        return texts, prefill, shared, decode_s
 
-    def _generate_shared_prefix(self, queries, tokens, encoder_outputs, max_new_tokens, started):
-        """Prefill the common prefix (the video) once; then decode every query's suffix from that cache: all
-        queries in one batch (suffixes padded on their left, pads masked, positions from the mask, so each row
-        sees exactly its own prompt), or one after another from a cropped cache when `batch_queries` is off."""
+    def _generate_shared_prefix(self, tokens, features, limits, stop, started):
+        """Prefill each clip's common prefix (its video) once, all clips in one batch (right-padded); then decode
+        every query of every clip from that cache in one batch (suffixes padded on their left, pads masked,
+        positions from the mask, so each row sees exactly its own prompt), or, with `batch_queries` off, one query
+        after another from a cropped cache."""
+        ids = [[t.input_ids[0] for t in row] for row in tokens]
+        prefixes = [_common_prefix_length(row) for row in ids]
+        width = max(prefixes)
+        pad = self.processor.tokenizer.pad_token_id
+        batch = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(batch)
+        types = torch.zeros_like(batch)
+        for i, (row, n) in enumerate(zip(tokens, prefixes)):
+            batch[i, :n] = row[0].input_ids[0, :n]
+            types[i, :n] = row[0].mm_token_type_ids[0, :n]
+            mask[i, :n] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         from transformers import DynamicCache
 
-        ids = [t.input_ids[0] for t in tokens]
-        prefix = _common_prefix_length(ids)
-        first = tokens[0]
         cache = DynamicCache(config=self.model.config)
-        prefix_ids = first.input_ids[:, :prefix].to(self.device)
-        self.model(input_ids=prefix_ids, attention_mask=torch.ones_like(prefix_ids),
-                   mm_token_type_ids=first.mm_token_type_ids[:, :prefix].to(self.device),
-                   mm_encoder_outputs=encoder_outputs, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.model(input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
+                   position_ids=positions.to(self.device), mm_token_type_ids=types.to(self.device),
+                   mm_encoder_outputs=_encoder_outputs(features), past_key_values=cache, use_cache=True,
+                   logits_to_keep=1)
         shared = time.perf_counter() - started
-        prefill = prefix + sum(len(i) - prefix for i in ids)
-        if self.config.batch_queries and len(queries) > 1:
-            return self._decode_batch(queries, ids, prefix, cache, max_new_tokens, shared), prefill
-        generations = []
-        for query, tok in zip(queries, tokens):
+        prefill = [n + sum(len(seq) - n for seq in row) for row, n in zip(ids, prefixes)]
+        if stop.is_set():
+            return [], prefill, shared, []
+        if not self.config.batch_queries and len(ids) == 1:
+            texts, decode_s = self._decode_one_by_one(tokens[0], prefixes[0], cache, limits[0], stop)
+            return [texts], prefill, shared, [decode_s]
+        texts, decode_s = self._decode_batch(ids, prefixes, width, mask, cache, limits, stop)
+        return texts, prefill, shared, decode_s
+
+    def _decode_one_by_one(self, tokens, prefix, cache, limit, stop):
+        texts, decode_s = [], []
+        for tok in tokens:
             t0 = time.perf_counter()
             full = tok.input_ids.to(self.device)
             out = self.model.generate(input_ids=full, attention_mask=torch.ones_like(full), past_key_values=cache,
-                                      **self._generation_kwargs(max_new_tokens))
+                                      **self._generation_kwargs(limit, stop))
             cache.crop(prefix - cache.get_seq_length())  # back to the shared prefix (crop takes a negative)
-            new = out[0, full.shape[1]:]
-            generations.append(Generation(query, self._decode(new), _answer_length(new, self._eos_ids()),
-                                          shared + time.perf_counter() - t0))
-        return generations, prefill
+            texts.append(self._answer(out[0, full.shape[1]:], limit))
+            decode_s.append(time.perf_counter() - t0)
+        return texts, decode_s
 
-    def _decode_batch(self, queries, ids, prefix, cache, max_new_tokens, shared) -> list[Generation]:
+    def _decode_batch(self, ids, prefixes, width, prefix_mask, cache, limits, stop):
         t0 = time.perf_counter()
-        width = max(len(i) for i in ids) - prefix
-        batch = torch.full((len(ids), prefix + width), self.processor.tokenizer.pad_token_id, dtype=torch.long)
+        rows = [(i, seq) for i, row in enumerate(ids) for seq in row]
+        suffix_width = max(len(seq) - prefixes[i] for i, seq in rows)
+        pad = self.processor.tokenizer.pad_token_id
+        batch = torch.full((len(rows), width + suffix_width), pad, dtype=torch.long)
         mask = torch.zeros_like(batch)
-        batch[:, :prefix] = ids[0][:prefix]
-        mask[:, :prefix] = 1
-        for row, seq in enumerate(ids):
-            suffix = seq[prefix:]
-            batch[row, prefix + width - len(suffix):] = suffix
-            mask[row, prefix + width - len(suffix):] = 1
-        cache.batch_repeat_interleave(len(ids))
-        batch, mask = batch.to(self.device), mask.to(self.device)
-        out = self.model.generate(input_ids=batch, attention_mask=mask, past_key_values=cache,
-                                  **self._generation_kwargs(max_new_tokens))
-        elapsed = shared + time.perf_counter() - t0
-        eos = self._eos_ids()
-        return [Generation(q, self._decode(row[batch.shape[1]:]), _answer_length(row[batch.shape[1]:], eos), elapsed)
-                for q, row in zip(queries, out)]
+        for r, (i, seq) in enumerate(rows):
+            n = prefixes[i]
+            suffix = seq[n:]
+            batch[r, :n] = seq[:n]
+            mask[r, :width] = prefix_mask[i]
+            batch[r, width + suffix_width - len(suffix):] = suffix
+            mask[r, width + suffix_width - len(suffix):] = 1
+        cache.batch_select_indices(torch.tensor([i for i, _ in rows], device=self.device))
+        out = self.model.generate(input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
+                                  past_key_values=cache, **self._generation_kwargs(max(limits), stop))
+        elapsed = time.perf_counter() - t0
+        answers = [self._answer(row[batch.shape[1]:], limits[i]) for (i, _), row in zip(rows, out)]
+        texts: list[list[tuple[str, int]]] = [[] for _ in ids]
+        for (i, _), answer in zip(rows, answers):
+            texts[i].append(answer)
+        return texts, [[elapsed] * len(row) for row in texts]
 
     def _eos_ids(self) -> set[int]:
         eos = self.model.generation_config.eos_token_id
         eos = eos if isinstance(eos, list) else [eos]
         return {int(e) for e in eos if e is not None} | {int(self.processor.tokenizer.pad_token_id)}
 
-def _encoder_outputs(features: torch.Tensor) -> dict:
+
+class _Never:
+    @staticmethod
+    def is_set() -> bool:
+        return False
+
+
+_NEVER = _Never()
+
+
+def _stopped(clips: list[Clip]) -> list[Inference]:
+    return [Inference(clip=c, generations=[], error="stopped", stopped=True) for c in clips]
+
+
+def _encoder_outputs(features: list[torch.Tensor]) -> dict:
+    """Visual features of the clips of one batch, in row order (the model fills <im_patch> rows in that order)."""
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-    return {"video": BaseModelOutputWithPooling(pooler_output=(features,))}
+    return {"video": BaseModelOutputWithPooling(pooler_output=(torch.cat(features),))}
 
 
 def _answer_length(new_ids: torch.Tensor, stop_ids: set[int]) -> int:
@@ -361,4 +460,3 @@ def _common_prefix_length(sequences: list[torch.Tensor]) -> int:
         if len(diff):
             length = min(length, int(diff[0]))
     return length
-

@@ -8,10 +8,26 @@ callers never probe an engine with getattr/hasattr.
 from __future__ import annotations
 
 import abc
-import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from .types import Clip, Inference, Query
+
+
+class StopFlag(Protocol):
+    """Asks a running call to end early (a threading.Event, or several combined: `AnyStop`)."""
+
+    def is_set(self) -> bool: ...
+
+
+class AnyStop:
+    """Set when any of its flags is set (e.g. the runtime's shutdown flag and one query's cancel flag)."""
+
+    def __init__(self, *flags: StopFlag) -> None:
+        self.flags = flags
+
+    def is_set(self) -> bool:
+        return any(f.is_set() for f in self.flags)
 
 
 @dataclass(frozen=True)
@@ -59,7 +75,7 @@ class InferRequest:
 
 class Engine(abc.ABC):
     """Answers queries on clips. `infer`/`infer_batch` never raise for model faults: they return an
-    `Inference` with `error` set. `stop` (a threading.Event) asks a running call to end early; an engine without
+    `Inference` with `error` set. `stop` asks a running call to end early; an engine without
     `stop_within_token` checks it only between clips."""
 
     capabilities: EngineCapabilities = EngineCapabilities()
@@ -79,10 +95,10 @@ class Engine(abc.ABC):
 
     @abc.abstractmethod
     def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None,
-              stop: threading.Event | None = None) -> Inference:
+              stop: StopFlag | None = None) -> Inference:
         """Answer every query on the clip."""
 
-    def infer_batch(self, requests: list[InferRequest], stop: threading.Event | None = None) -> list[Inference]:
+    def infer_batch(self, requests: list[InferRequest], stop: StopFlag | None = None) -> list[Inference]:
         """Answer several clips (e.g. of different cameras); one Inference per request, in order."""
         results = []
         for r in requests:

@@ -8,7 +8,7 @@ window it belongs to. Disabled, every frame uses the fast pooling, i.e. Molmo2's
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def uniform_keep_newest(n: int, max_frames: int) -> list[int]:
 
 
 def plan_clip(frames: list[tuple[int, Frame]], index: int, max_frames: int, slowfast: SlowFastConfig,
-              patches_per_side: int = 27, epoch: int = 0) -> Clip:
+              patches_per_side: int = 27, epoch: int = 0, stream: str = "") -> Clip:
     """Build a clip from (absolute sample index, frame) pairs, oldest first."""
     chosen = [frames[i] for i in uniform_keep_newest(len(frames), max_frames)]
     clip_frames = []
@@ -58,11 +58,11 @@ def plan_clip(frames: list[tuple[int, Frame]], index: int, max_frames: int, slow
         pooling, is_key = slowfast.role(sample_index)
         clip_frames.append(ClipFrame(frame, sample_index, pooling, is_key))
     tokens = sum(tokens_per_frame(f.pooling, patches_per_side) for f in clip_frames)
-    return Clip(index=index, frames=tuple(clip_frames), epoch=epoch, num_visual_tokens=tokens)
+    return Clip(index=index, frames=tuple(clip_frames), epoch=epoch, num_visual_tokens=tokens, stream=stream)
 
 
 def subsample_clip(clip: Clip, max_frames: int) -> Clip:
     """The same clip with at most `max_frames` frames (newest kept); used to retry after out-of-memory."""
     chosen = [clip.frames[i] for i in uniform_keep_newest(len(clip.frames), max_frames)]
     tokens = sum(tokens_per_frame(f.pooling) for f in chosen)
-    return Clip(index=clip.index, frames=tuple(chosen), epoch=clip.epoch, num_visual_tokens=tokens)
+    return replace(clip, frames=tuple(chosen), num_visual_tokens=tokens)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.engine_interface import Engine, StopFlag
 from ..core.types import Clip, Generation, Inference, Query, TaskKind
 from .scenario import GroundTruth
 
@@ -41,20 +42,29 @@ def _coords(groups: list[tuple[str, list[tuple[int, float, float]]]], width: int
     return ";".join(key + "".join(f" {i} {v(x, width)} {v(y, height)}" for i, x, y in pts) for key, pts in groups)
 
 
-class OracleEngine:
-    """Engine protocol implementation (`infer`) answering from ground truth: an evaluation instrument.
+class OracleEngine(Engine):
+    """An engine answering from ground truth: an evaluation instrument.
 
     Frames are looked up by their exact stamp_ns; a clip frame missing from the ground truth makes `infer`
     return an error. Noise is deterministic per (noise seed, clip index, query id).
     """
 
-    model_id = "oracle"
-
     def __init__(self, truth: GroundTruth, noise: NoiseConfig = NO_NOISE) -> None:
         self.truth = truth
         self.noise = noise
 
-    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None) -> Inference:
+    @property
+    def model_id(self) -> str:
+        return "oracle"
+
+    def load(self) -> None:
+        """Nothing to load: the ground truth is given to the constructor."""
+
+    def unload(self) -> None:
+        """Nothing to free."""
+
+    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None,
+              stop: StopFlag | None = None) -> Inference:
         missing = [s for s in clip.stamps_ns if s not in self.truth.frame_index]
         if missing:
             return Inference(clip=clip, generations=[],

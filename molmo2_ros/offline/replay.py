@@ -1,4 +1,5 @@
-"""Deterministic replay of a rosbag2 through the core Pipeline: every window is processed, nothing skipped.
+"""Deterministic replay of a rosbag2 through the core runtime (policy every_window): every window is processed
+in order, one at a time as it falls due, so identical bags give identical outputs.
 
 Outputs (in the output folder): results.jsonl (one `result_to_dict` per line, flushed per window), an mcap bag
 `molmo2_bag` with the project's messages stamped with the source frame stamps, replay.gif (annotated clip-end
@@ -20,7 +21,10 @@ import numpy as np
 
 from ..core.image_decode import BadImage, decode_compressed, decode_raw
 from ..core.overlay import draw_overlay
-from ..core.pipeline import Engine, Pipeline, PipelineConfig
+from ..core.engine_interface import Engine
+from ..core.runtime import Runtime
+from ..core.schedule import EveryWindowPolicy
+from ..core.stream import Stream, StreamConfig
 from ..core.serialization import result_to_dict
 from ..core.types import NS_PER_S, Frame, Query, QueryResult, TaskKind
 
@@ -268,20 +272,22 @@ def _save_gif(path: Path, frames: list[np.ndarray], frame_ms: int) -> None:
 
 
 def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Query], *,
-           config: PipelineConfig = PipelineConfig(), topic: str = "", gif: bool = True,
+           config: StreamConfig = StreamConfig(), topic: str = "", gif: bool = True,
            progress: bool = True) -> ReplaySummary:
-    """Run the pipeline over every window of the bag's camera topic and write the outputs to out_dir."""
+    """Run the runtime over every window of the bag's camera topic and write the outputs to out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     bag_out = out / "molmo2_bag"
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists: choose an empty output folder")
     name, total, frames = read_frames(Path(bag), topic)
-    pipeline = Pipeline(engine, queries, config)
+    stream = Stream("", queries, config)
+    # Clips run as soon as they fall due, so at most one is ever pending: the byte budget never binds here.
+    runtime = Runtime(engine, [stream], EveryWindowPolicy(max_pending_bytes=2**40))
     summary = ReplaySummary(bag=str(bag), topic=name, model_id=engine.model_id,
                             results_path=str(out / "results.jsonl"), output_bag=str(bag_out))
     summary.per_query = {q.id: {"task": q.task.value, "answers": 0, "points": 0, "tracks": 0, "events": 0,
-                                "empty": 0} for q in pipeline.queries}
+                                "empty": 0} for q in stream.queries}
     writer = ResultBagWriter(bag_out)
     bar = Progress(total, progress)
     gif_frames: list[np.ndarray] = []
@@ -290,9 +296,10 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
             for frame in frames:
                 summary.frames += 1
-                clip = pipeline.push(frame)
+                clip = runtime.push("", frame)
                 if clip is not None:
-                    results = pipeline.process(clip)
+                    done = runtime.step()
+                    results = done[0][1] if done else []
                     summary.windows += 1
                     for r in results:
                         jsonl.write(json.dumps(result_to_dict(r)) + "\n")
@@ -311,7 +318,7 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         bar.update(summary.frames, f"windows {summary.windows}", force=True)
         bar.close()
         summary.output_messages = writer.messages
-        summary.counters = {k: int(v) for k, v in (pipeline.counters + pipeline.buffer.counters).items()}
+        summary.counters = {k: int(v) for k, v in sorted(stream.counter_snapshot().items())}
         if gif_frames:
             _save_gif(out / "replay.gif", gif_frames, int(config.buffer.stride_s * 1000))
             summary.gif = str(out / "replay.gif")

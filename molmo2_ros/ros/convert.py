@@ -7,14 +7,15 @@ GroundedPoints the frame they lie on, frame_id is the camera's.
 from __future__ import annotations
 
 import numpy as np
-from builtin_interfaces.msg import Time
+from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import ImageMarker
 
 from molmo2_ros.core.image_decode import SUPPORTED_ENCODINGS, decode_compressed, decode_raw
-from molmo2_ros.core.types import NS_PER_S, Event, Frame, GroundedPoint, Query, QueryResult, TaskKind, Track
+from molmo2_ros.core.types import (NS_PER_S, Event, Frame, GroundedPoint, Query, QueryResult, TaskKind, Track,
+                                   TrackStatus)
 from molmo2_ros.msg import Answer as AnswerMsg
 from molmo2_ros.msg import Event as EventMsg
 from molmo2_ros.msg import GroundedPoint as GroundedPointMsg
@@ -148,19 +149,27 @@ def _color(key: str) -> ColorRGBA:
     return ColorRGBA(r=(h % 7) / 6.0, g=((h // 7) % 7) / 6.0, b=((h // 49) % 7) / 6.0, a=1.0)
 
 
-def marker_msgs(r: QueryResult, max_trail: int | None = None) -> list[ImageMarker]:
-    """ImageMarkers for one result: the points on the newest frame (POINTS), one LINE_STRIP per track (its newest
-    `max_trail` trajectory points when given, as on the overlay)."""
+def marker_msgs(r: QueryResult, max_trail: int | None = None, lifetime_s: float = 0.0) -> list[ImageMarker]:
+    """ImageMarkers for one result: the points on the newest frame (POINTS, id 0 of namespace `<query id>`), and per
+    track one LINE_STRIP (its newest `max_trail` trajectory points, as on the overlay) with a stable id (the track's
+    number, `<query>/t<n>` -> n) in namespace `<query id>/tracks`; an ENDED track's marker is removed. Every marker
+    expires after `lifetime_s` (0 = never) so that viewers drop what the node stopped reporting."""
     out: list[ImageMarker] = []
     hdr = header(r.stamp_ns, r.frame_id)
     color = _color(r.query.id)
+    lifetime = Duration(sec=int(lifetime_s), nanosec=int(round((lifetime_s % 1) * NS_PER_S)))
     newest = [p for p in r.points if p.stamp_ns == r.stamp_ns]
     if r.query.task in (TaskKind.POINT, TaskKind.COUNT, TaskKind.EVENT):
         out.append(ImageMarker(header=hdr, ns=r.query.id, id=0, type=ImageMarker.POINTS, action=ImageMarker.ADD,
-                               scale=6.0, outline_color=color, points=[Point(x=p.x, y=p.y) for p in newest]))
-    for i, t in enumerate(r.tracks):
-        out.append(ImageMarker(header=hdr, ns=r.query.id, id=i, type=ImageMarker.LINE_STRIP,
-                               action=ImageMarker.ADD, scale=2.0, outline_color=_color(t.id),
-                               points=[Point(x=p.x, y=p.y) for p in (t.trajectory[-max_trail:] if max_trail
-                                                                     else t.trajectory)]))
+                               scale=6.0, outline_color=color, lifetime=lifetime,
+                               points=[Point(x=p.x, y=p.y) for p in newest]))
+    for t in r.tracks:
+        number = int(t.id.rsplit("/t", 1)[-1]) if t.id.rsplit("/t", 1)[-1].isdigit() else 0
+        if t.status == TrackStatus.ENDED:
+            out.append(ImageMarker(header=hdr, ns=f"{r.query.id}/tracks", id=number, action=ImageMarker.REMOVE))
+            continue
+        trail = t.trajectory[-max_trail:] if max_trail else t.trajectory
+        out.append(ImageMarker(header=hdr, ns=f"{r.query.id}/tracks", id=number, type=ImageMarker.LINE_STRIP,
+                               action=ImageMarker.ADD, scale=2.0, outline_color=_color(t.id), lifetime=lifetime,
+                               points=[Point(x=p.x, y=p.y) for p in trail]))
     return out

@@ -9,10 +9,17 @@ Standing queries come from the string parameter `queries`: a YAML list of mappin
 (keys: id, task, text, topic; topic empty = default ~/<task>s/<id>). A YAML string works the same on
 Humble, Jazzy and Kilted (typed empty arrays do not).
 
+Cameras: `cameras` names the camera streams (a list, or a comma-separated string; default: one unnamed camera
+with today's topics). Each named camera has its own input topic `<name>/image`, outputs under `~/<name>/...`, and
+its own `<name>.qos`, `<name>.input_compressed`, `<name>.input_depth` (defaults: the global values) and
+`<name>.queries` (empty = the shared `queries`; "[]" = none).
+
 When a parameter takes effect:
-- CONFIGURE_TIME: read by the configure transition (model, pipeline, queries). Set them while unconfigured.
-- ACTIVATE_TIME: read by activate (input subscription). Set them while unconfigured or inactive.
-- anything else: at once.
+- CONFIGURE_TIME: read by the configure transition (model, engine, sampling). Set them while unconfigured.
+- ACTIVATE_TIME: read by activate (input subscriptions). Set them while unconfigured or inactive.
+- RUNTIME: applied at once, from the next window on, without reloading the model (tracker, events, max_points,
+  max_new_tokens, schedule, overlay, queries).
+- read-only: set at start-up only (cameras, engine_plugin, autostart, gil_switch_interval_ms).
 """
 
 from __future__ import annotations
@@ -25,14 +32,18 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from molmo2_ros.core.clip_buffer import MAX_SAMPLE_FPS, BufferConfig
 from molmo2_ros.core.engine import EngineConfig
-from molmo2_ros.core.pipeline import GroundingConfig, PipelineConfig, validate_query
 from molmo2_ros.core.sampling import SlowFastConfig
+from molmo2_ros.core.schedule import SCHEDULES
+from molmo2_ros.core.stream import GroundingConfig, StreamConfig, validate_query
 from molmo2_ros.core.types import Query, TaskKind
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_CAMERA = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# Namespaces of the node's own dotted parameters cannot name a camera (its `<camera>.<name>` would collide).
+_RESERVED_CAMERAS = {"slowfast", "track", "event", "overlay", "qos", "use_sim_time"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class Spec:
     low: float | int | None = None
     high: float | int | None = None
     read_only: bool = False
+    dynamic_typing: bool = False
 
 
 SPECS: dict[str, Spec] = {
@@ -52,8 +64,21 @@ SPECS: dict[str, Spec] = {
     "dtype": Spec("auto", "auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32."),
     "attn_implementation": Spec("", "transformers attention backend (sdpa, eager, flash_attention_2); "
                                     "empty = transformers' default."),
-    "engine_plugin": Spec("", "Testing/extension hook: 'module:Class' of an engine constructed as "
-                              "Class(EngineConfig) with load(), unload() and infer(); empty = Molmo2Engine."),
+    "engine_plugin": Spec("", "Testing/extension hook: 'module:Class' of an engine (a molmo2_ros.core."
+                              "engine_interface.Engine) constructed as Class(EngineConfig); empty = Molmo2Engine.",
+                          read_only=True),
+    "cameras": Spec("", "Camera streams served by this node's one model: a list of names (e.g. [front, wrist]) "
+                        "or a comma-separated string. Empty = one unnamed camera (input 'image', outputs ~/...). "
+                        "Each camera N reads N/image and publishes under ~/N/...", read_only=True,
+                    dynamic_typing=True),
+    "schedule": Spec("live", "live: run the newest window of each camera, count skipped ones (robots); "
+                             "every_window: run every window in order (bag replay, simulation; pair it with "
+                             "use_sim_time and a deep input_depth)."),
+    "max_pending_mb": Spec(1024.0, "every_window: most MiB of frames that waiting windows may pin; past it the "
+                                   "oldest waiting window is dropped and counted (windows_dropped_budget).",
+                           1.0, 1_000_000.0),
+    "batch_cameras": Spec(True, "Run the windows of cameras that are due together in one model call (one prefill "
+                                "and one decode batch; same tokens as one call per camera)."),
     "max_new_tokens": Spec(256, "Generation limit per query and clip.", 1, 8192),
     "window_s": Spec(8.0, "Clip length in seconds of source time.", 0.1, 600.0),
     "stride_s": Spec(1.0, "Seconds of source time between clips.", 0.05, 600.0),
@@ -86,18 +111,30 @@ SPECS: dict[str, Spec] = {
     "autostart": Spec(True, "Configure and activate by itself at start-up (false: wait for a lifecycle "
                             "manager).", read_only=True),
     "overlay.max_trail": Spec(32, "Trajectory points drawn per track on ~/overlay.", 1, 4096),
-    "queries": Spec("", "Standing queries: YAML list of {id, task, text, topic} (see the package README)."),
+    "overlay.marker_lifetime_s": Spec(2.0, "Lifetime of the image markers on ~/markers: what the node stops "
+                                           "reporting disappears after this long (0 = never).", 0.0, 3600.0),
+    "queries": Spec("", "Standing queries: YAML list of {id, task, text, topic} (see the package README). Shared "
+                        "by every camera without its own <camera>.queries; reflects ManageQueries changes."),
 }
 
+# Per-camera parameters `<camera>.<name>`; defaults come from the global parameter of the same name ("queries":
+# empty = the shared list).
+CAMERA_PARAMS = ("qos", "input_compressed", "input_depth", "queries")
 ACTIVATE_TIME = frozenset({"qos", "input_compressed", "input_depth"})
-RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "autostart"})
-CONFIGURE_TIME = frozenset(SPECS) - ACTIVATE_TIME - RUNTIME
+RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "overlay.marker_lifetime_s", "track.gate_frac", "track.lost_timeout_s",
+                     "event.max_gap_s", "max_points", "max_new_tokens", "schedule", "max_pending_mb",
+                     "batch_cameras", "queries"})
+READ_ONLY = frozenset(name for name, spec in SPECS.items() if spec.read_only)
+CONFIGURE_TIME = frozenset(SPECS) - ACTIVATE_TIME - RUNTIME - READ_ONLY
 
 
 def descriptor(name: str) -> ParameterDescriptor:
     spec = SPECS[name]
-    d = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only)
-    if isinstance(spec.default, bool):
+    d = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only,
+                            dynamic_typing=spec.dynamic_typing)
+    if spec.dynamic_typing:
+        d.type = ParameterType.PARAMETER_NOT_SET
+    elif isinstance(spec.default, bool):
         d.type = ParameterType.PARAMETER_BOOL
     elif isinstance(spec.default, int):
         d.type = ParameterType.PARAMETER_INTEGER
@@ -111,6 +148,37 @@ def descriptor(name: str) -> ParameterDescriptor:
     else:
         d.type = ParameterType.PARAMETER_STRING
     return d
+
+
+def camera_descriptor(camera: str, name: str) -> ParameterDescriptor:
+    """Descriptor of `<camera>.<name>`: the global parameter's, renamed."""
+    d = descriptor(name)
+    d.name = f"{camera}.{name}"
+    d.read_only = False
+    if name == "queries":
+        d.description = (f"Standing queries of camera '{camera}' (YAML list as in `queries`); empty = the shared "
+                         "`queries`, '[]' = none.")
+    else:
+        d.description = f"{d.description} (camera '{camera}'; default: the global {name})"
+    return d
+
+
+def parse_cameras(value: object) -> list[str]:
+    """Camera names from the `cameras` parameter (list or comma-separated string); [""] = one unnamed camera.
+    ValueError says what is wrong."""
+    if value is None or value == "" or value == [] or value == [""]:
+        return [""]
+    names = [str(v).strip() for v in value] if isinstance(value, (list, tuple)) else \
+        [v.strip() for v in str(value).replace(";", ",").split(",") if v.strip()]
+    for name in names:
+        if not _CAMERA.match(name):
+            raise ValueError(f"camera name '{name}' must start with a letter and hold only letters, digits and "
+                             "'_' (it becomes a topic namespace)")
+        if name in _RESERVED_CAMERAS:
+            raise ValueError(f"camera name '{name}' is reserved (a parameter namespace of the node): rename it")
+    if len(set(names)) != len(names):
+        raise ValueError(f"cameras: duplicate names in {names}")
+    return names or [""]
 
 
 def parse_queries(text: str, max_chars: int) -> list[Query]:
@@ -155,9 +223,16 @@ def check_value(name: str, value: object, values: dict[str, object]) -> str:
         return f"qos must be one of {', '.join(QOS_CHOICES)}, got '{value}'"
     if name == "engine_plugin" and value and not _PLUGIN.match(str(value)):
         return f"engine_plugin must be 'module:Class', got '{value}'"
+    if name == "schedule" and value not in SCHEDULES:
+        return f"schedule must be one of {', '.join(SCHEDULES)}, got '{value}'"
     if name == "queries":
         try:
             parse_queries(str(value), int(values["max_query_chars"]))
+        except ValueError as error:
+            return str(error)
+    if name == "cameras":
+        try:
+            parse_cameras(value)
         except ValueError as error:
             return str(error)
     return ""
@@ -180,13 +255,16 @@ def engine_config(v: dict) -> EngineConfig:
                         max_query_chars=v["max_query_chars"])
 
 
-def pipeline_config(v: dict) -> PipelineConfig:
+def grounding_config(v: dict) -> GroundingConfig:
+    return GroundingConfig(max_points=v["max_points"], track_gate_frac=v["track.gate_frac"],
+                           lost_timeout_s=v["track.lost_timeout_s"], event_max_gap_s=v["event.max_gap_s"])
+
+
+def stream_config(v: dict) -> StreamConfig:
     slow, fast = v["slowfast.slow_pooling"], v["slowfast.fast_pooling"]
-    return PipelineConfig(
+    return StreamConfig(
         buffer=BufferConfig(window_s=v["window_s"], stride_s=v["stride_s"], sample_fps=v["sample_fps"],
                             max_frames=v["max_frames"]),
         slowfast=SlowFastConfig(enabled=v["slowfast.enabled"], slow_pooling=(slow, slow), fast_pooling=(fast, fast),
                                 key_every=v["slowfast.key_every"]),
-        grounding=GroundingConfig(max_points=v["max_points"], track_gate_frac=v["track.gate_frac"],
-                                  lost_timeout_s=v["track.lost_timeout_s"], event_max_gap_s=v["event.max_gap_s"]),
-        max_new_tokens=v["max_new_tokens"], max_query_chars=v["max_query_chars"])
+        grounding=grounding_config(v), max_new_tokens=v["max_new_tokens"], max_query_chars=v["max_query_chars"])

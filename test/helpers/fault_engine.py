@@ -23,6 +23,7 @@ import time
 import torch
 
 from molmo2_ros.core.engine import Molmo2Engine
+from molmo2_ros.core.engine_interface import InferRequest, StopFlag
 from molmo2_ros.core.prompts import build_prompt
 from molmo2_ros.core.types import Clip, Generation, Inference, Query, TaskKind
 
@@ -32,24 +33,29 @@ MANY_POINTS = 400
 class FaultEngine(Molmo2Engine):
     def load(self) -> None:
         self.model = "scripted"  # Molmo2Engine.infer only checks that a model is loaded
+        self._first_size: dict[tuple, int] = {}  # frames of each clip's first attempt
 
-    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None) -> Inference:
-        if any("crash" in q.text for q in queries):
+    def infer_batch(self, requests: list[InferRequest], stop: StopFlag | None = None) -> list[Inference]:
+        if any("crash" in q.text for r in requests for q in r.queries):
             raise RuntimeError("fault_engine: injected crash inside infer")
-        return super().infer(clip, queries, max_new_tokens)
+        return super().infer_batch(requests, stop)
 
-    def _infer(self, clip: Clip, queries: list[Query], max_new_tokens: int, retries: int) -> Inference:
+    def _run(self, requests: list[InferRequest], stop: StopFlag | None) -> list[Inference]:
+        return [self._scripted(r.clip, list(r.queries)) for r in requests]
+
+    def _scripted(self, clip: Clip, queries: list[Query]) -> Inference:
         texts = " ".join(q.text for q in queries)
         if "slow" in texts:
             print("fault_engine: inference started", file=sys.stderr, flush=True)
             time.sleep(float(os.environ.get("FAULT_ENGINE_SLOW_S", "3")))
-        if "oomall" in texts or ("oom" in texts and retries == 0):
+        first = len(clip.frames) == self._first_size.setdefault((clip.stream, clip.epoch, clip.index),
+                                                                  len(clip.frames))
+        if "oomall" in texts or ("oom" in texts and first):
             raise torch.cuda.OutOfMemoryError(
                 f"CUDA out of memory. Tried to allocate 2.00 GiB (injected, {len(clip.frames)} frames)")
         if "boom" in texts:
             raise RuntimeError("fault_engine: injected model fault")
-        return Inference(clip=clip, generations=[Generation(q, self._answer(clip, q)) for q in queries],
-                         oom_retries=retries)
+        return Inference(clip=clip, generations=[Generation(q, self._answer(clip, q)) for q in queries])
 
     @staticmethod
     def _answer(clip: Clip, query: Query) -> str:

@@ -6,16 +6,20 @@ The node's warm-up clip (frame_id "warmup", stamps not in the ground truth) gets
 
 from __future__ import annotations
 
+from molmo2_ros.core.engine_interface import Engine, StopFlag
 from molmo2_ros.core.types import Clip, Generation, Inference, Query
 from molmo2_ros.offline.oracle import NO_NOISE, OracleEngine
 from molmo2_ros.offline.scenario import GroundTruth
 
 
-class OraclePlugin:
+class OraclePlugin(Engine):
     def __init__(self, config) -> None:
         self.config = config
-        self.model_id = "oracle"
         self._oracle: OracleEngine | None = None
+
+    @property
+    def model_id(self) -> str:
+        return "oracle"
 
     def load(self) -> None:
         self._oracle = OracleEngine(GroundTruth.load(self.config.model), NO_NOISE)
@@ -23,7 +27,8 @@ class OraclePlugin:
     def unload(self) -> None:
         self._oracle = None
 
-    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None) -> Inference:
+    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None,
+              stop: StopFlag | None = None) -> Inference:
         if clip.frame_id == "warmup":
             return Inference(clip=clip, generations=[Generation(q, "warm") for q in queries])
         return self._oracle.infer(clip, queries, max_new_tokens)

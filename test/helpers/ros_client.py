@@ -16,17 +16,21 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters
 from rclpy.action import ActionClient
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.parameter import Parameter
+from rclpy.parameter import Parameter, parameter_value_to_python
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from molmo2_ros.ros.diagnostics import merged_values
 
 REPO = Path(__file__).resolve().parents[2]
 TEST_DIR = REPO / "test"
 NODE_SCRIPT = REPO / "scripts" / "molmo2_node"
 CAMERA_SCRIPT = TEST_DIR / "helpers" / "camera_publisher.py"
 OUTPUT_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+# The node's overlay is a best-effort debug image: a reliable subscription would not match it.
+OVERLAY_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
 TRANSITIONS = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
                "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
 
@@ -131,9 +135,11 @@ class Client(SpunNode):
         super().__init__(name)
 
     # ---- topics ---------------------------------------------------------------------------------------
-    def subscribe(self, msg_type, topic: str, qos: QoSProfile = OUTPUT_QOS) -> None:
+    def subscribe(self, msg_type, topic: str, qos: QoSProfile | None = None) -> None:
+        """Subscribe and keep every message (node outputs: reliable; `.../overlay`: best effort)."""
         if topic in self._subs:
             return
+        qos = qos or (OVERLAY_QOS if topic.endswith("/overlay") else OUTPUT_QOS)
 
         def callback(msg, topic=topic):
             with self._lock:
@@ -190,18 +196,19 @@ class Client(SpunNode):
         params = [Parameter(k.replace("__", "."), value=v).to_parameter_msg() for k, v in values.items()]
         return self.call(SetParameters, f"{node}/set_parameters", SetParameters.Request(parameters=params)).results
 
-    def diagnostics(self, node: str, timeout: float = 5.0) -> dict[str, str]:
-        """Key/values of the node's newest diagnostics status (waits for a fresh one)."""
+    def get_param(self, node: str, name: str):
+        """The current value of one parameter of `node` (Python value)."""
+        response = self.call(GetParameters, f"{node}/get_parameters", GetParameters.Request(names=[name]))
+        return parameter_value_to_python(response.values[0])
+
+    def diagnostics(self, node: str, timeout: float = 5.0, camera: str = "") -> dict[str, str]:
+        """Key/values of the node's newest diagnostics (waits for a fresh one): its own status with the status of
+        `camera` on top ("" = the unnamed camera of a single-camera node)."""
         self.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
         self.clear("/diagnostics")
-        name = f"molmo2_ros: {node}"
-        status = wait_until(lambda: next((s for m in self.got("/diagnostics") for s in m.status if s.name == name),
-                                         None), timeout, what="diagnostics")
-        values = {kv.key: kv.value for kv in status.values}
-        values["_level"] = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) \
-            else int(status.level)
-        values["_message"] = status.message
-        return values
+        return wait_until(lambda: next((v for m in self.got("/diagnostics")
+                                        if (v := merged_values(m, node, camera)) is not None), None),
+                          timeout, what="diagnostics")
 
     def action_client(self, action_type, name: str) -> ActionClient:
         return ActionClient(self.node, action_type, name)

@@ -8,13 +8,15 @@ track ids and events can be checked exactly:
   that renumbers per answer would do;
 - event: points on frames whose stamp second s satisfies s % 10 < 3;
 - caption/question: "frames=N rgb=R,G,B" with the mean colour of the newest frame (checks decoding).
-A prompt containing "slow" sleeps 3 s (cancellation tests). `model` may be "scripted" or "fail" (load error).
+A prompt containing "slow" sleeps 3 s (cancellation tests; it does not check the stop flag, like a plugin
+without `stop_within_token`). `model` may be "scripted" or "fail" (load error).
 """
 
 from __future__ import annotations
 
 import time
 
+from molmo2_ros.core.engine_interface import Engine, StopFlag
 from molmo2_ros.core.types import NS_PER_S, Clip, Generation, Inference, Query, TaskKind
 
 
@@ -34,11 +36,14 @@ def event_on(stamp_ns: int) -> bool:
     return (stamp_ns // NS_PER_S) % 10 < 3
 
 
-class ScriptedEngine:
+class ScriptedEngine(Engine):
     def __init__(self, config) -> None:
         self.config = config
-        self.model_id = f"scripted:{config.model}"
         self.loaded = False
+
+    @property
+    def model_id(self) -> str:
+        return f"scripted:{self.config.model}"
 
     def load(self) -> None:
         if self.config.model == "fail":
@@ -48,7 +53,8 @@ class ScriptedEngine:
     def unload(self) -> None:
         self.loaded = False
 
-    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None) -> Inference:
+    def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None,
+              stop: StopFlag | None = None) -> Inference:
         return Inference(clip=clip, generations=[Generation(q, self._answer(clip, q)) for q in queries])
 
     def _answer(self, clip: Clip, query: Query) -> str:

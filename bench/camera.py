@@ -1,6 +1,8 @@
-"""Camera process of bench_node: pre-built 1920x1080 rgb8 frames at a fixed rate, stamped with its own clock.
+"""Camera process of the node benches: pre-built frames (default 1920x1080 rgb8; any size; or JPEG
+CompressedImage) at a fixed rate, stamped with its own clock.
 
-usage: python -m bench.camera_1080p --topic /bench/camera/image_raw --seconds 60 [--rate 30] [--qos reliable]
+usage: python -m bench.camera --topic /bench/camera/image_raw --seconds 60 [--rate 30] [--qos reliable]
+       [--width 1280 --height 720] [--jpeg] [--frame-id cam]
 
 Builds a few distinct frames up front (`msg.data = arr.tobytes()`: assigning the ndarray itself costs ~350 ms
 per frame), waits until a subscriber matched, then publishes `rate * seconds` frames on a drift-free schedule;
@@ -20,22 +22,30 @@ import numpy as np
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
-
-WIDTH, HEIGHT = 1920, 1080
+from sensor_msgs.msg import CompressedImage, Image
 
 
-def frames(count: int, frame_id: str) -> list[Image]:
-    """`count` distinct rgb8 frames (a gradient with a moving bright square), data as bytes."""
-    yy, xx = np.mgrid[0:HEIGHT, 0:WIDTH]
-    base = np.stack([(xx * 255 // WIDTH), (yy * 255 // HEIGHT), np.full_like(xx, 96)], axis=-1).astype(np.uint8)
+def frames(count: int, frame_id: str, width: int = 1920, height: int = 1080,
+           jpeg: bool = False) -> list[Image | CompressedImage]:
+    """`count` distinct frames (a gradient with a moving bright square): rgb8 Images with data as bytes, or JPEG
+    CompressedImages."""
+    import cv2
+
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = np.stack([(xx * 255 // width), (yy * 255 // height), np.full_like(xx, 96)], axis=-1).astype(np.uint8)
+    side = max(8, height // 5)
     out = []
     for i in range(count):
         img = base.copy()
-        x = 100 + i * (WIDTH - 400) // max(count, 1)
-        img[400:600, x:x + 200] = (255, 40, 40)
-        out.append(Image(height=HEIGHT, width=WIDTH, encoding="rgb8", is_bigendian=0, step=WIDTH * 3,
-                         data=img.tobytes()))
+        x = side // 2 + i * (width - 2 * side) // max(count, 1)
+        img[height // 2 - side // 2:height // 2 + side // 2, x:x + side] = (255, 40, 40)
+        if jpeg:
+            ok, buf = cv2.imencode(".jpg", img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+            assert ok
+            out.append(CompressedImage(format="rgb8; jpeg compressed bgr8", data=buf.tobytes()))
+        else:
+            out.append(Image(height=height, width=width, encoding="rgb8", is_bigendian=0, step=width * 3,
+                             data=img.tobytes()))
         out[-1].header.frame_id = frame_id
     return out
 
@@ -52,13 +62,17 @@ def main() -> int:
     parser.add_argument("--qos", choices=("reliable", "best_effort"), default="reliable")
     parser.add_argument("--distinct", type=int, default=8, help="distinct pre-built frames cycled over")
     parser.add_argument("--match-timeout", type=float, default=60.0)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--jpeg", action="store_true", help="publish JPEG sensor_msgs/CompressedImage")
+    parser.add_argument("--frame-id", default="bench_camera")
     args = parser.parse_args()
 
-    msgs = frames(args.distinct, "bench_camera")
+    msgs = frames(args.distinct, args.frame_id, args.width, args.height, args.jpeg)
     rclpy.init()
     node = rclpy.create_node("bench_camera")
     reliability = ReliabilityPolicy.RELIABLE if args.qos == "reliable" else ReliabilityPolicy.BEST_EFFORT
-    pub = node.create_publisher(Image, args.topic, QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
+    pub = node.create_publisher(CompressedImage if args.jpeg else Image, args.topic, QoSProfile(depth=10, history=HistoryPolicy.KEEP_LAST,
                                                               reliability=reliability))
     clock = node.get_clock()
     try:

@@ -1,10 +1,14 @@
-"""Pipeline: engine answers -> grounded results with source stamps and pixels, persistent ids, single events."""
+"""Stream + runtime: engine answers -> grounded results with source stamps and pixels, persistent ids, single
+events, query management."""
 
 import numpy as np
 import pytest
 
 from molmo2_ros.core.clip_buffer import BufferConfig
-from molmo2_ros.core.pipeline import Pipeline, PipelineConfig
+from molmo2_ros.core.engine_interface import Engine
+from molmo2_ros.core.runtime import Runtime
+from molmo2_ros.core.schedule import EveryWindowPolicy
+from molmo2_ros.core.stream import Stream, StreamConfig
 from molmo2_ros.core.types import (NS_PER_S, EventState, Frame, Generation, Inference, Query, TaskKind,
                                    TrackStatus)
 
@@ -12,15 +16,21 @@ T0 = 1_700_000_000 * NS_PER_S
 W, H = 640, 480
 
 
-class ScriptedEngine:
-    """Answers with a function of (clip, query): a stand-in for the model in pipeline tests."""
+class ScriptedEngine(Engine):
+    """Answers with a function of (clip, query): a stand-in for the model in these tests."""
 
     model_id = "scripted"
 
     def __init__(self, answer):
         self.answer = answer
 
-    def infer(self, clip, queries, max_new_tokens=None):
+    def load(self):
+        pass
+
+    def unload(self):
+        pass
+
+    def infer(self, clip, queries, max_new_tokens=None, stop=None):
         if self.answer is None:
             return Inference(clip, [], error="RuntimeError: boom")
         return Inference(clip, [Generation(q, self.answer(clip, q), 1, 0.01) for q in queries])
@@ -51,17 +61,24 @@ QUERIES = [Query("pt", TaskKind.POINT, "ball"), Query("n", TaskKind.COUNT, "cube
            Query("trk", TaskKind.TRACK, "ball"), Query("ev", TaskKind.EVENT, "ball falling")]
 
 
-def run(pipeline, seconds=14.0, fps=10):
+def runtime(engine, queries, window_s=4, stride_s=1):
+    config = StreamConfig(buffer=BufferConfig(window_s=window_s, stride_s=stride_s))
+    return Runtime(engine, [Stream("", queries, config)], EveryWindowPolicy(2**30))
+
+
+def run(rt, seconds=14.0, fps=10):
+    """Push frames; run each clip as it falls due: [(clip, results)] ([] results when inference failed)."""
     results = []
     for i in range(int(seconds * fps)):
-        clip = pipeline.push(Frame(T0 + i * NS_PER_S // fps, np.zeros((H, W, 3), np.uint8), "camera_optical"))
+        clip = rt.push("", Frame(T0 + i * NS_PER_S // fps, np.zeros((H, W, 3), np.uint8), "camera_optical"))
         if clip is not None:
-            results.append((clip, pipeline.process(clip)))
+            done = rt.step()
+            results.append((clip, done[0][1] if done else []))
     return results
 
 
 def test_points_grounded_on_source_frames():
-    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    p = runtime(ScriptedEngine(answer), QUERIES)
     for clip, results in run(p):
         point = next(r for r in results if r.query.id == "pt")
         assert point.stamp_ns == clip.end_ns and point.frame_id == "camera_optical"
@@ -72,7 +89,7 @@ def test_points_grounded_on_source_frames():
 
 
 def test_track_ids_persist_across_windows_despite_renumbering():
-    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    p = runtime(ScriptedEngine(answer), QUERIES)
     ids = set()
     for _, results in run(p):
         tracks = next(r for r in results if r.query.id == "trk").tracks
@@ -84,7 +101,7 @@ def test_track_ids_persist_across_windows_despite_renumbering():
 
 
 def test_event_reported_once_with_span():
-    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    p = runtime(ScriptedEngine(answer), QUERIES)
     events = [e for _, results in run(p) for r in results if r.query.id == "ev" for e in r.events]
     assert {e.id for e in events} == {"ev/e1"}
     assert events[0].state == EventState.STARTED and events[-1].state == EventState.ENDED
@@ -93,10 +110,10 @@ def test_event_reported_once_with_span():
 
 
 def test_backward_jump_restarts_tracks_and_events_without_reusing_ids():
-    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    p = runtime(ScriptedEngine(answer), QUERIES)
     first = run(p, seconds=8)
     looped = run(p, seconds=8)  # the bag loops: stamps start again at T0
-    assert p.buffer.counters["reset_backward_jump"] == 1
+    assert p.streams[""].buffer.counters["reset_backward_jump"] == 1
     assert all(clip.epoch == 1 for clip, _ in looped)
     events = [e for _, results in looped for r in results if r.query.id == "ev" for e in r.events]
     assert {e.id for e in events} == {"ev/e2"} and events[0].state == EventState.STARTED
@@ -107,15 +124,15 @@ def test_backward_jump_restarts_tracks_and_events_without_reusing_ids():
 
 def test_inference_error_counted_and_stream_continues():
     engine = ScriptedEngine(None)
-    p = Pipeline(engine, QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    p = runtime(engine, QUERIES)
     assert all(results == [] for _, results in run(p, seconds=3))
-    assert p.counters["inference_errors"] >= 1 and "boom" in p.last_error
+    assert p.streams[""].counters["inference_errors"] >= 1 and "boom" in p.last_error
     engine.answer = answer
     assert all(results for _, results in run(p, seconds=3)[1:])
 
 
 def test_query_management_validates():
-    p = Pipeline(ScriptedEngine(answer), [])
+    p = Stream("", [])
     p.add_query(Query("a", TaskKind.POINT, "cup"))
     with pytest.raises(ValueError, match="already exists"):
         p.add_query(Query("a", TaskKind.POINT, "cup"))
@@ -132,10 +149,12 @@ def test_query_management_validates():
 
 
 def test_on_demand_answer_does_not_touch_standing_tracks():
-    p = Pipeline(ScriptedEngine(answer), QUERIES, PipelineConfig(buffer=BufferConfig(window_s=4, stride_s=1)))
+    p = runtime(ScriptedEngine(answer), QUERIES)
     run(p, seconds=5)
-    clip = p.buffer.clip_between(T0 + 2 * NS_PER_S, T0 + 4 * NS_PER_S)
-    result = p.answer(clip, Query("goal", TaskKind.TRACK, "ball"))
+    job = p.make_job("", Query("goal", TaskKind.TRACK, "ball"), T0 + 2 * NS_PER_S, T0 + 4 * NS_PER_S)
+    clip = job.clip
+    p.run_job(job)
+    result = job.result
     assert {t.id for t in result.tracks} == {"goal/t1", "goal/t2"}
     assert all(t.status == TrackStatus.NEW for t in result.tracks)
     assert all(clip.start_ns <= pt.stamp_ns <= clip.end_ns for t in result.tracks for pt in t.trajectory)

@@ -1,0 +1,151 @@
+"""The node's query interfaces: the ManageQueries service (standing queries) and the Query action (on-demand
+questions about buffered frames).
+
+ManageQueries changes the `queries` parameter (or `<camera>.queries` for a camera with its own list) and the node
+applies parameter changes, so the parameter always shows the standing queries and there is one code path for both.
+Query goals run on the runtime's worker before pending windows; a cancel stops the running generation within one
+decode step (engines with stop_within_token).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
+
+from molmo2_ros.action import Query as QueryAction
+from molmo2_ros.core.types import Query, TaskKind
+from molmo2_ros.srv import ManageQueries
+
+from . import convert
+
+MAX_GOALS = 4
+
+
+class QueryServer:
+    """ManageQueries service and Query action of a Molmo2Node (which provides `runtime`, `lifecycle_state`,
+    `set_standing_queries(camera, queries)`, `standing_queries(camera)`, and `cameras`)."""
+
+    def __init__(self, node, callback_group) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+        self._goal_count = 0
+        self.active_goals = 0
+        self._service = node.create_service(ManageQueries, "~/manage_queries", self._on_manage,
+                                            callback_group=callback_group)
+        self._action = ActionServer(node, QueryAction, "~/query", execute_callback=self._execute,
+                                    goal_callback=self._on_goal, cancel_callback=lambda _: CancelResponse.ACCEPT,
+                                    callback_group=callback_group)
+
+    def destroy(self) -> None:
+        self._action.destroy()
+        self.node.destroy_service(self._service)
+
+    # ---- ManageQueries -----------------------------------------------------------------------------------
+    def _on_manage(self, request, response):
+        response.success, response.message = self._manage(request)
+        try:
+            queries = self.node.standing_queries(request.camera)
+        except ValueError:
+            queries = []
+        response.queries = [convert.query_to_msg(q) for q in queries]
+        return response
+
+    def _manage(self, request) -> tuple[bool, str]:
+        ops = (ManageQueries.Request.OP_LIST, ManageQueries.Request.OP_ADD, ManageQueries.Request.OP_REMOVE)
+        if request.op not in ops:
+            return False, f"unknown op {request.op} (OP_LIST=0, OP_ADD=1, OP_REMOVE=2)"
+        try:
+            queries = self.node.standing_queries(request.camera)
+        except ValueError as error:
+            return False, str(error)
+        where = f" of camera '{request.camera}'" if request.camera else ""
+        if request.op == ManageQueries.Request.OP_LIST:
+            return True, f"{len(queries)} standing queries{where}"
+        if request.op == ManageQueries.Request.OP_REMOVE:
+            if not any(q.id == request.query.id for q in queries):
+                return False, f"no query with id '{request.query.id}'{where}"
+            reason = self.node.set_standing_queries(request.camera, [q for q in queries if q.id != request.query.id])
+            return (False, reason) if reason else (True, f"removed query '{request.query.id}'{where}")
+        try:
+            query = convert.query_from_msg(request.query)
+        except ValueError as error:
+            return False, str(error)
+        if any(q.id == query.id for q in queries):
+            return False, f"query id '{query.id}' already exists{where}"
+        reason = self.node.set_standing_queries(request.camera, [*queries, query])
+        return (False, reason) if reason else (True, f"added {query.task.value} query '{query.id}'{where}")
+
+    # ---- Query action ------------------------------------------------------------------------------------
+    def _on_goal(self, goal) -> GoalResponse:
+        return GoalResponse.REJECT if self.active_goals >= MAX_GOALS else GoalResponse.ACCEPT
+
+    def _execute(self, goal_handle) -> QueryAction.Result:
+        with self._lock:
+            self.active_goals += 1
+            self._goal_count += 1
+            number = self._goal_count
+        try:
+            return self._answer(goal_handle, number)
+        finally:
+            with self._lock:
+                self.active_goals -= 1
+
+    def _answer(self, goal_handle, number: int) -> QueryAction.Result:
+        goal = goal_handle.request
+        accepted = time.monotonic()
+        result = QueryAction.Result()
+        runtime = self.node.runtime
+        if runtime is None or self.node.lifecycle_state != "active":
+            return self._abort(goal_handle, result, f"the node is {self.node.lifecycle_state}, not active")
+        cameras = self.node.cameras
+        camera = goal.camera
+        if not camera and len(cameras) > 1:
+            return self._abort(goal_handle, result, f"name the camera (one of {', '.join(cameras)})")
+        if not camera:
+            camera = cameras[0]
+        try:
+            task = TaskKind(goal.task)
+        except ValueError:
+            return self._abort(goal_handle, result,
+                               f"unknown task '{goal.task}' (use {', '.join(t.value for t in TaskKind)})")
+        try:
+            job = runtime.make_job(camera, Query(id=f"goal_{number}", task=task, text=goal.prompt),
+                                   convert.time_to_ns(goal.start), convert.time_to_ns(goal.end),
+                                   goal.max_new_tokens or None)
+        except ValueError as error:
+            return self._abort(goal_handle, result, str(error))
+        runtime.submit(job)
+        stage, sent = "", 0.0
+        while not job.done.wait(0.05):
+            if goal_handle.is_cancel_requested:
+                job.cancel.set()
+                goal_handle.canceled()
+                result.message = "cancelled"
+                return result
+            now = time.monotonic()
+            if job.stage != stage or now - sent >= 0.5:
+                stage, sent = job.stage, now
+                goal_handle.publish_feedback(QueryAction.Feedback(stage=stage, elapsed=now - accepted))
+        if isinstance(job.result, str) or job.result is None:
+            return self._abort(goal_handle, result, job.result or "no result")
+        r = job.result
+        for track in r.tracks:
+            track.id = track.id.replace(f"goal_{number}/", f"goal/{number}/", 1)
+        r.query = Query(id=f"goal/{number}", task=r.query.task, text=r.query.text)
+        result.success, result.message = True, "ok"
+        result.answer = convert.answer_msg(r)
+        if r.query.task in (TaskKind.POINT, TaskKind.COUNT, TaskKind.EVENT):
+            result.points = convert.point_array_msg(r)
+        if r.query.task == TaskKind.TRACK:
+            result.tracks = convert.track_array_msg(r)
+        result.events = [convert.event_msg(e, r.frame_id) for e in r.events]
+        goal_handle.succeed()
+        return result
+
+    @staticmethod
+    def _abort(goal_handle, result, message: str):
+        result.message = message
+        goal_handle.abort()
+        return result
