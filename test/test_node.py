@@ -225,10 +225,61 @@ def test_manage_queries(node, client):
     client.wait_matched(f"{NODE}/points/cup")
     run_camera(camera(count=8), os.environ.copy())
     wait_until(lambda: client.got(f"{NODE}/points/cup"), 10.0, what="points of the added query")
+    assert "{id: cup, task: point, text: cup}" in client.get_param(NODE, "queries")  # the parameter reflects it
     removed = client.call(ManageQueries, f"{NODE}/manage_queries", req(op=req.OP_REMOVE, query=StandingQuery(id="cup")))
     assert removed.success and "cup" not in [q.id for q in removed.queries]
+    assert "cup" not in client.get_param(NODE, "queries")
     again = client.call(ManageQueries, f"{NODE}/manage_queries", req(op=req.OP_REMOVE, query=StandingQuery(id="cup")))
     assert not again.success
+
+
+def test_queries_parameter_changes_standing_queries_while_active(node, client):
+    """Setting `queries` while active adds/removes standing queries and their topics (the same path as
+    ManageQueries); an invalid list is refused and changes nothing."""
+    before = client.get_param(NODE, "queries")
+    try:
+        assert client.set_params(NODE, queries=before + "- {id: mug, task: point, text: mug}\n")[0].successful
+        listed = client.call(ManageQueries, f"{NODE}/manage_queries", ManageQueries.Request(op=0))
+        assert "mug" in [q.id for q in listed.queries]
+        client.subscribe(PointArray, f"{NODE}/points/mug")
+        client.wait_matched(f"{NODE}/points/mug")
+        refused = client.set_params(NODE, queries="- {id: x, task: fly}")[0]
+        assert not refused.successful and "fly" in refused.reason
+        assert "mug" in client.get_param(NODE, "queries")
+    finally:
+        assert client.set_params(NODE, queries=before)[0].successful
+    listed = client.call(ManageQueries, f"{NODE}/manage_queries", ManageQueries.Request(op=0))
+    assert [q.id for q in listed.queries] == ["ball", "people", "crowd", "fall", "what"]
+
+
+def test_run_time_parameters_apply_without_reload(node, client):
+    """Tracker, event, max_points, max_new_tokens, schedule and overlay parameters change while active (next window),
+    without a model reload; model/sampling parameters need a reconfigure; read-only ones never change."""
+    loads = client.diagnostics(NODE)["model_loads"]
+    for name, value in (("track__gate_frac", 0.2), ("track__lost_timeout_s", 3.0), ("event__max_gap_s", 2.0),
+                        ("max_points", 2), ("max_new_tokens", 32), ("schedule", "every_window"),
+                        ("max_pending_mb", 64.0), ("overlay__max_trail", 4), ("batch_cameras", False)):
+        result = client.set_params(NODE, **{name: value})[0]
+        assert result.successful, (name, result.reason)
+    client.subscribe(PointArray, f"{NODE}/counts/crowd")
+    client.wait_matched(f"{NODE}/counts/crowd")
+    client.clear(f"{NODE}/counts/crowd")
+    run_camera(camera(count=8), os.environ.copy())
+    # the scripted engine answers 2 points for a count: max_points 2 lets both through, 1 would not
+    assert client.set_params(NODE, max_points=1)[0].successful
+    run_camera(camera(count=8), os.environ.copy())
+    wait_until(lambda: any(len(m.points) == 1 for m in client.got(f"{NODE}/counts/crowd")), 10.0,
+               what="a count limited by the new max_points")
+    d = client.diagnostics(NODE)
+    assert d["schedule"] == "every_window" and d["model_loads"] == loads, d
+    for name, value in (("max_points", 256), ("max_new_tokens", 256), ("schedule", "live"), ("batch_cameras", True),
+                        ("track__gate_frac", 0.05), ("track__lost_timeout_s", 2.0), ("event__max_gap_s", 1.0),
+                        ("overlay__max_trail", 32), ("max_pending_mb", 1024.0)):
+        assert client.set_params(NODE, **{name: value})[0].successful
+    refused = client.set_params(NODE, engine_plugin="x:Y")[0]
+    assert not refused.successful
+    refused = client.set_params(NODE, cameras="a,b")[0]
+    assert not refused.successful
 
 
 def _goal(client: Client, action, goal, feedback=None, timeout: float = 15.0):

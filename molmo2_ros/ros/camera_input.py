@@ -70,6 +70,7 @@ class CameraInput:
         self._qos_mode = ""
         self._recheck = False
         self._msg_type = Image
+        self._deserialize_all = False
         self._lock = threading.Lock()
         self._callback_ms: deque[float] = deque(maxlen=2048)  # ~68 s at 30 Hz
         self._last_frame = time.monotonic()
@@ -83,6 +84,7 @@ class CameraInput:
     # ---- subscription ------------------------------------------------------------------------------------
     def start(self) -> None:
         self._msg_type = CompressedImage if self._param("input_compressed") else Image
+        self._deserialize_all = bool(self.node.get_parameter("intake_deserialize_all").value)
         self._last_frame = time.monotonic()
         self._warned_silent = False
         self._subscribe()
@@ -141,6 +143,11 @@ class CameraInput:
         except TruncatedMessage as error:
             self._bad("truncated_message", f"serialized message too short ({error})")
             return
+        msg = None
+        if self._deserialize_all:  # the comparison mode: what a plain (non-raw) subscription costs
+            msg = self._deserialize(raw)
+            if msg is None:
+                return
         verdict = self._accepts(self.camera, stamp)
         if verdict not in ("keep", "backward_jump"):
             if verdict == "zero_stamp":
@@ -149,10 +156,8 @@ class CameraInput:
             self._push(self.camera, Frame(stamp_ns=stamp, image=_EMPTY))
             return
         self.counters.add("frames_decoded")
-        try:
-            msg = deserialize_message(raw, self._msg_type)
-        except Exception as error:  # noqa: BLE001 - corrupt CDR from a misbehaving publisher
-            self._bad("undeserializable", f"{type(error).__name__}: {error}")
+        msg = msg or self._deserialize(raw)
+        if msg is None:
             return
         try:
             frame = (convert.frame_from_compressed(msg, stamp) if self._msg_type is CompressedImage
@@ -161,6 +166,13 @@ class CameraInput:
             self._bad(convert.bad_frame_reason(msg), str(error))
             return
         self._push(self.camera, frame)
+
+    def _deserialize(self, raw: bytes):
+        try:
+            return deserialize_message(raw, self._msg_type)
+        except Exception as error:  # noqa: BLE001 - corrupt CDR from a misbehaving publisher
+            self._bad("undeserializable", f"{type(error).__name__}: {error}")
+            return None
 
     def _bad(self, reason: str, detail: str) -> None:
         self.counters.add(f"bad_{reason}")

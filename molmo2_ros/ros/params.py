@@ -101,6 +101,9 @@ SPECS: dict[str, Spec] = {
                                         "inference thread sooner: at 5 ms a 1080p 30 Hz camera lost frames and "
                                         "inference ran 2x slower in bench_node (README). Set at start-up.",
                                    0.05, 100.0, read_only=True),
+    "intake_deserialize_all": Spec(False, "Deserialize every camera message (a comparison mode for bench_node). "
+                                          "Default: read the stamp from the serialized message and deserialize "
+                                          "only the frames the clip buffer keeps (2 of every 30 at 30 Hz)."),
     "input_compressed": Spec(False, "Subscribe to sensor_msgs/CompressedImage instead of sensor_msgs/Image."),
     "no_frame_warn_s": Spec(5.0, "Warn when no frame arrived for this many seconds.", 0.5, 3600.0),
     "max_query_chars": Spec(500, "Longest query text accepted.", 1, 10000),
@@ -120,7 +123,7 @@ SPECS: dict[str, Spec] = {
 # Per-camera parameters `<camera>.<name>`; defaults come from the global parameter of the same name ("queries":
 # empty = the shared list).
 CAMERA_PARAMS = ("qos", "input_compressed", "input_depth", "queries")
-ACTIVATE_TIME = frozenset({"qos", "input_compressed", "input_depth"})
+ACTIVATE_TIME = frozenset({"qos", "input_compressed", "input_depth", "intake_deserialize_all"})
 RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "overlay.marker_lifetime_s", "track.gate_frac", "track.lost_timeout_s",
                      "event.max_gap_s", "max_points", "max_new_tokens", "schedule", "max_pending_mb",
                      "batch_cameras", "queries"})
