@@ -6,6 +6,7 @@ The live node and the offline replay tool both drive this class; only how clips 
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ class Pipeline:
         self._trackers: dict[str, TrackAssociator] = {}
         self._events: dict[str, EventMerger] = {}
         self._epoch = 0
+        self._last_clip: Clip | None = None
         self.last_error = ""
         for query in queries:
             self.add_query(query)
@@ -132,7 +134,8 @@ class Pipeline:
             return []
         self.counters["windows_processed"] += 1
         self.counters["oom_retries"] += inference.oom_retries
-        return [self.ground(inference, g.query, g.text, g.inference_s, stateful=True)
+        self._last_clip = inference.clip
+        return [self.ground(inference, g.query, g.text, g.inference_s, stateful=True, confidence=g.confidence)
                 for g in inference.generations]
 
     def answer(self, clip: Clip, query: Query, max_new_tokens: int | None = None) -> QueryResult | str:
@@ -143,26 +146,47 @@ class Pipeline:
         if inference.error:
             return inference.error
         g = inference.generations[0]
-        return self.ground(inference, query, g.text, g.inference_s, stateful=False)
+        return self.ground(inference, query, g.text, g.inference_s, stateful=False, confidence=g.confidence)
+
+    def finish(self) -> list[QueryResult]:
+        """End the stream: every open track and event ends now. Returns one closing result (QueryResult.closing)
+        per track or event query that had any open, stamped with the last processed clip, so that the last
+        report of every track and event is final (ENDED)."""
+        clip = self._last_clip
+        with self._lock:
+            stateful = [(self._queries[qid], s) for qid, s in (*self._trackers.items(), *self._events.items())]
+        results = []
+        for query, state in stateful:
+            ended = state.finish()
+            if not ended or clip is None:
+                continue
+            results.append(QueryResult(
+                query=query, clip_index=clip.index, clip_start_ns=clip.start_ns, clip_end_ns=clip.end_ns,
+                frame_id=clip.frame_id, width=clip.width, height=clip.height, num_frames=0, num_visual_tokens=0,
+                text="", model_id=self.engine.model_id, inference_s=0.0, closing=True,
+                tracks=ended if query.task == TaskKind.TRACK else [],
+                events=ended if query.task == TaskKind.EVENT else []))
+        return results
 
     def ground(self, inference: Inference, query: Query, text: str, inference_s: float,
-               stateful: bool) -> QueryResult:
+               stateful: bool, confidence: float = math.nan) -> QueryResult:
         """Parse and ground one answer; track and event state is updated only when `stateful`."""
         clip = inference.clip
         parsed = parse_answer(text, max_points=self.config.grounding.max_points)
-        points, drops = ground_points(parsed, clip)
+        # the model's object numbers are kept only to associate tracks (GroundedPoint.object_id)
+        points, drops = ground_points(parsed, clip, model_ids=query.task == TaskKind.TRACK)
         dropped = Counter(parsed.dropped) + drops
         result = QueryResult(
             query=query, clip_index=clip.index, clip_start_ns=clip.start_ns, clip_end_ns=clip.end_ns,
             frame_id=clip.frame_id, width=clip.width, height=clip.height, num_frames=len(clip.frames),
             num_visual_tokens=clip.num_visual_tokens, text=text, model_id=self.engine.model_id,
-            inference_s=inference_s, dropped=dict(dropped))
+            inference_s=inference_s, dropped=dict(dropped), frame_stamps_ns=clip.stamps_ns, confidence=confidence)
         g = self.config.grounding
         if query.task in (TaskKind.POINT, TaskKind.COUNT):
             result.points = points
         if query.task == TaskKind.COUNT:
             result.count = parsed.count if parsed.count is not None else (
-                0 if parsed.kind == "none" else len({p.object_id or id(p) for p in points}))
+                0 if parsed.kind == "none" else len(points))
         if query.task == TaskKind.TRACK:
             by_object: dict[int, list] = {}
             for p in points:

@@ -44,6 +44,7 @@ from visualization_msgs.msg import ImageMarker
 from molmo2_ros.action import Query as QueryAction
 from molmo2_ros.core.image_decode import BadImage
 from molmo2_ros.core.overlay import draw_overlay
+from molmo2_ros.core.messages import output_topics
 from molmo2_ros.core.pipeline import Pipeline, validate_query
 from molmo2_ros.core.sampling import plan_clip
 from molmo2_ros.core.types import NS_PER_S, Clip, Frame, Query, QueryResult, TaskKind
@@ -64,10 +65,7 @@ OUTPUT_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=R
 MAX_GOALS = 4
 MAX_SIM_BACKLOG = 1000  # pending clips kept under use_sim_time before the oldest are skipped
 THROTTLE_S = 5.0
-_TOPIC_KIND = {TaskKind.POINT: "points", TaskKind.COUNT: "counts", TaskKind.TRACK: "tracks",
-               TaskKind.EVENT: "events", TaskKind.CAPTION: "answers", TaskKind.QUESTION: "answers"}
-_MSG_TYPE = {TaskKind.POINT: PointArray, TaskKind.COUNT: PointArray, TaskKind.TRACK: TrackArray,
-             TaskKind.EVENT: Event, TaskKind.CAPTION: Answer, TaskKind.QUESTION: Answer}
+_MSG_TYPE = {"PointArray": PointArray, "TrackArray": TrackArray, "Event": Event, "Answer": Answer}
 
 
 def load_engine(plugin: str, config):
@@ -81,7 +79,7 @@ def load_engine(plugin: str, config):
 
 
 def default_topic(query: Query) -> str:
-    return query.topic or f"~/{_TOPIC_KIND[query.task]}/{query.id}"
+    return output_topics(query).main
 
 
 @dataclass
@@ -439,18 +437,8 @@ class Molmo2Node(LifecycleNode):
             outputs = self._outputs.get(r.query.id)
             if outputs is None:  # removed while its inference ran
                 return
-            task = r.query.task
-            if task in (TaskKind.POINT, TaskKind.COUNT):
-                outputs.main.publish(convert.point_array_msg(r))
-            elif task == TaskKind.TRACK:
-                outputs.main.publish(convert.track_array_msg(r))
-            elif task == TaskKind.EVENT:
-                for event in r.events:
-                    outputs.main.publish(convert.event_msg(event, r.frame_id))
-            else:
-                outputs.main.publish(convert.answer_msg(r))
-            if outputs.answer is not None:
-                outputs.answer.publish(convert.answer_msg(r))
+            for out in convert.result_messages(r):
+                (outputs.main if out.output == "main" else outputs.answer).publish(out.msg)
 
     def _publish_visuals(self, clip: Clip, results: list[QueryResult]) -> None:
         overlay, markers = self._overlay_pub, self._marker_pub
@@ -476,10 +464,9 @@ class Molmo2Node(LifecycleNode):
 
     # ---- standing queries --------------------------------------------------------------------------------
     def _make_outputs(self, query: Query) -> _Outputs:
-        main = self.create_publisher(_MSG_TYPE[query.task], default_topic(query), OUTPUT_QOS)
-        answer = None
-        if _MSG_TYPE[query.task] is not Answer:
-            answer = self.create_publisher(Answer, f"~/answers/{query.id}", OUTPUT_QOS)
+        topics = output_topics(query)
+        main = self.create_publisher(_MSG_TYPE[topics.main_type], topics.main, OUTPUT_QOS)
+        answer = None if topics.answer is None else self.create_publisher(Answer, topics.answer, OUTPUT_QOS)
         return _Outputs(main, answer)
 
     def _destroy_outputs(self, outputs: _Outputs) -> None:
