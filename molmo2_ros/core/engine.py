@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .molmo2_inputs import Molmo2InputBuilder
-from .prompts import build_prompt
+from .prompts import build_prompt, special_tokens
 from .sampling import subsample_clip
 from .types import Clip, Generation, Inference, Query
 
@@ -207,7 +207,8 @@ class Molmo2Engine:
     @torch.inference_mode()
     def _infer(self, clip: Clip, queries: list[Query], max_new_tokens: int, retries: int) -> Inference:
         started = time.perf_counter()
-        prompts = [build_prompt(q, self.templates, self.config.max_query_chars) for q in queries]
+        special = special_tokens(self.processor.tokenizer)
+        prompts = [build_prompt(q, self.templates, self.config.max_query_chars, special) for q in queries]
         features, encoded = self._clip_features(clip)
         tokens = [self.builder.tokens(clip, p) for p in prompts]
         encoder_outputs = _encoder_outputs(features)
