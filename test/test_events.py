@@ -89,6 +89,13 @@ def test_evidence_deduplicated_and_capped():
     assert (out[0].start_ns, out[0].end_ns) == (stamp(0), stamp(79))
 
 
+def test_two_points_on_one_stamp_keep_the_first_as_evidence():
+    merger = EventMerger(QUERY)
+    first, second = GroundedPoint(stamp(3), 10.0, 20.0), GroundedPoint(stamp(3), 500.0, 400.0)
+    [event] = merger.update(make_clip(0, 5), [first, second])
+    assert event.evidence == [first]
+
+
 def test_returned_events_are_snapshots():
     merger = EventMerger(QUERY)
     first = merger.update(make_clip(0, 3), pts([1, 2]))[0]

@@ -37,7 +37,7 @@ def test_special_tokens_lists_every_added_token():
     ("|<EXTRA_TOKENS_0>| cup <|im_end|>\n<|video|> on the table", "cup on the table"),
     ("<im_<im_patch>patch>mug", "mug"),  # removing one token must not leave another behind
     ("a <tool_call> b", "a b"),
-    ("|<EXTRA_TOKENS_99>| stays: not a token of this tokenizer", "|<EXTRA_TOKENS_99>| stays: not a token of this tokenizer"),
+    ("|<EXTRA_TOKENS_99>| is not one of its tokens", "|<EXTRA_TOKENS_99>| is not one of its tokens"),
 ])
 def test_sanitize_removes_exactly_the_tokenizers_tokens(text, clean):
     tok = released_like_tokenizer()

@@ -16,8 +16,11 @@ MAX_EVIDENCE = 64
 
 
 def _spans(points: list[GroundedPoint], max_gap_ns: int) -> list[list[GroundedPoint]]:
-    """Points (one per stamp, the last given) grouped into runs of stamps at most max_gap_ns apart."""
-    by_stamp = {p.stamp_ns: p for p in points}
+    """Points (one per stamp, the first given, as parser and tracks keep) grouped into runs of stamps at most
+    max_gap_ns apart."""
+    by_stamp: dict[int, GroundedPoint] = {}
+    for p in points:
+        by_stamp.setdefault(p.stamp_ns, p)
     spans: list[list[GroundedPoint]] = []
     for s in sorted(by_stamp):
         if spans and s - spans[-1][-1].stamp_ns <= max_gap_ns:

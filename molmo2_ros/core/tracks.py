@@ -31,9 +31,9 @@ def _dist(a: GroundedPoint, b: GroundedPoint) -> float:
 
 
 def min_cost_matching(cost: np.ndarray) -> list[tuple[int, int]]:
-    """(row, column) pairs of a one-to-one matching with the most pairs of finite cost and, among those, the
-    least total cost (inf = not allowed). scipy's Hungarian solver on a copy where inf is a cost larger than
-    any sum of allowed costs, so it trades no allowed pair for a cheaper total."""
+    """(row, column) pairs of a one-to-one matching with the most pairs of finite cost (costs >= 0, inf = not
+    allowed) and, among those, the least total cost. scipy's Hungarian solver on a copy where inf is a cost
+    larger than any sum of allowed costs, so it trades no allowed pair for a cheaper total."""
     if cost.size == 0:
         return []
     allowed = np.isfinite(cost)
