@@ -32,8 +32,10 @@ def queries(truth: GroundTruth) -> list[Query]:
 def test_oracle_without_noise_is_perfect_and_bags_are_valid(scenario, tmp_path):
     bag, truth = scenario
     summary = replay(bag, tmp_path, OracleEngine(truth, NO_NOISE), queries(truth), progress=False)
-    o = evaluate(load_results(summary.results_path), truth)["overall"]
+    report = evaluate(load_results(summary.results_path), truth)
+    o = report["overall"]
     assert o["point_hit_rate"] >= 0.99 and o["id_switches"] == 0 and o["event_f1"] >= 0.95 and o["count_mae"] == 0
+    assert all(m["answers"] == summary.windows for m in report["per_query"].values())  # closing reports excluded
     assert Path(summary.gif).stat().st_size > 0
 
     from rosbags.highlevel import AnyReader

@@ -201,7 +201,7 @@ def evaluate(results: list[QueryResult], truth: GroundTruth, *, radius_frac: flo
             skipped.append(qid)
             continue
         objects, task = list(spec.get("objects", [])), rs[0].query.task
-        metrics: dict[str, Any] = {"task": task.value, "answers": len(rs)}
+        metrics: dict[str, Any] = {"task": task.value, "answers": sum(not r.closing for r in rs)}
         if task == TaskKind.POINT:
             metrics.update(eval_points(truth, rs, objects, radius))
         elif task == TaskKind.COUNT:
