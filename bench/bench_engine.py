@@ -169,9 +169,9 @@ class RecordingEngine(Molmo2Engine):
         super().__init__(config)
         self.last_ids: list[list[int]] = []
 
-    def _answer(self, new_ids: torch.Tensor, limit: int) -> tuple[str, int]:
+    def _answer(self, new_ids: torch.Tensor, limit: int, logprobs: list[float]) -> tuple[str, int, float]:
         self.last_ids.append(new_ids[:limit].tolist())
-        return super()._answer(new_ids, limit)
+        return super()._answer(new_ids, limit, logprobs)
 
     def infer(self, clip, queries, max_new_tokens=None, stop=None):
         self.last_ids = []

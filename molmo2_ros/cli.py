@@ -119,10 +119,15 @@ def cmd_replay(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .offline.evaluate import evaluate, format_table, load_results
+    from .offline.evaluate import ResultsError, evaluate, format_table, load_results
     from .offline.scenario import GroundTruth
 
-    report = evaluate(load_results(args.results), GroundTruth.load(args.scenario), radius_frac=args.radius)
+    try:
+        results = load_results(args.results)
+    except ResultsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    report = evaluate(results, GroundTruth.load(args.scenario), radius_frac=args.radius)
     print(format_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1))

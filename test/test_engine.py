@@ -209,3 +209,33 @@ def test_folder_with_custom_code_is_loaded_natively(tmp_path):
     engine.load()
     assert type(engine.model).__name__ == "Molmo2ForConditionalGeneration"
     assert not marker.exists()
+
+
+def test_confidence_is_the_mean_logprob_of_the_coordinate_tokens(engine):
+    """The engine reports the mean log-probability of the digits inside coords="..." (NaN without coordinates):
+    recomputed here from one full forward pass per answer token."""
+    from molmo2_ros.core.engine import ChosenLogProb, coordinate_confidence
+
+    tok = engine.processor.tokenizer
+    text = '<points coords="0.5 1 100 200">cup</points>'
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    lps = [-(i + 1.0) for i in range(len(ids))]
+    digits = [k for k, i in enumerate(ids) if any(c.isdigit() for c in tok.decode([i]))
+              and text.index('coords="') < sum(len(tok.decode([j])) for j in ids[:k + 1]) <= text.index('">')]
+    assert digits and coordinate_confidence(tok, ids, lps, text) == pytest.approx(sum(lps[k] for k in digits)
+                                                                                   / len(digits))
+    assert np.isnan(coordinate_confidence(tok, ids[:3], lps[:3], tok.decode(ids[:3])))
+    # the recorded per-step values are the log-softmax of the token greedy decoding picked
+    clip = clips(SlowFastConfig(enabled=False))[-1]
+    tokens = engine.builder.tokens(clip, build_prompt(QUERIES[0]))
+    images = np.stack([f.frame.image for f in clip.frames])
+    vision = engine.builder.clip_vision_inputs(clip, engine.builder.frame_patches(images))
+    recorder = ChosenLogProb()
+    out = engine.model.generate(input_ids=tokens.input_ids, attention_mask=torch.ones_like(tokens.input_ids),
+                                mm_token_type_ids=tokens.mm_token_type_ids, **vision, max_new_tokens=6,
+                                do_sample=False, logits_processor=[recorder], output_scores=True,
+                                return_dict_in_generate=True)
+    expected = [torch.log_softmax(step[0].float(), -1).max().item() for step in out.scores]
+    assert recorder.row(0) == pytest.approx(expected, abs=1e-5)
+    generations = engine.infer(clip, QUERIES).generations
+    assert all(np.isnan(g.confidence) == ('coords="' not in g.text) for g in generations)

@@ -19,8 +19,8 @@ def make_clip(first, last):
     return Clip(index=first, frames=tuple(ClipFrame(Frame(stamp(i), IMAGE), i, (3, 3)) for i in range(first, last + 1)))
 
 
-def pts(frames):
-    return [GroundedPoint(stamp(i), 320.0, 240.0, label="door") for i in frames]
+def pts(frames, label=""):
+    return [GroundedPoint(stamp(i), 320.0, 240.0, label=label) for i in frames]
 
 
 def summary(events):
@@ -32,12 +32,13 @@ def test_one_event_across_overlapping_windows():
     out = merger.update(make_clip(0, 7), pts([5, 6, 7]))
     assert summary(out) == [("door/e1", EventState.STARTED, stamp(5), stamp(7))]
     assert out[0].query_id == "door" and out[0].query == QUERY.text and out[0].description == QUERY.text
-    out = merger.update(make_clip(4, 11), pts([5, 6, 7, 8, 9]), "someone opens it")
+    out = merger.update(make_clip(4, 11), pts([5, 6, 7, 8, 9], label="someone opens it"))
     assert summary(out) == [("door/e1", EventState.ONGOING, stamp(5), stamp(9))]
     assert [p.stamp_ns for p in out[0].evidence] == [stamp(i) for i in range(5, 10)]
-    assert out[0].description == "someone opens it"
+    assert out[0].description == "someone opens it"  # the model's label for the moments it pointed at
     # the next window still shows the tail, then nothing
     out = merger.update(make_clip(8, 15), pts([9]))
+    assert out[0].description == "someone opens it"  # an answer without a label keeps the last one
     assert summary(out) == [("door/e1", EventState.ONGOING, stamp(5), stamp(9))]
     out = merger.update(make_clip(12, 19), [])
     assert summary(out) == [("door/e1", EventState.ENDED, stamp(5), stamp(9))]
@@ -88,8 +89,25 @@ def test_evidence_deduplicated_and_capped():
     assert (out[0].start_ns, out[0].end_ns) == (stamp(0), stamp(79))
 
 
+def test_two_points_on_one_stamp_keep_the_first_as_evidence():
+    merger = EventMerger(QUERY)
+    first, second = GroundedPoint(stamp(3), 10.0, 20.0), GroundedPoint(stamp(3), 500.0, 400.0)
+    [event] = merger.update(make_clip(0, 5), [first, second])
+    assert event.evidence == [first]
+
+
 def test_returned_events_are_snapshots():
     merger = EventMerger(QUERY)
     first = merger.update(make_clip(0, 3), pts([1, 2]))[0]
     merger.update(make_clip(2, 5), pts([3, 4]))
     assert first.state == EventState.STARTED and len(first.evidence) == 2
+
+
+def test_finish_ends_every_open_event_once():
+    merger = EventMerger(QUERY)
+    merger.update(make_clip(0, 7), pts([1, 2]) + pts([6, 7]))
+    ended = merger.finish()
+    assert summary(ended) == [("door/e1", EventState.ENDED, stamp(1), stamp(2)),
+                              ("door/e2", EventState.ENDED, stamp(6), stamp(7))]
+    assert [p.stamp_ns for p in ended[1].evidence] == [stamp(6), stamp(7)]
+    assert merger.finish() == [] and merger.update(make_clip(4, 11), []) == []

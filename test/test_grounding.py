@@ -26,7 +26,7 @@ def test_pixels_of_non_square_original_image():
     assert not dropped
     assert [(p.x, p.y) for p in points] == [(320.0, 240.0), (640.0, 0.0), (16 / 1000 * 640, 979 / 1000 * 480)]
     assert all(p.stamp_ns == stamp(0.5) and p.label == "x" for p in points)
-    assert [p.object_id for p in points] == ["1", "2", "3"]
+    assert [p.object_id for p in points] == ["", "", ""]  # running point numbers are not identities
 
 
 def test_irregular_stamps_nearest_frame():
@@ -64,14 +64,16 @@ def test_image_index_keys():
     assert dropped == {"index_outside_clip": 2}
 
 
-def test_object_id_prefix_and_tracks():
+def test_model_object_numbers_only_for_track_association():
     clip = make_clip([0.0, 0.5, 1.0, 1.5])
     parsed = parse_answer('<tracks coords="0.0 1 156 417 2 625 625;0.5 1 188 438 2 594 646;1.0 2 562 667;'
                           '1.5 1 234 479 3 016 979">people</tracks>')
-    points, dropped = ground_points(parsed, clip, object_id_prefix="a")
+    points, dropped = ground_points(parsed, clip, model_ids=True)
     assert not dropped
-    assert [p.object_id for p in points] == ["a1", "a2", "a1", "a2", "a2", "a1", "a3"]
-    assert points[-1] == GroundedPoint(stamp(1.5), 16 / 1000 * 640, 979 / 1000 * 480, "people", "a3")
+    assert [p.object_id for p in points] == ["1", "2", "1", "2", "2", "1", "3"]
+    assert points[-1] == GroundedPoint(stamp(1.5), 16 / 1000 * 640, 979 / 1000 * 480, "people", "3")
+    # by default a point carries no object id: GroundedPoint.object_id means a persistent track id or nothing
+    assert {p.object_id for p in ground_points(parsed, clip)[0]} == {""}
 
 
 @pytest.mark.parametrize("text", ["There are none.", "Some prose.", "7"])

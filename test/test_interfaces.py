@@ -40,7 +40,8 @@ def test_round_trip_keeps_nested_content():
     assert result.tracks.tracks[0].trajectory[3].object_id == "q_ball/r1/t7"
     assert result.points.points[2].stamp.sec == 1_700_000_003
     assert result.points.points[2].stamp.nanosec == 500_000_003
-    assert result.events[1].track_ids == ["q_ball/t1", "q_ball/t2"]
+    assert [t.nanosec for t in result.answer.frame_stamps] == [0, 500_000_000, 0]
+    assert result.answer.confidence == -0.0625 and result.points.confidence == -0.125
     assert result.events[0].description.endswith("café ✓")
     assert result.answer.inference_time == pytest.approx(0.75)
     assert result.points.header.frame_id == "camera_color_optical_frame"
@@ -87,7 +88,10 @@ def test_field_types():
     assert PointArray.get_fields_and_field_types()["points"] == "sequence<molmo2_ros/GroundedPoint>"
     assert PointArray.get_fields_and_field_types()["count"] == "int32"
     assert Track.get_fields_and_field_types()["status"] == "uint8"
-    assert Event.get_fields_and_field_types()["track_ids"] == "sequence<string>"
+    assert "track_ids" not in Event.get_fields_and_field_types()  # never filled: removed (issue 15)
+    assert Answer.get_fields_and_field_types()["frame_stamps"] == "sequence<builtin_interfaces/Time>"
+    for cls in (Answer, PointArray, TrackArray):
+        assert cls.get_fields_and_field_types()["confidence"] == "float"
     assert Query.Result.get_fields_and_field_types()["events"] == "sequence<molmo2_ros/Event>"
 
 

@@ -83,7 +83,7 @@ def node(env, client, tmp_path_factory) -> NodeProcess:
                         "-p", "gil_switch_interval_ms:=0.25"],
                        env, folder / "node.log")
     try:
-        wait_until(lambda: client.state(NODE) == "active", 20.0, what="node active")
+        wait_until(lambda: client.state(NODE) == "active", 60.0, what="node active")
     except AssertionError:
         proc.stop()
         raise AssertionError(f"node did not become active:\n{proc.output()}")
@@ -349,7 +349,16 @@ def test_parameters_are_validated(node, client):
 
 def test_lifecycle_qos_and_compressed_input(node, client):
     client.subscribe(Answer, f"{NODE}/answers/what")
+    client.subscribe(TrackArray, f"{NODE}/tracks/people")
+    client.wait_matched(f"{NODE}/tracks/people")
+    client.clear(f"{NODE}/tracks/people")
+    run_camera(camera(count=8), os.environ.copy())
+    wait_until(lambda: any(t.status != Track.STATUS_ENDED for m in client.got(f"{NODE}/tracks/people")
+                           for t in m.tracks), 10.0, what="open tracks")
     assert client.transition(NODE, "deactivate") and client.state(NODE) == "inactive"
+    # deactivation ends the open tracks: their last report is final
+    wait_until(lambda: (m := client.got(f"{NODE}/tracks/people")[-1]).tracks and all(
+        t.status == Track.STATUS_ENDED for t in m.tracks), 5.0, what="final ENDED track report")
 
     # qos=sensor_data receives a best-effort camera
     assert client.set_params(NODE, qos="sensor_data")[0].successful

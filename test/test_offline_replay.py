@@ -1,6 +1,7 @@
 """Scenario bag -> replay -> outputs (bags readable, stamps = source frames) -> evaluation; determinism."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -8,8 +9,9 @@ import pytest
 from _models import tiny_model_dir
 from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
+from molmo2_ros.core.messages import bag_topic, output_topics
 from molmo2_ros.core.stream import StreamConfig
-from molmo2_ros.core.types import NS_PER_S, Query, TaskKind
+from molmo2_ros.core.types import NS_PER_S, EventState, Query, TaskKind, TrackStatus
 from molmo2_ros.offline.evaluate import evaluate, load_results
 from molmo2_ros.offline.oracle import NO_NOISE, NoiseConfig, OracleEngine
 from molmo2_ros.offline.replay import BagError, replay
@@ -30,25 +32,40 @@ def queries(truth: GroundTruth) -> list[Query]:
 def test_oracle_without_noise_is_perfect_and_bags_are_valid(scenario, tmp_path):
     bag, truth = scenario
     summary = replay(bag, tmp_path, OracleEngine(truth, NO_NOISE), queries(truth), progress=False)
-    o = evaluate(load_results(summary.results_path), truth)["overall"]
+    report = evaluate(load_results(summary.results_path), truth)
+    o = report["overall"]
     assert o["point_hit_rate"] >= 0.99 and o["id_switches"] == 0 and o["event_f1"] >= 0.95 and o["count_mae"] == 0
+    assert all(m["answers"] == summary.windows for m in report["per_query"].values())  # closing reports excluded
     assert Path(summary.gif).stat().st_size > 0
 
     from rosbags.highlevel import AnyReader
     frames = set(truth.frames)
     with AnyReader([Path(summary.output_bag)]) as reader:
         types = {c.topic: c.msgtype for c in reader.connections}
-        assert types["/molmo2/points/ball_point"] == "molmo2_ros/msg/PointArray"
-        assert types["/molmo2/tracks/ball_track"] == "molmo2_ros/msg/TrackArray"
-        assert types["/molmo2/events/ball_fall"] == "molmo2_ros/msg/Event"
-        assert types["/molmo2/answers/square_count"] == "molmo2_ros/msg/Answer"
+        # the node's topics (~/points/<id>, ~/counts/<id>, ...) for a node /molmo2
+        assert types == {bag_topic(name): f"molmo2_ros/msg/{kind}" for q in queries(truth)
+                         for name, kind in ((output_topics(q).main, output_topics(q).main_type),
+                                            (output_topics(q).answer, "Answer")) if name}
+        assert types["/molmo2/counts/square_count"] == "molmo2_ros/msg/PointArray"
         n = 0
+        final: dict[str, int] = {}
         for conn, log_ns, raw in reader.messages():
             msg = reader.deserialize(raw, conn.msgtype)
             stamp = msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
-            assert stamp == log_ns and stamp in frames
+            assert log_ns in frames and stamp in frames
+            # an event's header keeps its evidence stamp; the log time is the clip that reported it
+            assert stamp == log_ns if conn.msgtype != "molmo2_ros/msg/Event" else stamp <= log_ns
+            if conn.msgtype == "molmo2_ros/msg/Event":
+                final[msg.id] = msg.state
+            if conn.msgtype == "molmo2_ros/msg/TrackArray":
+                final.update((t.id, t.status) for t in msg.tracks)
+            if conn.msgtype == "molmo2_ros/msg/Answer":
+                assert len(msg.frame_stamps) == msg.num_frames > 0 and math.isnan(msg.confidence)
             n += 1
         assert n == summary.output_messages
+        # the replay ended every open track and event: the last report of each is final
+        assert any("/e" in k for k in final) and any("/t" in k for k in final)
+        assert all(state == (EventState.ENDED if "/e" in k else TrackStatus.ENDED) for k, state in final.items())
 
     from mcap.reader import make_reader
     mcap_file = next(Path(summary.output_bag).glob("*.mcap"))
@@ -57,6 +74,8 @@ def test_oracle_without_noise_is_perfect_and_bags_are_valid(scenario, tmp_path):
         seen = {(s.name) for s in reader.get_summary().schemas.values()}
         assert {"molmo2_ros/msg/PointArray", "molmo2_ros/msg/Event"} <= seen
         assert all(m.log_time in frames for _, _, m in reader.iter_messages())
+        in_file_order = [m.log_time for _, _, m in reader.iter_messages(log_time_order=False)]
+        assert in_file_order == sorted(in_file_order)  # written in log-time order (no event stamped back)
 
 
 def test_oracle_with_default_noise(scenario, tmp_path):

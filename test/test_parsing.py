@@ -140,3 +140,43 @@ def test_max_points():
     assert len(r.points) == 15
     assert r.dropped == {"too_many_points": 25}
     assert parse_answer(f'<points coords="{coords}">x</points>', max_points=0).dropped == {"too_many_points": 20}
+
+
+# ---- edge cases checked against Ai2's reference (olmo/preprocessing/point_formatter.py, UnifiedPointFormatter:
+# coord_regex `<(?:points|tracks).*? coords="([0-9\t:;, .]+)"/?>`, frame_regex `(?:^|\t|:|,|;)KEY POINTS`,
+# extract_tracks keeps the first point of an object id at one time) ----
+@pytest.mark.parametrize("sep", [":", ",", "\t", ";"])
+def test_every_group_separator_of_the_reference_splits_groups(sep):
+    r = parse_answer(f'<points coords="0.5 1 100 200{sep}1.0 2 300 400{sep}1.5 3 500 600">cat</points>')
+    assert [(p.key, p.object_id, p.x, p.y) for p in r.points] == [
+        (0.5, 1, 100, 200), (1.0, 2, 300, 400), (1.5, 3, 500, 600)]
+    assert not r.dropped
+
+
+def test_a_point_never_lands_on_the_previous_groups_time():
+    """Before the fix `:` and `,` were not separators: '200:1.0' broke one point and the next point of the 1.0 s
+    group was put on 0.5 s, a wrong stamp."""
+    r = parse_answer('<tracks coords="0.5 1 100 200,1.0 1 300 400 2 500 600">x</tracks>')
+    assert [(p.key, p.object_id) for p in r.points] == [(0.5, 1), (1.0, 1), (1.0, 2)]
+
+
+def test_self_closing_element():
+    r = parse_answer('<points coords="0.5 1 100 200;1.0 2 300 400"/>')
+    assert r.kind == "points" and r.label == "" and not r.dropped
+    assert r.points == [RawPoint(0.5, 1, 100, 200), RawPoint(1.0, 2, 300, 400)]
+    r = parse_answer('Counting the <points alt="cups" coords="1 1 100 200 2 300 400" /> shows a total of 2.')
+    assert r.label == "cups" and r.count == 2 and len(r.points) == 2 and not r.dropped
+    r = parse_answer('<tracks coords="0.0 1 100 200"/><points coords="0.5 2 300 400">dog</points>')
+    assert r.kind == "tracks" and [p.object_id for p in r.points] == [1, 2] and r.label == ""
+    assert parse_answer('<points coords="0.5 1 100 200"/').dropped == {"truncated_tag": 1}
+    assert parse_answer('<points coords="0.5 1 1 2"/ >x').dropped == {"malformed_tag": 1}
+
+
+def test_track_answer_keeps_the_first_point_of_an_object_at_one_time():
+    r = parse_answer('<tracks coords="0.5 1 100 200 1 900 900 2 300 400;1.0 1 110 210;0.50 2 0 0">p</tracks>')
+    assert [(p.key, p.object_id, p.x) for p in r.points] == [(0.5, 1, 100), (0.5, 2, 300), (1.0, 1, 110)]
+    assert r.dropped == {"duplicate_object": 2}
+    # across elements of one answer too; pointing answers keep every point (ids are running numbers there)
+    assert parse_answer('<tracks coords="0.5 1 1 2">a</tracks><tracks coords="0.5 1 3 4">a</tracks>').dropped == {
+        "duplicate_object": 1}
+    assert len(parse_answer('<points coords="0.5 1 1 2 1 3 4">a</points>').points) == 2

@@ -10,7 +10,7 @@ from molmo2_ros.core.types import ParsedAnswer
 
 _PIECES = ["<points", "<tracks", "</points>", "</tracks>", " coords=", " alt=", '"', ">", "<", ";", "\t", " ",
            "0.5", "1", "-3", "1000", "1001", "016", "99999999999999999999", ".", "There are ", "none",
-           "Counting the ", " shows a total of ", "No tracks available", "x", "²", "\n"]
+           "Counting the ", " shows a total of ", "No tracks available", "x", "²", "\n", "/>", "/", ":", ","]
 
 grammarish = st.lists(st.sampled_from(_PIECES) | st.integers(0, 2000).map(str), max_size=60).map("".join)
 

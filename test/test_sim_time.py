@@ -78,7 +78,8 @@ def from_replay(results: Path, queries: list[dict]) -> dict:
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     out: dict = {}
     for q in queries:
-        mine = [r for r in rows if r["query"]["id"] == q["id"]]
+        # without the replay's closing reports: it ends the stream (open tracks/events ENDED), the live node's goes on
+        mine = [r for r in rows if r["query"]["id"] == q["id"] and not r["closing"]]
         pts = lambda items: [_pt(p["stamp_ns"], p["x"], p["y"], p["label"], p["object_id"]) for p in items]  # noqa
         if q["task"] in ("point", "count"):
             out[q["id"]] = [(r["clip_start_ns"], r["clip_end_ns"], (r["width"], r["height"]),

@@ -158,3 +158,44 @@ def test_on_demand_answer_does_not_touch_standing_tracks():
     assert {t.id for t in result.tracks} == {"goal/t1", "goal/t2"}
     assert all(t.status == TrackStatus.NEW for t in result.tracks)
     assert all(clip.start_ns <= pt.stamp_ns <= clip.end_ns for t in result.tracks for pt in t.trajectory)
+
+
+def test_results_carry_the_frames_fed_to_the_model_and_the_engine_confidence():
+    class Confident(ScriptedEngine):
+        def infer(self, clip, queries, max_new_tokens=None, stop=None):
+            inference = super().infer(clip, queries, max_new_tokens)
+            for g in inference.generations:
+                g.confidence = -0.25 if g.query.task == TaskKind.POINT else g.confidence
+            return inference
+
+    p = runtime(Confident(answer), QUERIES)
+    for clip, results in run(p, seconds=6):
+        for r in results:
+            assert r.frame_stamps_ns == clip.stamps_ns and r.num_frames == len(clip.stamps_ns)
+            assert r.confidence == -0.25 if r.query.id == "pt" else np.isnan(r.confidence)
+    job = p.make_job("", Query("od", TaskKind.POINT, "ball"), clip.start_ns, clip.end_ns)
+    p.run_job(job)
+    on_demand = job.result
+    assert on_demand.frame_stamps_ns == job.clip.stamps_ns and on_demand.confidence == -0.25
+
+
+def test_finish_ends_open_tracks_and_events_with_a_closing_result():
+    p = runtime(ScriptedEngine(answer), QUERIES)
+    clip, _ = run(p, seconds=6)[-1]  # the event (4-6 s) and both tracks are still open
+    closing = {r.query.id: r for r in p.finish()[""]}
+    assert set(closing) == {"trk", "ev"}
+    for r in closing.values():
+        assert r.closing and r.text == "" and r.frame_stamps_ns == [] and r.stamp_ns == clip.end_ns
+    assert [(t.id, t.status) for t in closing["trk"].tracks] == [("trk/t1", TrackStatus.ENDED),
+                                                                 ("trk/t2", TrackStatus.ENDED)]
+    assert [(e.id, e.state) for e in closing["ev"].events] == [("ev/e1", EventState.ENDED)]
+    assert p.finish() == {"": []}  # nothing is left open
+
+
+def test_only_track_points_carry_an_object_id():
+    p = runtime(ScriptedEngine(answer), QUERIES)
+    for _, results in run(p, seconds=7):
+        for r in results:
+            assert all(pt.object_id == "" for pt in r.points)
+            assert all(pt.object_id == t.id for t in r.tracks for pt in t.trajectory)
+            assert all(pt.object_id == "" for e in r.events for pt in e.evidence)

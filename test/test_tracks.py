@@ -125,3 +125,38 @@ def test_returned_tracks_are_snapshots():
     first = assoc.update(make_clip(0, 3), {1: pts(range(4), walker)})[0]
     assoc.update(make_clip(2, 5), {1: pts(range(2, 6), walker)})
     assert first.status == TrackStatus.NEW and len(first.trajectory) == 4
+
+
+def test_crossing_objects_keep_their_ids_where_greedy_matching_swaps_them():
+    """Two people cross (gate 20 px). The previous answer missed B at the last shared stamp; the new answer
+    missed A there. Greedy best-pair-first took the pair with most stamps inside the gate (t1 with the other
+    person, 3 stamps at 10-14 px) and swapped both ids; the optimal matching keeps t1 = A, t2 = B (0 px apart)."""
+    def a(i):
+        return 300.0 + 5 * (i - 3), 100.0
+
+    def b(i):
+        return 300.0 - 5 * (i - 3), 110.0
+
+    assoc = TrackAssociator("q", gate_px=20.0)
+    assoc.update(make_clip(0, 4), {1: pts(range(0, 5), a), 2: pts(range(0, 4), b)})
+    out = assoc.update(make_clip(2, 6), {1: pts([2, 3, 5, 6], a), 2: pts(range(2, 7), b)})
+    assert summary(out) == [("q/t1", TrackStatus.TRACKED), ("q/t2", TrackStatus.TRACKED)]
+    assert [(p.x, p.y) for p in out[0].trajectory] == [a(i) for i in range(7)]
+    assert [(p.x, p.y) for p in out[1].trajectory] == [b(i) for i in range(7)]
+
+
+def test_an_object_with_two_points_on_one_stamp_keeps_the_first():
+    assoc = TrackAssociator("q")
+    two = [GroundedPoint(stamp(0), 100.0, 100.0), GroundedPoint(stamp(0), 500.0, 400.0)]
+    [track] = assoc.update(make_clip(0, 1), {1: two})
+    assert [(p.x, p.y) for p in track.trajectory] == [(100.0, 100.0)]
+
+
+def test_finish_ends_every_open_track_once():
+    assoc = TrackAssociator("q")
+    assoc.update(make_clip(0, 3), {1: pts(range(4), walker), 2: pts(range(2), sitter)})
+    ended = assoc.finish()
+    assert summary(ended) == [("q/t1", TrackStatus.ENDED), ("q/t2", TrackStatus.ENDED)]
+    assert len(ended[0].trajectory) == 4
+    assert assoc.finish() == []
+    assert summary(assoc.update(make_clip(4, 5), {1: pts(range(4, 6), walker)})) == [("q/t3", TrackStatus.NEW)]

@@ -11,7 +11,10 @@ Both give the same greedy tokens as the plain path (stock processor + `generate`
 from __future__ import annotations
 
 import gc
+import itertools
+import math
 import os
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -22,7 +25,7 @@ import torch
 
 from .engine_interface import Engine, EngineCapabilities, InferRequest, MemoryReport, StopFlag
 from .molmo2_inputs import Molmo2InputBuilder
-from .prompts import build_prompt
+from .prompts import build_prompt, special_tokens
 from .sampling import subsample_clip
 from .types import Clip, Generation, Inference, Query
 
@@ -134,6 +137,44 @@ class StopOnFlag:
         return torch.full((input_ids.shape[0],), self.flag.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+class ChosenLogProb:
+    """transformers logits processor that records, per decode step and row, the log-probability of the token greedy
+    decoding picks (the row's maximum) in the distribution it is picked from; the scores pass unchanged. One float
+    per row and step, instead of keeping every step's full-vocabulary scores (`output_scores`)."""
+
+    def __init__(self) -> None:
+        self._steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self._steps.append(scores.max(-1).values.float() - torch.logsumexp(scores.float(), -1))
+        return scores
+
+    def row(self, index: int) -> list[float]:
+        return torch.stack(self._steps, 1)[index].tolist() if self._steps else []
+
+
+_COORDS = re.compile(r'coords="([^"]*)"')
+
+
+def coordinate_confidence(tokenizer, ids: list[int], logprobs: list[float], text: str) -> float:
+    """Mean log-probability of the generated tokens that write digits inside a `coords="..."` attribute (the
+    times, ids and coordinates of points and tracks); NaN when the answer has none."""
+    spans = [m.span(1) for m in _COORDS.finditer(text)]
+    if not spans:
+        return math.nan
+    pieces = [tokenizer.decode([i], skip_special_tokens=True) for i in ids]
+    if "".join(pieces) != text:  # a character split over tokens: measure each token by prefix decoding
+        ends = [len(tokenizer.decode(ids[:k + 1], skip_special_tokens=True)) for k in range(len(ids))]
+    else:
+        ends = list(itertools.accumulate(len(p) for p in pieces))
+    chosen, start = [], 0
+    for end, lp in zip(ends, logprobs):
+        if any(a < end and start < b for a, b in spans) and any(c.isdigit() for c in text[start:end]):
+            chosen.append(lp)
+        start = end
+    return sum(chosen) / len(chosen) if chosen else math.nan
+
+
 class Molmo2Engine(Engine):
     """Runs queries on clips with transformers. Load with `load()`, free with `unload()`; `infer` and
     `infer_batch` never raise for model faults.
@@ -142,7 +183,8 @@ class Molmo2Engine(Engine):
     video prefixes and one decode batch over all their queries, with each stream's vision features cached
     separately; the greedy tokens equal those of one call per clip (tests check it)."""
 
-    capabilities = EngineCapabilities(batch_clips=True, prefetch=True, stop_within_token=True, local_memory=True)
+    capabilities = EngineCapabilities(batch_clips=True, prefetch=True, stop_within_token=True, confidence=True,
+                                      local_memory=True)
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -252,6 +294,7 @@ class Molmo2Engine(Engine):
         started = time.perf_counter()
         stop = stop or _NEVER
         clips = [r.clip for r in requests]
+        special = special_tokens(self.processor.tokenizer)
         features, encoded, tokens = [], [], []
         for r in requests:
             if stop.is_set():
@@ -259,7 +302,7 @@ class Molmo2Engine(Engine):
             f, n = self._clip_features(r.clip)
             features.append(f)
             encoded.append(n)
-            tokens.append([self.builder.tokens(r.clip, build_prompt(q, self.templates, self.config.max_query_chars))
+            tokens.append([self.builder.tokens(r.clip, build_prompt(q, self.templates, self.config.max_query_chars, special))
                            for q in r.queries])
         if stop.is_set():
             return _stopped(clips)
@@ -271,8 +314,8 @@ class Molmo2Engine(Engine):
         if stop.is_set():
             return _stopped(clips)
         return [Inference(clip=r.clip, vision_frames_encoded=n, prefill_tokens=p,
-                          generations=[Generation(q, text, length, shared + d)
-                                       for q, (text, length), d in zip(r.queries, row_texts, row_s)])
+                          generations=[Generation(q, text, length, shared + d, confidence)
+                                       for q, (text, length, confidence), d in zip(r.queries, row_texts, row_s)])
                 for r, n, p, row_texts, row_s in zip(requests, encoded, prefill, texts, decode_s)]
 
     def _clip_features(self, clip: Clip) -> tuple[torch.Tensor, int]:
@@ -315,15 +358,19 @@ class Molmo2Engine(Engine):
         pooled = self.model.get_video_features(patches, torch.cat(tables), grids).pooler_output[0]
         return list(pooled.split(rows * cols))
 
-    def _generation_kwargs(self, max_new_tokens: int, stop: StopFlag) -> dict:
+    def _generation_kwargs(self, max_new_tokens: int, stop: StopFlag, recorder: ChosenLogProb) -> dict:
         return dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                    pad_token_id=self.processor.tokenizer.pad_token_id, stopping_criteria=[StopOnFlag(stop)])
+                    pad_token_id=self.processor.tokenizer.pad_token_id, stopping_criteria=[StopOnFlag(stop)],
+                    logits_processor=[recorder])
 
-    def _answer(self, new_ids: torch.Tensor, limit: int) -> tuple[str, int]:
-        """(text, generated tokens up to and including the first stop token) of one row, cut at its own limit."""
+    def _answer(self, new_ids: torch.Tensor, limit: int, logprobs: list[float]) -> tuple[str, int, float]:
+        """(text, generated tokens up to and including the first stop token, coordinate confidence) of one row,
+        cut at its own limit."""
         new_ids = new_ids[:limit]
-        return (self.processor.tokenizer.decode(new_ids, skip_special_tokens=True),
-                _answer_length(new_ids, self._eos_ids()))
+        length = _answer_length(new_ids, self._eos_ids())
+        tokenizer = self.processor.tokenizer
+        text = tokenizer.decode(new_ids, skip_special_tokens=True)
+        return text, length, coordinate_confidence(tokenizer, new_ids[:length].tolist(), logprobs[:length], text)
 
     def _generate_plain(self, tokens, features, limits, stop, started):
         """Reference path: each query runs its whole prompt (video included) through `generate`."""
@@ -334,11 +381,12 @@ class Molmo2Engine(Engine):
             for tok in row_tokens:
                 t0 = time.perf_counter()
                 ids = tok.input_ids.to(self.device)
+                recorder = ChosenLogProb()
                 out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                           mm_token_type_ids=tok.mm_token_type_ids.to(self.device),
                                           mm_encoder_outputs=_encoder_outputs([feats]),
-                                          **self._generation_kwargs(limit, stop))
-                row_texts.append(self._answer(out[0, ids.shape[1]:], limit))
+                                          **self._generation_kwargs(limit, stop, recorder))
+                row_texts.append(self._answer(out[0, ids.shape[1]:], limit, recorder.row(0)))
                 row_s.append(time.perf_counter() - t0)
                 n += ids.shape[1]
             texts.append(row_texts)
@@ -385,10 +433,11 @@ class Molmo2Engine(Engine):
         for tok in tokens:
             t0 = time.perf_counter()
             full = tok.input_ids.to(self.device)
+            recorder = ChosenLogProb()
             out = self.model.generate(input_ids=full, attention_mask=torch.ones_like(full), past_key_values=cache,
-                                      **self._generation_kwargs(limit, stop))
+                                      **self._generation_kwargs(limit, stop, recorder))
             cache.crop(prefix - cache.get_seq_length())  # back to the shared prefix (crop takes a negative)
-            texts.append(self._answer(out[0, full.shape[1]:], limit))
+            texts.append(self._answer(out[0, full.shape[1]:], limit, recorder.row(0)))
             decode_s.append(time.perf_counter() - t0)
         return texts, decode_s
 
@@ -407,11 +456,13 @@ class Molmo2Engine(Engine):
             batch[r, width + suffix_width - len(suffix):] = suffix
             mask[r, width + suffix_width - len(suffix):] = 1
         cache.batch_select_indices(torch.tensor([i for i, _ in rows], device=self.device))
+        recorder = ChosenLogProb()
         out = self.model.generate(input_ids=batch.to(self.device), attention_mask=mask.to(self.device),
-                                  past_key_values=cache, **self._generation_kwargs(max(limits), stop))
+                                  past_key_values=cache, **self._generation_kwargs(max(limits), stop, recorder))
         elapsed = time.perf_counter() - t0
-        answers = [self._answer(row[batch.shape[1]:], limits[i]) for (i, _), row in zip(rows, out)]
-        texts: list[list[tuple[str, int]]] = [[] for _ in ids]
+        answers = [self._answer(row[batch.shape[1]:], limits[i], recorder.row(r))
+                   for r, ((i, _), row) in enumerate(zip(rows, out))]
+        texts: list[list[tuple[str, int, float]]] = [[] for _ in ids]
         for (i, _), answer in zip(rows, answers):
             texts[i].append(answer)
         return texts, [[elapsed] * len(row) for row in texts]

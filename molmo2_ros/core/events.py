@@ -3,6 +3,7 @@
 The event query is answered by pointing: every grounded point's stamp is a moment where the event is visible.
 Stamps at most max_gap_s apart form one span; a span that overlaps an open event or lies within max_gap_s of
 it extends that event (same id) instead of creating a duplicate. Ids are `{query_id}/e{n}`, never reused.
+The description is the label the model gave the moments it pointed at (the `<points>` label), else the query text.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ MAX_EVIDENCE = 64
 
 
 def _spans(points: list[GroundedPoint], max_gap_ns: int) -> list[list[GroundedPoint]]:
-    """Points (one per stamp, the last given) grouped into runs of stamps at most max_gap_ns apart."""
-    by_stamp = {p.stamp_ns: p for p in points}
+    """Points (one per stamp, the first given, as parser and tracks keep) grouped into runs of stamps at most
+    max_gap_ns apart."""
+    by_stamp: dict[int, GroundedPoint] = {}
+    for p in points:
+        by_stamp.setdefault(p.stamp_ns, p)
     spans: list[list[GroundedPoint]] = []
     for s in sorted(by_stamp):
         if spans and s - spans[-1][-1].stamp_ns <= max_gap_ns:
@@ -31,7 +35,7 @@ class EventMerger:
 
     A span extends the open event with the lowest number that it overlaps or comes within max_gap_s of.
     An open event that got no evidence in a clip and whose end_ns + max_gap_s < clip.end_ns ends: it is
-    reported once as ENDED and closed.
+    reported once as ENDED and closed. finish() ends every open event when the stream ends.
     """
 
     def __init__(self, query: Query, *, max_gap_s: float = 1.0) -> None:
@@ -54,9 +58,8 @@ class EventMerger:
         return next((n for n, e in sorted(self._open.items())
                      if start_ns <= e.end_ns + gap and end_ns >= e.start_ns - gap), None)
 
-    def update(self, clip: Clip, points: list[GroundedPoint], description: str = "") -> list[Event]:
+    def update(self, clip: Clip, points: list[GroundedPoint]) -> list[Event]:
         """Fold one window's grounded points in; returns copies of the events started, updated or ended now."""
-        description = description or self.query.text
         started: set[int] = set()
         changed: dict[int, Event] = {}
         for span in _spans(points, self.max_gap_ns):
@@ -68,11 +71,11 @@ class EventMerger:
                 started.add(number)
                 self._open[number] = Event(
                     id=f"{self.query.id}/e{number}", query_id=self.query.id, query=self.query.text,
-                    description=description, start_ns=start, end_ns=end, state=EventState.STARTED)
+                    description=self.query.text, start_ns=start, end_ns=end, state=EventState.STARTED)
             event = self._open[number]
             event.start_ns, event.end_ns = min(event.start_ns, start), max(event.end_ns, end)
             event.state = EventState.STARTED if number in started else EventState.ONGOING
-            event.description = description
+            event.description = next((p.label for p in reversed(span) if p.label), event.description)
             evidence = {p.stamp_ns: p for p in event.evidence}
             evidence.update((p.stamp_ns, p) for p in span)
             event.evidence = [evidence[s] for s in sorted(evidence)][-MAX_EVIDENCE:]
@@ -81,5 +84,10 @@ class EventMerger:
             if number not in changed and event.end_ns + self.max_gap_ns < clip.end_ns:
                 event.state = EventState.ENDED
                 changed[number] = self._open.pop(number)
-        return [replace(e, evidence=list(e.evidence), track_ids=list(e.track_ids))
-                for _, e in sorted(changed.items())]
+        return [replace(e, evidence=list(e.evidence)) for _, e in sorted(changed.items())]
+
+    def finish(self) -> list[Event]:
+        """End every open event (the stream is over: the last report of each event is final); returns them."""
+        ended = [replace(e, state=EventState.ENDED, evidence=list(e.evidence)) for _, e in sorted(self._open.items())]
+        self._open.clear()
+        return ended

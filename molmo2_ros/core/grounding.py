@@ -29,14 +29,15 @@ def _nearest(rel: list[float], t: float) -> int:
 
 
 def ground_points(parsed: ParsedAnswer, clip: Clip, *,
-                  object_id_prefix: str = "") -> tuple[list[GroundedPoint], Counter]:
+                  model_ids: bool = False) -> tuple[list[GroundedPoint], Counter]:
     """Map parsed points to (absolute frame stamp, pixel x/y) on the clip's frames.
 
     A time key goes to the nearest frame of the clip; one farther than the tolerance before the first or after
     the last frame is dropped ("time_outside_clip"). An image-index key i goes to frame i-1
     ("index_outside_clip" when there is no such frame). x = v/1000*W, y = v/1000*H of the original image.
-    object_id is object_id_prefix + the model's id, or "" without id. Returns the points and the drops made
-    here (parse drops stay in parsed.dropped).
+    object_id is "" (GroundedPoint.object_id is a persistent track id or nothing), or with `model_ids` the
+    model's per-answer object number as a string ("" without one), which only track association may read.
+    Returns the points and the drops made here (parse drops stay in parsed.dropped).
     """
     rel = clip.relative_times()
     stamps = clip.stamps_ns
@@ -55,7 +56,7 @@ def ground_points(parsed: ParsedAnswer, clip: Clip, *,
                 dropped["time_outside_clip"] += 1
                 continue
             i = _nearest(rel, p.key)
-        object_id = "" if p.object_id is None else f"{object_id_prefix}{p.object_id}"
+        object_id = str(p.object_id) if model_ids and p.object_id is not None else ""
         points.append(GroundedPoint(stamp_ns=stamps[i], x=p.x / 1000.0 * width, y=p.y / 1000.0 * height,
                                     label=parsed.label, object_id=object_id))
     return points, dropped

@@ -7,6 +7,8 @@ raises: malformed or out-of-range items are dropped and counted by reason in `Pa
 - "truncated_tag": the answer ends inside a tag (complete groups before the cut are kept) or a tag is never
   closed (its points are kept, the label runs to the next tag or the end);
 - "malformed_group": a group without a valid key or whose token count is not 1 + 3k (k >= 1);
+- "duplicate_object": in a `<tracks>` element, an object id repeated at one time key (the first is kept, as
+  Ai2's reference `extract_tracks` does: an object is at one place at one time);
 - "malformed_point": an id, x or y that is not an integer;
 - "coord_out_of_range": x or y negative or above 1000;
 - "bad_number": a key, id or count with too many digits;
@@ -25,6 +27,10 @@ _NONE_ANSWERS = frozenset({"there are none", "no tracks available"})
 _MAX_DIGITS = 9  # longer keys, ids and counts are rejected as "bad_number"
 _COORD_MAX = 1000
 _SPACE = frozenset(" \t\r\n")
+# Group separators Ai2's reference accepts (its `frame_regex`): `;` (released models), tab (pre-training), and
+# `:`/`,` (other formatter settings). Splitting on all of them keeps a point from landing on the previous
+# group's time key.
+_GROUP_SEPARATORS = str.maketrans({"\t": ";", ":": ";", ",": ";"})
 _NAME_STOP = frozenset(" \t\r\n=>\"")
 
 
@@ -89,9 +95,11 @@ def _key(tok: str) -> tuple[float, bool] | str:
 
 
 def _parse_coords(value: str, truncated: bool, max_points: int, points: list[RawPoint],
-                  total: list[int], dropped: Counter) -> None:
-    """Append the valid points of a coords value; total[0] counts points kept over the whole answer."""
-    groups = value.replace("\t", ";").split(";")
+                  total: list[int], dropped: Counter, seen: set[tuple[float, bool, int]] | None) -> None:
+    """Append the valid points of a coords value; total[0] counts points kept over the whole answer.
+
+    seen: for track elements, the (key, key_is_index, id) already kept in the answer (a repeat is dropped)."""
+    groups = value.translate(_GROUP_SEPARATORS).split(";")
     if truncated:
         groups.pop()  # the last group may be cut anywhere, even inside a number
     for group in groups:
@@ -110,9 +118,13 @@ def _parse_coords(value: str, truncated: bool, max_points: int, points: list[Raw
             reason = next((v for v in (pid, x, y) if isinstance(v, str)), None)
             if reason is not None:
                 dropped[reason] += 1
+            elif seen is not None and (key[0], key[1], pid) in seen:
+                dropped["duplicate_object"] += 1
             elif total[0] >= max_points:
                 dropped["too_many_points"] += 1
             else:
+                if seen is not None:
+                    seen.add((key[0], key[1], pid))
                 points.append(RawPoint(key=key[0], object_id=pid, x=float(x), y=float(y), key_is_index=key[1]))
                 total[0] += 1
 
@@ -120,8 +132,8 @@ def _parse_coords(value: str, truncated: bool, max_points: int, points: list[Raw
 def _read_attrs(text: str, j: int) -> tuple[dict[str, str], int, str, str]:
     """Attributes of a tag from position j: (attrs, position after the tag or where it broke, status, cut).
 
-    status: "ok", "malformed" or "truncated" (the text ended inside the tag); cut names the attribute whose
-    value the end of the text cut off ("" if none).
+    status: "ok", "empty" (a self-closing `.../>` element, no label), "malformed" or "truncated" (the text ended
+    inside the tag); cut names the attribute whose value the end of the text cut off ("" if none).
     """
     n = len(text)
     attrs: dict[str, str] = {}
@@ -132,6 +144,10 @@ def _read_attrs(text: str, j: int) -> tuple[dict[str, str], int, str, str]:
             return attrs, n, "truncated", ""
         if text[j] == ">":
             return attrs, j + 1, "ok", ""
+        if text[j] == "/":  # the self-closing form the reference's coord_regex accepts: <points coords="..."/>
+            if j + 1 >= n:
+                return attrs, n, "truncated", ""
+            return (attrs, j + 2, "empty", "") if text[j + 1] == ">" else (attrs, j + 1, "malformed", "")
         k = j
         while k < n and text[k] not in _NAME_STOP:
             k += 1
@@ -163,6 +179,7 @@ def _scan_tags(text: str, max_points: int, dropped: Counter) -> list[_Tag]:
     opens = {name: _Finder(text, "<" + name) for name in _TAG_NAMES}
     closes = {name: _Finder(text, f"</{name}>") for name in _TAG_NAMES}
     total = [0]
+    seen: set[tuple[float, bool, int]] = set()
     tags: list[_Tag] = []
 
     def next_open(start: int) -> tuple[int, str]:
@@ -180,17 +197,21 @@ def _scan_tags(text: str, max_points: int, dropped: Counter) -> list[_Tag]:
             continue
         attrs, end, status, cut = _read_attrs(text, j)
         coords = attrs.get("coords")
-        if status == "malformed" or (status == "ok" and coords is None):
+        if status == "malformed" or (status in ("ok", "empty") and coords is None):
             dropped["malformed_tag"] += 1
             pos = end
             continue
         tag = _Tag(name=name, start=i, end=end, label=attrs.get("alt", ""))
         if coords is not None:
-            _parse_coords(coords, cut == "coords", max_points, tag.points, total, dropped)
+            _parse_coords(coords, cut == "coords", max_points, tag.points, total, dropped,
+                          seen if name == "tracks" else None)
         tags.append(tag)
         if status == "truncated":
             dropped["truncated_tag"] += 1
             return tags
+        if status == "empty":
+            pos = end
+            continue
         close = closes[name].next(end)
         nxt, _ = next_open(end)
         if close >= 0 and (nxt < 0 or close < nxt):

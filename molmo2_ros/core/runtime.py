@@ -171,6 +171,11 @@ class Runtime:
                 return out
             out.extend(done)
 
+    def finish(self) -> dict[str, list[QueryResult]]:
+        """End every stream (end of a replay, deactivation): open tracks and events end now; their closing results
+        by stream name."""
+        return {name: stream.finish(self.engine.model_id) for name, stream in self.streams.items()}
+
     # ---- on-demand queries -------------------------------------------------------------------------------
     def make_job(self, stream: str, query: Query, start_ns: int, end_ns: int,
                  max_new_tokens: int | None = None) -> Job:
@@ -216,7 +221,7 @@ class Runtime:
         else:
             g = inference.generations[0]
             job.finish(stream.ground(inference, job.query, g.text, g.inference_s, self.engine.model_id,
-                                     stateful=False))
+                                     stateful=False, confidence=g.confidence))
 
     # ---- worker thread -----------------------------------------------------------------------------------
     def start(self, on_results: ResultsCallback, on_error: ErrorCallback | None = None) -> None:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from .types import Event, EventState, GroundedPoint, Query, QueryResult, TaskKind, Track, TrackStatus
 
 
 def result_to_dict(result: QueryResult) -> dict[str, Any]:
-    """JSON-ready dict; enums become their values (task strings, status/state ints)."""
+    """JSON-ready dict; enums become their values (task strings, status/state ints), a NaN confidence null
+    (strict JSON has no NaN)."""
     data = dataclasses.asdict(result)
     data["query"]["task"] = result.query.task.value
+    data["confidence"] = None if math.isnan(result.confidence) else result.confidence
     for track in data["tracks"]:
         track["status"] = int(track["status"])
     for event in data["events"]:
@@ -32,5 +35,7 @@ def result_from_dict(data: dict[str, Any]) -> QueryResult:
     events = [Event(**{**e, "state": EventState(e["state"]), "evidence": _points(e["evidence"])})
               for e in data.pop("events")]
     points = _points(data.pop("points"))
+    if data.get("confidence") is None:
+        data["confidence"] = math.nan
     return QueryResult(query=Query(q["id"], TaskKind(q["task"]), q["text"], q.get("topic", "")), points=points,
                        tracks=tracks, events=events, **data)

@@ -8,6 +8,7 @@ their own lock.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -75,6 +76,7 @@ class Stream:
         self._trackers: dict[str, TrackAssociator] = {}
         self._events: dict[str, EventMerger] = {}
         self._epoch = 0
+        self._last_clip: Clip | None = None
         for query in queries:
             self.add_query(query)
 
@@ -163,32 +165,56 @@ class Stream:
                 self._epoch = clip.epoch
                 for state in (*self._trackers.values(), *self._events.values()):
                     state.reset()
+        self._last_clip = clip
         results = []
         for g in inference.generations:
             if g.query.id in self._queries:
-                results.append(self.ground(inference, g.query, g.text, g.inference_s, model_id, stateful=True))
+                results.append(self.ground(inference, g.query, g.text, g.inference_s, model_id, stateful=True,
+                                           confidence=g.confidence))
+        return results
+
+    def finish(self, model_id: str) -> list[QueryResult]:
+        """End the stream: every open track and event ends now. Returns one closing result (QueryResult.closing)
+        per track or event query that had any open, stamped with the last processed clip, so that the last
+        report of every track and event is final (ENDED)."""
+        clip = self._last_clip
+        with self._lock:
+            stateful = [(self._queries[qid], s) for qid, s in (*self._trackers.items(), *self._events.items())]
+        results = []
+        for query, state in stateful:
+            ended = state.finish()
+            if not ended or clip is None:
+                continue
+            results.append(QueryResult(
+                query=query, clip_index=clip.index, clip_start_ns=clip.start_ns, clip_end_ns=clip.end_ns,
+                frame_id=clip.frame_id, width=clip.width, height=clip.height, num_frames=0, num_visual_tokens=0,
+                text="", model_id=model_id, inference_s=0.0, closing=True,
+                tracks=ended if query.task == TaskKind.TRACK else [],
+                events=ended if query.task == TaskKind.EVENT else []))
         return results
 
     def ground(self, inference: Inference, query: Query, text: str, inference_s: float, model_id: str,
-               stateful: bool) -> QueryResult:
+               stateful: bool, confidence: float = math.nan) -> QueryResult:
         """Parse and ground one answer; track and event state is updated only when `stateful` (standing queries),
         otherwise the answer gets its own (on-demand queries)."""
         clip = inference.clip
         with self._lock:
             g = self.config.grounding
             parsed = parse_answer(text, max_points=g.max_points)
-            points, drops = ground_points(parsed, clip)
+            # the model's object numbers are kept only to associate tracks (GroundedPoint.object_id)
+            points, drops = ground_points(parsed, clip, model_ids=query.task == TaskKind.TRACK)
             dropped = Counter(parsed.dropped) + drops
             result = QueryResult(
                 query=query, clip_index=clip.index, clip_start_ns=clip.start_ns, clip_end_ns=clip.end_ns,
                 frame_id=clip.frame_id, width=clip.width, height=clip.height, num_frames=len(clip.frames),
                 num_visual_tokens=clip.num_visual_tokens, text=text, model_id=model_id,
-                inference_s=inference_s, dropped=dict(dropped))
+                inference_s=inference_s, dropped=dict(dropped), frame_stamps_ns=clip.stamps_ns,
+                confidence=confidence)
             if query.task in (TaskKind.POINT, TaskKind.COUNT):
                 result.points = points
             if query.task == TaskKind.COUNT:
                 result.count = parsed.count if parsed.count is not None else (
-                    0 if parsed.kind == "none" else len({p.object_id or id(p) for p in points}))
+                    0 if parsed.kind == "none" else len(points))
             if query.task == TaskKind.TRACK:
                 by_object: dict[int, list] = {}
                 for p in points:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
 from .types import NS_PER_S, Clip, GroundedPoint, Track, TrackStatus
 
 
@@ -27,16 +30,35 @@ def _dist(a: GroundedPoint, b: GroundedPoint) -> float:
     return math.hypot(a.x - b.x, a.y - b.y)
 
 
+def min_cost_matching(cost: np.ndarray) -> list[tuple[int, int]]:
+    """(row, column) pairs of a one-to-one matching with the most pairs of finite cost (costs >= 0, inf = not
+    allowed) and, among those, the least total cost. scipy's Hungarian solver on a copy where inf is a cost
+    larger than any sum of allowed costs, so it trades no allowed pair for a cheaper total."""
+    if cost.size == 0:
+        return []
+    allowed = np.isfinite(cost)
+    if not allowed.any():
+        return []
+    big = float(np.abs(cost[allowed]).sum()) * 2 + 1.0
+    rows, cols = linear_sum_assignment(np.where(allowed, cost, big))
+    return [(int(r), int(c)) for r, c in zip(rows, cols) if allowed[r, c]]
+
+
 class TrackAssociator:
     """Turns per-answer object ids of one track query into persistent tracks.
 
-    Association: score(track, object) = number of shared stamps where both points lie within the gate
-    (gate_px, or gate_frac * image diagonal); pairs are assigned one-to-one greedily by score (ties: smaller
-    summed distance, then lower track number, then lower object id). An object left without a match continues
-    an unmatched track with which it shares no stamp if the track's point nearest in time to the object's
-    first point is within the gate and within lost_timeout_s of it; otherwise it starts a new track.
+    Association (gate = gate_px, or gate_frac * image diagonal), two optimal one-to-one matchings
+    (`min_cost_matching`: most pairs, then least total cost; greedy best-pair-first swaps ids where two objects
+    cross):
+    1. a track and an object that share stamps may match when their points lie within the gate on at least one
+       of them; cost = mean over the shared stamps of the distance capped at the gate (a stamp where they
+       disagree costs a full gate);
+    2. an object left unmatched continues an unmatched track with which it shares no stamp when the track's
+       point nearest in time to the object's first point is within the gate and within lost_timeout_s of it;
+       cost = that distance.
+    Any other object starts a new track. An object with two points on one stamp keeps the first.
     Status: NEW in the clip that created it, TRACKED when matched, LOST while unseen for at most lost_timeout_s
-    before clip.end_ns, then ENDED (reported once, then forgotten).
+    before clip.end_ns, then ENDED (reported once, then forgotten); finish() ends all open tracks.
     """
 
     def __init__(self, query_id: str, *, gate_px: float | None = None, gate_frac: float = 0.05,
@@ -51,6 +73,14 @@ class TrackAssociator:
         self._tracks: dict[int, _TrackState] = {}
         self._next_number = 1
 
+    def finish(self) -> list[Track]:
+        """End every open track (the stream is over: the last report of each track is final); returns them."""
+        for track in self._tracks.values():
+            track.status = TrackStatus.ENDED
+        ended = [self._snapshot(t) for _, t in sorted(self._tracks.items())]
+        self._tracks.clear()
+        return ended
+
     def reset(self) -> None:
         """Forget all tracks (without reporting them); ids keep counting so none is reused."""
         self._tracks.clear()
@@ -59,29 +89,32 @@ class TrackAssociator:
         return f"{self.query_id}/t{number}"
 
     def _associate(self, objects: dict[int, dict[int, GroundedPoint]], gate: float) -> dict[int, int]:
-        """object id -> track number."""
-        scored: list[tuple[int, float, int, int]] = []
-        fallback: list[tuple[float, int, int, int]] = []
-        for number, track in self._tracks.items():
-            for oid, obj in objects.items():
+        """object id -> track number: two optimal one-to-one matchings (shared stamps first, then continuations)."""
+        numbers = sorted(self._tracks)
+        oids = sorted(objects)
+        shared_cost = np.full((len(numbers), len(oids)), np.inf)
+        continue_cost = np.full((len(numbers), len(oids)), np.inf)
+        for r, number in enumerate(numbers):
+            track = self._tracks[number]
+            for c, oid in enumerate(oids):
+                obj = objects[oid]
                 shared = obj.keys() & track.points.keys()
                 if shared:
-                    inside = [d for s in shared if (d := _dist(obj[s], track.points[s])) <= gate]
-                    if inside:
-                        scored.append((-len(inside), sum(inside), number, oid))
+                    dists = [_dist(obj[s], track.points[s]) for s in shared]
+                    if min(dists) <= gate:  # a pair with shared stamps is never a continuation candidate
+                        shared_cost[r, c] = sum(min(d, gate) for d in dists) / len(dists)
                     continue
                 first = min(obj)
                 ref = min(track.points, key=lambda s: (abs(s - first), s))
-                dt, d = abs(first - ref), _dist(obj[first], track.points[ref])
-                if dt <= self.lost_timeout_ns and d <= gate:
-                    fallback.append((d, dt, number, oid))
+                d = _dist(obj[first], track.points[ref])
+                if abs(first - ref) <= self.lost_timeout_ns and d <= gate:
+                    continue_cost[r, c] = d
         assignment: dict[int, int] = {}
-        used: set[int] = set()
-        for pairs in (scored, fallback):
-            for *_, number, oid in sorted(pairs):
-                if oid not in assignment and number not in used:
-                    assignment[oid] = number
-                    used.add(number)
+        for cost in (shared_cost, continue_cost):
+            free_r = [r for r, n in enumerate(numbers) if n not in assignment.values()]
+            free_c = [c for c, o in enumerate(oids) if o not in assignment]
+            for r, c in min_cost_matching(cost[np.ix_(free_r, free_c)]):
+                assignment[oids[free_c[c]]] = numbers[free_r[r]]
         return assignment
 
     def _merge(self, track: _TrackState, obj: dict[int, GroundedPoint]) -> None:
@@ -104,7 +137,10 @@ class TrackAssociator:
         Returns snapshots of the new, tracked and lost tracks plus those ending now, ordered by id number.
         """
         gate = self.gate_px if self.gate_px is not None else self.gate_frac * math.hypot(clip.width, clip.height)
-        objects = {oid: {p.stamp_ns: p for p in pts} for oid, pts in sorted(answer_tracks.items()) if pts}
+        objects: dict[int, dict[int, GroundedPoint]] = {}
+        for oid, pts in sorted(answer_tracks.items()):
+            for p in pts:  # the first point of an object on a stamp wins, as in the parser
+                objects.setdefault(oid, {}).setdefault(p.stamp_ns, p)
         assignment = self._associate(objects, gate)
         for oid, number in assignment.items():
             track = self._tracks[number]

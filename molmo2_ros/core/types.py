@@ -6,6 +6,7 @@ All stamps are absolute times in integer nanoseconds (ROS time of the source cam
 from __future__ import annotations
 
 import enum
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -139,7 +140,12 @@ class ParsedAnswer:
 
 @dataclass(frozen=True)
 class GroundedPoint:
-    """A point on a source frame: the frame's exact stamp and pixel coordinates of the original image."""
+    """A point on a source frame: the frame's exact stamp and pixel coordinates of the original image.
+
+    object_id: the persistent track id (`Track.id`) when the point belongs to a track, else "". (Inside the
+    pipeline, between grounding and track association, it briefly holds the model's per-answer object number;
+    no such point leaves the pipeline.)
+    """
 
     stamp_ns: int
     x: float
@@ -189,22 +195,31 @@ class Event:
     end_ns: int
     state: EventState
     evidence: list[GroundedPoint] = field(default_factory=list)
-    track_ids: list[str] = field(default_factory=list)
 
 
 @dataclass
 class Generation:
-    """Raw model output for one query on one clip."""
+    """Raw model output for one query on one clip.
+
+    confidence: mean token log-probability of the answer's coordinate tokens when the engine provides it, else
+    NaN."""
 
     query: Query
     text: str
     num_new_tokens: int = 0
     inference_s: float = 0.0
+    confidence: float = math.nan
 
 
 @dataclass
 class QueryResult:
-    """Grounded result for one query on one clip: what the ROS layer and the replay tool publish."""
+    """Grounded result for one query on one clip: what the ROS layer and the replay tool publish.
+
+    frame_stamps_ns: stamps of the frames fed to the model, oldest first (empty only in a closing result).
+    confidence: see Generation.confidence (NaN when the engine gave none).
+    closing: a report made by Pipeline.finish() when the stream ends, not by the model: it carries only the
+    tracks and events it ends (text empty, no frames).
+    """
 
     query: Query
     clip_index: int
@@ -223,6 +238,9 @@ class QueryResult:
     tracks: list[Track] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    frame_stamps_ns: list[int] = field(default_factory=list)
+    confidence: float = math.nan
+    closing: bool = False
 
     @property
     def stamp_ns(self) -> int:

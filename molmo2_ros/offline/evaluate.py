@@ -5,18 +5,20 @@ Metrics (definitions in docs/ground_truth.md):
   `radius` (default 5% of the image diagonal) of a visible object of the query on the point's stamp;
   point_recall = visible (object, stamp) pairs of the clip frames with a predicted point within radius.
 - count: count_mae = mean |count - distinct query objects visible in the clip's frames|.
-- tracks: CLEAR-MOT per stamp (latest reported trajectory point of each track wins), mota, id_switches,
-  id_switches_per_track_per_min; track_point_hit_rate = trajectory points within `radius` of a visible object of
-  the query on their stamp / trajectory points (the pointing accuracy of tracks, whatever their ids).
+- tracks: CLEAR-MOT per stamp (latest reported trajectory point of each track wins): a correspondence of the
+  previous stamps is kept while within `radius`, the other objects and tracks are matched by a minimum-cost
+  one-to-one assignment (most matches, then least summed distance; scipy's Hungarian solver); mota,
+  id_switches, id_switches_per_track_per_min; track_point_hit_rate = trajectory points within `radius` of a
+  visible object of the query on their stamp / trajectory points (the pointing accuracy of tracks, whatever
+  their ids). test_offline_eval cross-checks mota and id_switches against py-motmetrics.
 - events: final spans (last report of each event id) matched one-to-one to ground-truth events that overlap in
   time; event_precision/recall/f1 and mean start/end errors in seconds.
-A result's clip frames are not stored, so they are rebuilt as the `num_frames` ground-truth frames nearest to an
-even spread over [clip_start, clip_end] (exact for the replay of a regular-rate bag).
+A result's clip frames are the stamps it records (`QueryResult.frame_stamps_ns`, the frames fed to the model);
+results written before those were recorded are refused with a clear error.
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 from collections import defaultdict
@@ -26,36 +28,43 @@ from typing import Any
 import numpy as np
 
 from ..core.serialization import result_from_dict
+from ..core.tracks import min_cost_matching
 from ..core.types import NS_PER_S, QueryResult, TaskKind
 from .scenario import GroundTruth
 
 
+class ResultsError(ValueError):
+    """results.jsonl cannot be scored; the message says why and what to do."""
+
+
 def load_results(path: str | Path) -> list[QueryResult]:
-    """QueryResults from a JSONL file (blank lines and a truncated last line are skipped)."""
+    """QueryResults from a JSONL file (blank lines and a truncated last line are skipped).
+
+    Raises ResultsError for a line without the stamps of the frames fed to the model (an older replay)."""
     results = []
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            results.append(result_from_dict(json.loads(line)))
+            data = json.loads(line)
         except json.JSONDecodeError:
             if i == len(lines) - 1:
                 break  # an interrupted run's partial last line
             raise
+        if isinstance(data, dict) and "frame_stamps_ns" not in data:
+            raise ResultsError(f"{path} line {i + 1} has no frame_stamps_ns: it was written by an older molmo2_ros "
+                               "that did not record which frames the model saw; replay the bag again to score it")
+        results.append(result_from_dict(data))
     return results
 
 
-def clip_stamps(truth: GroundTruth, r: QueryResult) -> list[int]:
-    """The ground-truth frames that most likely made up the result's clip."""
-    lo = bisect.bisect_left(truth.frames, r.clip_start_ns)
-    hi = bisect.bisect_right(truth.frames, r.clip_end_ns)
-    inside = truth.frames[lo:hi]
-    if not inside:
-        return []
-    targets = np.linspace(r.clip_start_ns, r.clip_end_ns, max(r.num_frames, 1))
-    arr = np.array(inside, dtype=np.int64)
-    return sorted({int(arr[np.abs(arr - t).argmin()]) for t in targets})
+def clip_stamps(r: QueryResult) -> list[int]:
+    """Stamps of the frames fed to the model for this result."""
+    if not r.frame_stamps_ns and not r.closing:
+        raise ResultsError(f"result {r.query.id}/clip {r.clip_index} has no frame stamps (an older replay): "
+                           "replay the bag again to score it")
+    return r.frame_stamps_ns
 
 
 def _dist(a: tuple[float, float], b: tuple[float, float]) -> float:
@@ -76,7 +85,7 @@ def eval_points(truth: GroundTruth, results: list[QueryResult], objects: list[st
         by_stamp = defaultdict(list)
         for p in r.points:
             by_stamp[p.stamp_ns].append((p.x, p.y))
-        for s in clip_stamps(truth, r):
+        for s in clip_stamps(r):
             for o in objects:
                 g = truth.visible(o, s)
                 if g is not None:
@@ -90,7 +99,7 @@ def eval_points(truth: GroundTruth, results: list[QueryResult], objects: list[st
 def eval_count(truth: GroundTruth, results: list[QueryResult], objects: list[str]) -> dict:
     errors = []
     for r in results:
-        gt = len({o for s in clip_stamps(truth, r) for o in objects if truth.visible(o, s) is not None})
+        gt = len({o for s in clip_stamps(r) for o in objects if truth.visible(o, s) is not None})
         errors.append(abs((r.count or 0) - gt))
     return {"count_mae": float(np.mean(errors)) if errors else None, "count_exact": _ratio(
         sum(e == 0 for e in errors), len(errors)), "count_answers": len(errors)}
@@ -100,7 +109,7 @@ def eval_tracks(truth: GroundTruth, results: list[QueryResult], objects: list[st
     hyp: dict[int, dict[str, tuple[float, float]]] = defaultdict(dict)
     stamps: set[int] = set()
     for r in results:
-        stamps.update(clip_stamps(truth, r))
+        stamps.update(clip_stamps(r))
         for track in r.tracks:
             for p in track.trajectory:
                 hyp[p.stamp_ns][track.id] = (p.x, p.y)
@@ -119,11 +128,11 @@ def eval_tracks(truth: GroundTruth, results: list[QueryResult], objects: list[st
             t = last.get(o)
             if t in hs and t not in pairs.values() and _dist(hs[t], g) <= radius:
                 pairs[o] = t
-        candidates = sorted((_dist(h, g), o, t) for o, g in gts.items() for t, h in hs.items()
-                            if o not in pairs and t not in pairs.values() and _dist(h, g) <= radius)
-        for _, o, t in candidates:
-            if o not in pairs and t not in pairs.values():
-                pairs[o] = t
+        free_o = [o for o in gts if o not in pairs]
+        free_t = [t for t in hs if t not in pairs.values()]
+        cost = np.array([[d if (d := _dist(hs[t], gts[o])) <= radius else np.inf for t in free_t] for o in free_o],
+                        dtype=float).reshape(len(free_o), len(free_t))
+        pairs.update((free_o[i], free_t[j]) for i, j in min_cost_matching(cost))
         for o, t in pairs.items():
             if o in last and last[o] != t:
                 idsw += 1
@@ -192,7 +201,7 @@ def evaluate(results: list[QueryResult], truth: GroundTruth, *, radius_frac: flo
             skipped.append(qid)
             continue
         objects, task = list(spec.get("objects", [])), rs[0].query.task
-        metrics: dict[str, Any] = {"task": task.value, "answers": len(rs)}
+        metrics: dict[str, Any] = {"task": task.value, "answers": sum(not r.closing for r in rs)}
         if task == TaskKind.POINT:
             metrics.update(eval_points(truth, rs, objects, radius))
         elif task == TaskKind.COUNT:

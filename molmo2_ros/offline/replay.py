@@ -2,8 +2,9 @@
 in order, one at a time as it falls due, so identical bags give identical outputs.
 
 Outputs (in the output folder): results.jsonl (one `result_to_dict` per line, flushed per window), an mcap bag
-`molmo2_bag` with the project's messages stamped with the source frame stamps, replay.gif (annotated clip-end
-frames) and summary.json. Interrupting (Ctrl-C) leaves valid partial outputs.
+`molmo2_bag` with the node's messages on the node's topics (`/molmo2/...`, see ResultBagWriter), replay.gif
+(annotated clip-end frames) and summary.json. At the end of the bag every open track and event ends (closing
+results, `QueryResult.closing`). Interrupting (Ctrl-C) leaves valid partial outputs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..core.image_decode import BadImage, decode_compressed, decode_raw
+from ..core.messages import MessageTypes, bag_topic, output_topics, result_messages
 from ..core.overlay import draw_overlay
 from ..core.engine_interface import Engine
 from ..core.runtime import Runtime
@@ -131,60 +133,40 @@ def project_typestore():
 
 
 class ResultBagWriter:
-    """Writes QueryResults as molmo2_ros messages to an mcap bag; log time and header stamps = source stamps."""
+    """Writes QueryResults to an mcap bag on the node's topics (`/molmo2/...`) through the node's mapping
+    (core/messages.py).
+
+    Header stamps are source stamps. The log time of every message of a result is the result's stamp (its clip's
+    newest frame), so the bag is ordered by log time: an Event's header keeps its evidence stamp, which may be
+    older than the clip that reported it (a replay writes its results in clip order, and clip ends never
+    decrease)."""
 
     def __init__(self, path: Path) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.store = project_typestore()
-        self.t = self.store.types
+        t = self.store.types
+        self.types = MessageTypes(
+            Time=t["builtin_interfaces/msg/Time"], Header=t["std_msgs/msg/Header"],
+            GroundedPoint=t["molmo2_ros/msg/GroundedPoint"], PointArray=t["molmo2_ros/msg/PointArray"],
+            Track=t["molmo2_ros/msg/Track"], TrackArray=t["molmo2_ros/msg/TrackArray"],
+            Event=t["molmo2_ros/msg/Event"], Answer=t["molmo2_ros/msg/Answer"])
         self._writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
         self._conns: dict[str, Any] = {}
         self.messages = 0
 
-    def _time(self, ns: int):
-        return self.t["builtin_interfaces/msg/Time"](sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
-
-    def _header(self, ns: int, frame_id: str):
-        return self.t["std_msgs/msg/Header"](stamp=self._time(ns), frame_id=frame_id)
-
-    def _point(self, p):
-        return self.t["molmo2_ros/msg/GroundedPoint"](stamp=self._time(p.stamp_ns), x=float(p.x), y=float(p.y),
-                                                      label=p.label, object_id=p.object_id)
-
-    def _write(self, topic: str, msgtype: str, msg: Any, stamp_ns: int) -> None:
+    def _write(self, topic: str, msgtype: str, msg: Any, log_ns: int) -> None:
         if topic not in self._conns:
             self._conns[topic] = self._writer.add_connection(topic, msgtype, typestore=self.store)
-        self._writer.write(self._conns[topic], stamp_ns, self.store.serialize_cdr(msg, msgtype))
+        self._writer.write(self._conns[topic], log_ns, self.store.serialize_cdr(msg, msgtype))
         self.messages += 1
 
     def write(self, r: QueryResult) -> None:
-        t, q, s = self.t, r.query, r.stamp_ns
-        header = self._header(s, r.frame_id)
-        self._write(f"/molmo2/answers/{q.id}", "molmo2_ros/msg/Answer", t["molmo2_ros/msg/Answer"](
-            header=header, query_id=q.id, query=q.text, task=q.task.value, text=r.text,
-            clip_start=self._time(r.clip_start_ns), clip_end=self._time(r.clip_end_ns), num_frames=r.num_frames,
-            num_visual_tokens=r.num_visual_tokens, model_id=r.model_id, inference_time=float(r.inference_s)), s)
-        if q.task in (TaskKind.POINT, TaskKind.COUNT):
-            self._write(f"/molmo2/points/{q.id}", "molmo2_ros/msg/PointArray", t["molmo2_ros/msg/PointArray"](
-                header=header, query_id=q.id, query=q.text, image_width=r.width, image_height=r.height,
-                clip_start=self._time(r.clip_start_ns), clip_end=self._time(r.clip_end_ns),
-                points=[self._point(p) for p in r.points], count=-1 if r.count is None else int(r.count)), s)
-        if q.task == TaskKind.TRACK:
-            tracks = [t["molmo2_ros/msg/Track"](
-                id=k.id, label=k.label, status=int(k.status), first_seen=self._time(k.first_ns),
-                last_seen=self._time(k.last_ns), trajectory=[self._point(p) for p in k.trajectory]) for k in r.tracks]
-            self._write(f"/molmo2/tracks/{q.id}", "molmo2_ros/msg/TrackArray", t["molmo2_ros/msg/TrackArray"](
-                header=header, query_id=q.id, query=q.text, image_width=r.width, image_height=r.height,
-                tracks=tracks), s)
-        for e in r.events:
-            stamp = e.evidence[-1].stamp_ns if e.evidence else e.end_ns
-            self._write(f"/molmo2/events/{q.id}", "molmo2_ros/msg/Event", t["molmo2_ros/msg/Event"](
-                header=self._header(stamp, r.frame_id), id=e.id, query_id=e.query_id, query=e.query,
-                description=e.description, start=self._time(e.start_ns), end=self._time(e.end_ns),
-                state=int(e.state), evidence=[self._point(p) for p in e.evidence], track_ids=list(e.track_ids)),
-                stamp)
+        topics = output_topics(r.query)
+        for out in result_messages(self.types, r):
+            topic = bag_topic(topics.main if out.output == "main" else topics.answer)
+            self._write(topic, f"molmo2_ros/msg/{out.type_name}", out.msg, r.stamp_ns)
 
     def close(self) -> None:
         self._writer.close()
@@ -311,6 +293,9 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
                     if gif and len(gif_frames) < GIF_MAX_FRAMES:
                         gif_frames.append(_gif_frame(clip.frames[-1].frame.image, results))
                 bar.update(summary.frames, f"windows {summary.windows}")
+            for r in runtime.finish()[""]:  # the bag is over: end open tracks and events (their last report is final)
+                jsonl.write(json.dumps(result_to_dict(r)) + "\n")
+                writer.write(r)
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:

@@ -13,6 +13,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import ImageMarker
 
+from molmo2_ros.core import messages
 from molmo2_ros.core.image_decode import SUPPORTED_ENCODINGS, decode_compressed, decode_raw
 from molmo2_ros.core.types import (NS_PER_S, Event, Frame, GroundedPoint, Query, QueryResult, TaskKind, Track,
                                    TrackStatus)
@@ -25,6 +26,11 @@ from molmo2_ros.msg import Track as TrackMsg
 from molmo2_ros.msg import TrackArray as TrackArrayMsg
 
 
+# rclpy's classes for the shared result -> message mapping (core/messages.py).
+TYPES = messages.MessageTypes(Time=Time, Header=Header, GroundedPoint=GroundedPointMsg, PointArray=PointArrayMsg,
+                              Track=TrackMsg, TrackArray=TrackArrayMsg, Event=EventMsg, Answer=AnswerMsg)
+
+
 # ---- time ---------------------------------------------------------------------------------------------------
 def time_to_ns(stamp: Time) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
@@ -32,19 +38,14 @@ def time_to_ns(stamp: Time) -> int:
 
 def ns_to_time(ns: int) -> Time:
     """builtin_interfaces/Time of a non-negative stamp in ns."""
-    sec, nanosec = divmod(int(ns), NS_PER_S)
-    return Time(sec=sec, nanosec=nanosec)
+    return messages.stamp(TYPES, ns)
 
 
 def header(stamp_ns: int, frame_id: str) -> Header:
-    return Header(stamp=ns_to_time(stamp_ns), frame_id=frame_id)
+    return messages.header(TYPES, stamp_ns, frame_id)
 
 
 # ---- input --------------------------------------------------------------------------------------------------
-def image_stamp_ns(msg: Image | CompressedImage) -> int:
-    return time_to_ns(msg.header.stamp)
-
-
 def frame_from_image(msg: Image, stamp_ns: int) -> Frame:
     """Decode a sensor_msgs/Image (any supported encoding, padded rows). Raises BadImage."""
     rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data)
@@ -54,11 +55,6 @@ def frame_from_image(msg: Image, stamp_ns: int) -> Frame:
 def frame_from_compressed(msg: CompressedImage, stamp_ns: int) -> Frame:
     """Decode a sensor_msgs/CompressedImage. Raises BadImage."""
     return Frame(stamp_ns=stamp_ns, image=decode_compressed(msg.format, msg.data), frame_id=msg.header.frame_id)
-
-
-def placeholder_frame(msg: Image | CompressedImage, stamp_ns: int) -> Frame:
-    """A frame without pixels for stamps the buffer will not keep (decimated, duplicate, out of order)."""
-    return Frame(stamp_ns=stamp_ns, image=np.empty((0, 0, 3), np.uint8), frame_id=msg.header.frame_id)
 
 
 def _min_row_bytes(encoding: str, width: int) -> int:
@@ -104,43 +100,35 @@ def query_to_msg(query: Query) -> StandingQueryMsg:
     return StandingQueryMsg(id=query.id, task=query.task.value, text=query.text, topic=query.topic)
 
 
-# ---- results ------------------------------------------------------------------------------------------------
+# ---- results (the mapping itself lives in core/messages.py, shared with the offline bag) ---------------------
 def point_msg(p: GroundedPoint) -> GroundedPointMsg:
-    return GroundedPointMsg(stamp=ns_to_time(p.stamp_ns), x=float(p.x), y=float(p.y), label=p.label,
-                            object_id=p.object_id)
+    return messages.point_msg(TYPES, p)
 
 
 def point_array_msg(r: QueryResult) -> PointArrayMsg:
-    count = PointArrayMsg.COUNT_NOT_REQUESTED if r.count is None else int(r.count)
-    return PointArrayMsg(
-        header=header(r.stamp_ns, r.frame_id), query_id=r.query.id, query=r.query.text,
-        image_width=r.width, image_height=r.height, clip_start=ns_to_time(r.clip_start_ns),
-        clip_end=ns_to_time(r.clip_end_ns), points=[point_msg(p) for p in r.points], count=count)
+    return messages.point_array_msg(TYPES, r)
 
 
 def track_msg(t: Track) -> TrackMsg:
-    return TrackMsg(id=t.id, label=t.label, status=int(t.status), first_seen=ns_to_time(t.first_ns),
-                    last_seen=ns_to_time(t.last_ns), trajectory=[point_msg(p) for p in t.trajectory])
+    return messages.track_msg(TYPES, t)
 
 
 def track_array_msg(r: QueryResult) -> TrackArrayMsg:
-    return TrackArrayMsg(header=header(r.stamp_ns, r.frame_id), query_id=r.query.id, query=r.query.text,
-                         image_width=r.width, image_height=r.height, tracks=[track_msg(t) for t in r.tracks])
+    return messages.track_array_msg(TYPES, r)
 
 
 def event_msg(e: Event, frame_id: str) -> EventMsg:
     """Header stamp = source stamp of the latest evidence (the event's end)."""
-    return EventMsg(header=header(e.end_ns, frame_id), id=e.id, query_id=e.query_id, query=e.query,
-                    description=e.description, start=ns_to_time(e.start_ns), end=ns_to_time(e.end_ns),
-                    state=int(e.state), evidence=[point_msg(p) for p in e.evidence], track_ids=list(e.track_ids))
+    return messages.event_msg(TYPES, e, frame_id)
 
 
 def answer_msg(r: QueryResult) -> AnswerMsg:
-    return AnswerMsg(
-        header=header(r.stamp_ns, r.frame_id), query_id=r.query.id, query=r.query.text, task=r.query.task.value,
-        text=r.text, clip_start=ns_to_time(r.clip_start_ns), clip_end=ns_to_time(r.clip_end_ns),
-        num_frames=r.num_frames, num_visual_tokens=r.num_visual_tokens, model_id=r.model_id,
-        inference_time=float(r.inference_s))
+    return messages.answer_msg(TYPES, r)
+
+
+def result_messages(r: QueryResult) -> list[messages.OutMessage]:
+    """Every message a streamed result publishes (see core/messages.result_messages)."""
+    return messages.result_messages(TYPES, r)
 
 
 def _color(key: str) -> ColorRGBA:

@@ -333,6 +333,16 @@ class Molmo2Node(LifecycleNode):
         if not runtime.stop(STOP_TIMEOUT_S):
             self.get_logger().warning(f"the engine call did not stop within {STOP_TIMEOUT_S} s (its engine cannot "
                                       "stop between tokens); it is abandoned and its results are dropped")
+        # open tracks and events end here: their last report is final (the publishers are still enabled). After
+        # SIGINT/SIGTERM the context is already shut down and nothing can be published any more.
+        closing = runtime.finish()
+        if self.context.ok():
+            try:
+                for camera, results in closing.items():
+                    if camera in self._outputs:
+                        self._outputs[camera].publish(results)
+            except Exception as error:  # noqa: BLE001 - the context went down meanwhile; shutting down anyway
+                self.get_logger().warning(f"final track/event reports not published: {error}")
         for stream in runtime.streams.values():
             stream.reset_buffer("deactivate")
         runtime.engine.clear_cache()

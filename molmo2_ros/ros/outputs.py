@@ -1,9 +1,9 @@
 """The output publishers of one camera: per standing query its main topic (+ its Answer), the overlay image and the
 image markers. All are lifecycle publishers: nothing goes out while the node is inactive.
 
-Topics: the unnamed camera publishes under `~/`, a camera named N under `~/N/` (`~/N/points/<id>`, ...); a query
-with an explicit `topic` publishes there (several cameras sharing such a query share the topic; every message
-carries its camera's frame_id).
+Topics and messages come from the one mapping the offline bag shares (`core/messages.py`): the unnamed camera
+publishes under `~/`, a camera named N under `~/N/` (`~/N/points/<id>`, ...); a query with an explicit `topic`
+publishes there (several cameras sharing such a query share the topic; every message carries its camera's frame_id).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import ImageMarker
 
+from molmo2_ros.core.messages import camera_prefix, output_topics
 from molmo2_ros.core.overlay import draw_overlay
-from molmo2_ros.core.types import Clip, Query, QueryResult, TaskKind
+from molmo2_ros.core.types import Clip, Query, QueryResult
 from molmo2_ros.msg import Answer, Event, PointArray, TrackArray
 
 from . import convert
@@ -24,19 +25,7 @@ from . import convert
 OUTPUT_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 # A debug image: the newest one is all a viewer wants, and it must never hold back the node.
 OVERLAY_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
-_TOPIC_KIND = {TaskKind.POINT: "points", TaskKind.COUNT: "counts", TaskKind.TRACK: "tracks",
-               TaskKind.EVENT: "events", TaskKind.CAPTION: "answers", TaskKind.QUESTION: "answers"}
-_MSG_TYPE = {TaskKind.POINT: PointArray, TaskKind.COUNT: PointArray, TaskKind.TRACK: TrackArray,
-             TaskKind.EVENT: Event, TaskKind.CAPTION: Answer, TaskKind.QUESTION: Answer}
-
-
-def camera_prefix(camera: str) -> str:
-    return f"~/{camera}/" if camera else "~/"
-
-
-def query_topic(camera: str, query: Query) -> str:
-    """Where a standing query's main output goes."""
-    return query.topic or f"{camera_prefix(camera)}{_TOPIC_KIND[query.task]}/{query.id}"
+_MSG_TYPE = {"PointArray": PointArray, "TrackArray": TrackArray, "Event": Event, "Answer": Answer}
 
 
 @dataclass
@@ -60,12 +49,10 @@ class CameraOutputs:
 
     def add(self, query: Query, active: bool) -> None:
         """Create the query's publishers (raises on an invalid topic name); enabled at once when `active`."""
-        main = self.node.create_lifecycle_publisher(_MSG_TYPE[query.task], query_topic(self.camera, query),
-                                                    OUTPUT_QOS)
-        answer = None
-        if _MSG_TYPE[query.task] is not Answer:
-            answer = self.node.create_lifecycle_publisher(
-                Answer, f"{camera_prefix(self.camera)}answers/{query.id}", OUTPUT_QOS)
+        topics = output_topics(query, self.camera)
+        main = self.node.create_lifecycle_publisher(_MSG_TYPE[topics.main_type], topics.main, OUTPUT_QOS)
+        answer = None if topics.answer is None else self.node.create_lifecycle_publisher(Answer, topics.answer,
+                                                                                          OUTPUT_QOS)
         publishers = _QueryPublishers(main, answer)
         if active:
             for pub in (main, answer):
@@ -107,18 +94,8 @@ class CameraOutputs:
                 publishers = self._queries.get(r.query.id)
             if publishers is None:  # removed while its inference ran
                 continue
-            task = r.query.task
-            if task in (TaskKind.POINT, TaskKind.COUNT):
-                publishers.main.publish(convert.point_array_msg(r))
-            elif task == TaskKind.TRACK:
-                publishers.main.publish(convert.track_array_msg(r))
-            elif task == TaskKind.EVENT:
-                for event in r.events:
-                    publishers.main.publish(convert.event_msg(event, r.frame_id))
-            else:
-                publishers.main.publish(convert.answer_msg(r))
-            if publishers.answer is not None:
-                publishers.answer.publish(convert.answer_msg(r))
+            for out in convert.result_messages(r):
+                (publishers.main if out.output == "main" else publishers.answer).publish(out.msg)
 
     def publish_visuals(self, clip: Clip, results: list[QueryResult], max_trail: int, lifetime_s: float) -> None:
         """Overlay image and image markers, only while someone subscribes (drawing a 1080p overlay costs ms)."""

@@ -124,9 +124,9 @@ SPECS: dict[str, Spec] = {
 # empty = the shared list).
 CAMERA_PARAMS = ("qos", "input_compressed", "input_depth", "queries")
 ACTIVATE_TIME = frozenset({"qos", "input_compressed", "input_depth", "intake_deserialize_all"})
-RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "overlay.marker_lifetime_s", "track.gate_frac", "track.lost_timeout_s",
-                     "event.max_gap_s", "max_points", "max_new_tokens", "schedule", "max_pending_mb",
-                     "batch_cameras", "queries"})
+RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "overlay.marker_lifetime_s", "track.gate_frac",
+                     "track.lost_timeout_s", "event.max_gap_s", "max_points", "max_new_tokens", "schedule",
+                     "max_pending_mb", "batch_cameras", "queries"})
 READ_ONLY = frozenset(name for name, spec in SPECS.items() if spec.read_only)
 CONFIGURE_TIME = frozenset(SPECS) - ACTIVATE_TIME - RUNTIME - READ_ONLY
 

@@ -46,6 +46,7 @@ def point_array() -> PointArray:
         clip_end=_t(1_700_000_003, 250_000_000),
         points=[grounded_point(1), grounded_point(2), grounded_point(3)],
         count=3,
+        confidence=-0.125,
     )
 
 
@@ -69,6 +70,7 @@ def track_array() -> TrackArray:
         image_width=640,
         image_height=480,
         tracks=[track(7, Track.STATUS_NEW), track(8, Track.STATUS_ENDED)],
+        confidence=-2.5,
     )
 
 
@@ -83,7 +85,6 @@ def event() -> Event:
         end=_t(1_700_000_003, 0),
         state=Event.STATE_ONGOING,
         evidence=[grounded_point(5), grounded_point(6)],
-        track_ids=["q_ball/t1", "q_ball/t2"],
     )
 
 
@@ -96,10 +97,12 @@ def answer() -> Answer:
         text='A cup. <points coords="0.5 1 100 200">cup</points>',
         clip_start=_t(1_700_000_000, 0),
         clip_end=_t(1_700_000_005, 0),
-        num_frames=16,
+        frame_stamps=[_t(1_700_000_000, 0), _t(1_700_000_002, 500_000_000), _t(1_700_000_005, 0)],
+        num_frames=3,
         num_visual_tokens=1296,
         model_id="allenai/Molmo2-8B",
         inference_time=0.75,
+        confidence=-0.0625,
     )
 
 

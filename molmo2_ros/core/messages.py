@@ -1,0 +1,165 @@
+"""QueryResults -> molmo2_ros messages and their topics: the ONE mapping the node and the offline bag share.
+
+Messages are built through a `MessageTypes` namespace passed in: rclpy's generated classes in the node
+(`ros/convert.py`), rosbags typestore classes for the replay bag (`offline/replay.py`). Both take the same keyword
+fields, so this module imports neither rclpy nor rosbags; every field is always given (rosbags classes have no
+defaults).
+
+Stamps: every header carries a source-frame stamp (never now()): the newest frame of the clip for PointArray,
+TrackArray and Answer, the event's end (its latest evidence) for Event. Topics: `output_topics` names a query's
+outputs relative to the node (`~/points/<id>`, ...); `bag_topic` gives the absolute name they have for a node
+named `molmo2` in the root namespace (`/molmo2/points/<id>`), which the offline bag uses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from .types import NS_PER_S, Event, GroundedPoint, QueryResult, TaskKind, Track
+
+DEFAULT_NODE_NAME = "molmo2"
+
+_TOPIC_KIND = {TaskKind.POINT: "points", TaskKind.COUNT: "counts", TaskKind.TRACK: "tracks",
+               TaskKind.EVENT: "events", TaskKind.CAPTION: "answers", TaskKind.QUESTION: "answers"}
+MAIN_TYPE = {TaskKind.POINT: "PointArray", TaskKind.COUNT: "PointArray", TaskKind.TRACK: "TrackArray",
+             TaskKind.EVENT: "Event", TaskKind.CAPTION: "Answer", TaskKind.QUESTION: "Answer"}
+
+
+@dataclass(frozen=True)
+class MessageTypes:
+    """The message classes to build with (any classes taking the .msg fields as keywords)."""
+
+    Time: Any
+    Header: Any
+    GroundedPoint: Any
+    PointArray: Any
+    Track: Any
+    TrackArray: Any
+    Event: Any
+    Answer: Any
+
+
+@dataclass(frozen=True)
+class OutputTopics:
+    """A query's outputs as ROS names relative to the node.
+
+    main: the query's own `topic`, else `~/points/<id>`, `~/counts/<id>`, `~/tracks/<id>`, `~/events/<id>` or
+    `~/answers/<id>` (caption, question); main_type: its message type name ("PointArray", ...); answer:
+    `~/answers/<id>` where the main output is not an Answer, else None. For a camera named N of a multi-camera
+    node every `~/` is `~/N/`."""
+
+    main: str
+    main_type: str
+    answer: str | None
+
+
+class OutMessage(NamedTuple):
+    """One message of a result: which output it goes to ("main" or "answer"), its type name, the message."""
+
+    output: str
+    type_name: str
+    msg: Any
+
+
+def camera_prefix(camera: str) -> str:
+    """Where a camera's outputs live relative to the node: `~/` for the unnamed camera, `~/<camera>/` else."""
+    return f"~/{camera}/" if camera else "~/"
+
+
+def output_topics(query, camera: str = "") -> OutputTopics:
+    prefix = camera_prefix(camera)
+    main_type = MAIN_TYPE[query.task]
+    answer = None if main_type == "Answer" else f"{prefix}answers/{query.id}"
+    return OutputTopics(query.topic or f"{prefix}{_TOPIC_KIND[query.task]}/{query.id}", main_type, answer)
+
+
+def bag_topic(name: str, node_name: str = DEFAULT_NODE_NAME) -> str:
+    """The absolute topic a node `/<node_name>` in the root namespace resolves `name` to (ROS name rules for
+    `~/x`, `x` and `/x`)."""
+    if name.startswith("~/"):
+        return f"/{node_name}/{name[2:]}"
+    return name if name.startswith("/") else f"/{name}"
+
+
+# ---- fields -------------------------------------------------------------------------------------------------
+def stamp(types: MessageTypes, ns: int):
+    """builtin_interfaces/Time of a non-negative stamp in ns."""
+    sec, nanosec = divmod(int(ns), NS_PER_S)
+    return types.Time(sec=sec, nanosec=nanosec)
+
+
+def header(types: MessageTypes, ns: int, frame_id: str):
+    return types.Header(stamp=stamp(types, ns), frame_id=frame_id)
+
+
+def _confidence(value: float) -> float:
+    return float(value) if math.isfinite(value) else math.nan
+
+
+# ---- messages -----------------------------------------------------------------------------------------------
+def point_msg(types: MessageTypes, p: GroundedPoint):
+    return types.GroundedPoint(stamp=stamp(types, p.stamp_ns), x=float(p.x), y=float(p.y), label=p.label,
+                               object_id=p.object_id)
+
+
+def point_array_msg(types: MessageTypes, r: QueryResult):
+    count = types.PointArray.COUNT_NOT_REQUESTED if r.count is None else int(r.count)
+    return types.PointArray(
+        header=header(types, r.stamp_ns, r.frame_id), query_id=r.query.id, query=r.query.text,
+        image_width=r.width, image_height=r.height, clip_start=stamp(types, r.clip_start_ns),
+        clip_end=stamp(types, r.clip_end_ns), points=[point_msg(types, p) for p in r.points], count=count,
+        confidence=_confidence(r.confidence))
+
+
+def track_msg(types: MessageTypes, t: Track):
+    return types.Track(id=t.id, label=t.label, status=int(t.status), first_seen=stamp(types, t.first_ns),
+                       last_seen=stamp(types, t.last_ns), trajectory=[point_msg(types, p) for p in t.trajectory])
+
+
+def track_array_msg(types: MessageTypes, r: QueryResult):
+    return types.TrackArray(
+        header=header(types, r.stamp_ns, r.frame_id), query_id=r.query.id, query=r.query.text,
+        image_width=r.width, image_height=r.height, tracks=[track_msg(types, t) for t in r.tracks],
+        confidence=_confidence(r.confidence))
+
+
+def event_msg(types: MessageTypes, e: Event, frame_id: str):
+    """Header stamp = source stamp of the latest evidence (the event's end)."""
+    return types.Event(header=header(types, e.end_ns, frame_id), id=e.id, query_id=e.query_id, query=e.query,
+                       description=e.description, start=stamp(types, e.start_ns), end=stamp(types, e.end_ns),
+                       state=int(e.state), evidence=[point_msg(types, p) for p in e.evidence])
+
+
+def answer_msg(types: MessageTypes, r: QueryResult):
+    return types.Answer(
+        header=header(types, r.stamp_ns, r.frame_id), query_id=r.query.id, query=r.query.text,
+        task=r.query.task.value, text=r.text, clip_start=stamp(types, r.clip_start_ns),
+        clip_end=stamp(types, r.clip_end_ns), frame_stamps=[stamp(types, s) for s in r.frame_stamps_ns],
+        num_frames=r.num_frames, num_visual_tokens=r.num_visual_tokens, model_id=r.model_id,
+        inference_time=float(r.inference_s), confidence=_confidence(r.confidence))
+
+
+def result_messages(types: MessageTypes, r: QueryResult) -> list[OutMessage]:
+    """Every message one result publishes, in order: the main output (one Event per event of an event query),
+    then the Answer where it has its own topic. A closing result (Pipeline.finish) has no model answer: it
+    publishes only its ended tracks (TrackArray) or events."""
+    task = r.query.task
+    main_type = MAIN_TYPE[task]
+    out: list[OutMessage] = []
+    if task == TaskKind.EVENT:
+        out += [OutMessage("main", "Event", event_msg(types, e, r.frame_id)) for e in r.events]
+    elif r.closing:
+        if task == TaskKind.TRACK and r.tracks:
+            out.append(OutMessage("main", main_type, track_array_msg(types, r)))
+        return out
+    elif main_type == "PointArray":
+        out.append(OutMessage("main", main_type, point_array_msg(types, r)))
+    elif main_type == "TrackArray":
+        out.append(OutMessage("main", main_type, track_array_msg(types, r)))
+    else:
+        out.append(OutMessage("main", main_type, answer_msg(types, r)))
+    if main_type != "Answer" and not r.closing:
+        out.append(OutMessage("answer", "Answer", answer_msg(types, r)))
+    return out
