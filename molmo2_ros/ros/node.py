@@ -20,7 +20,6 @@ during inference.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
@@ -42,6 +41,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from visualization_msgs.msg import ImageMarker
 
 from molmo2_ros.action import Query as QueryAction
+from molmo2_ros.core.engine_factory import make_engine
 from molmo2_ros.core.image_decode import BadImage
 from molmo2_ros.core.overlay import draw_overlay
 from molmo2_ros.core.pipeline import Pipeline, validate_query
@@ -52,8 +52,8 @@ from molmo2_ros.srv import ManageQueries
 
 from . import convert
 from .executor import HandOffExecutor
-from .params import (ACTIVATE_TIME, CONFIGURE_TIME, SPECS, check_all, check_value, descriptor, engine_config,
-                     parse_queries, pipeline_config)
+from .params import (ACTIVATE_TIME, CONFIGURE_TIME, SPECS, check_all, check_value, descriptor, parse_queries,
+                     pipeline_config, selected_engine_config)
 
 try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -68,16 +68,6 @@ _TOPIC_KIND = {TaskKind.POINT: "points", TaskKind.COUNT: "counts", TaskKind.TRAC
                TaskKind.EVENT: "events", TaskKind.CAPTION: "answers", TaskKind.QUESTION: "answers"}
 _MSG_TYPE = {TaskKind.POINT: PointArray, TaskKind.COUNT: PointArray, TaskKind.TRACK: TrackArray,
              TaskKind.EVENT: Event, TaskKind.CAPTION: Answer, TaskKind.QUESTION: Answer}
-
-
-def load_engine(plugin: str, config):
-    """The engine: Molmo2Engine, or `module:Class` from engine_plugin (a testing/extension hook)."""
-    if not plugin:
-        from molmo2_ros.core.engine import Molmo2Engine
-
-        return Molmo2Engine(config)
-    module, _, cls = plugin.partition(":")
-    return getattr(importlib.import_module(module), cls)(config)
 
 
 def default_topic(query: Query) -> str:
@@ -199,13 +189,13 @@ class Molmo2Node(LifecycleNode):
             reason = check_all(values)
             if reason:
                 raise ValueError(reason)
-            if not values["model"] and not values["engine_plugin"]:
+            if not values["model"] and not values["engine_plugin"] and values["engine"] != "vllm":
                 raise ValueError("parameter 'model' is empty: set a Hub id (e.g. allenai/Molmo2-4B) or a folder")
             queries = parse_queries(values["queries"], values["max_query_chars"])
             config = pipeline_config(values)
             self._model_state = "loading"
             started = time.monotonic()
-            engine = load_engine(values["engine_plugin"], engine_config(values))
+            engine = make_engine(values["engine"], selected_engine_config(values), values["engine_plugin"])
             engine.load()
             self._warm_up(engine)
             pipeline = Pipeline(engine, queries, config)

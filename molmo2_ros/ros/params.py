@@ -25,9 +25,11 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from molmo2_ros.core.clip_buffer import MAX_SAMPLE_FPS, BufferConfig
 from molmo2_ros.core.engine import EngineConfig
+from molmo2_ros.core.engine_factory import ENGINE_KINDS
 from molmo2_ros.core.pipeline import GroundingConfig, PipelineConfig, validate_query
 from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.types import Query, TaskKind
+from molmo2_ros.core.vllm_engine import VllmConfig, check_server_url
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
@@ -45,8 +47,18 @@ class Spec:
 
 
 SPECS: dict[str, Spec] = {
+    "engine": Spec("transformers", "transformers (the model runs in this process) | vllm (a vLLM server, see "
+                                   "server_url; README 'Serving on vLLM')."),
     "model": Spec("", "Hugging Face Hub id (e.g. allenai/Molmo2-4B) or local model folder. Nothing is "
-                      "downloaded when HF_HUB_OFFLINE=1."),
+                      "downloaded when HF_HUB_OFFLINE=1. With engine vllm: the served model name (empty = the "
+                      "server's first model)."),
+    "server_url": Spec("", "engine vllm: the server's OpenAI-compatible URL, http(s)://host:port/v1."),
+    "api_key_env": Spec("", "engine vllm: name of the environment variable holding the server's API key "
+                            "(never logged)."),
+    "api_key_file": Spec("", "engine vllm: file holding the server's API key (alternative to api_key_env)."),
+    "request_timeout_s": Spec(60.0, "engine vllm: limit for one request (a timed-out window is counted and "
+                                    "skipped).", 0.1, 3600.0),
+    "max_inflight": Spec(8, "engine vllm: most requests in flight from this node (queries x cameras).", 1, 256),
     "revision": Spec("", "Pinned Hub revision (commit hash or tag); empty = default branch."),
     "device": Spec("auto", "auto | cpu | cuda | cuda:N."),
     "dtype": Spec("auto", "auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32."),
@@ -153,6 +165,10 @@ def check_value(name: str, value: object, values: dict[str, object]) -> str:
         return f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got '{value}'"
     if name == "qos" and value not in QOS_CHOICES:
         return f"qos must be one of {', '.join(QOS_CHOICES)}, got '{value}'"
+    if name == "engine" and value not in ENGINE_KINDS:
+        return f"engine must be one of {', '.join(ENGINE_KINDS)}, got '{value}'"
+    if name == "server_url" and values.get("engine") == "vllm":
+        return check_server_url(str(value))
     if name == "engine_plugin" and value and not _PLUGIN.match(str(value)):
         return f"engine_plugin must be 'module:Class', got '{value}'"
     if name == "queries":
@@ -178,6 +194,18 @@ def engine_config(v: dict) -> EngineConfig:
     return EngineConfig(model=v["model"], revision=v["revision"], device=v["device"], dtype=v["dtype"],
                         attn_implementation=v["attn_implementation"], max_new_tokens=v["max_new_tokens"],
                         max_query_chars=v["max_query_chars"])
+
+
+def vllm_config(v: dict) -> VllmConfig:
+    return VllmConfig(server_url=v["server_url"], model=v["model"], api_key_env=v["api_key_env"],
+                      api_key_file=v["api_key_file"], request_timeout_s=v["request_timeout_s"],
+                      max_inflight=v["max_inflight"], max_new_tokens=v["max_new_tokens"],
+                      max_query_chars=v["max_query_chars"])
+
+
+def selected_engine_config(v: dict) -> EngineConfig | VllmConfig:
+    """The configuration of the engine the `engine` parameter selects (for core.engine_factory.make_engine)."""
+    return vllm_config(v) if v["engine"] == "vllm" else engine_config(v)
 
 
 def pipeline_config(v: dict) -> PipelineConfig:
