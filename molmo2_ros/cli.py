@@ -95,6 +95,10 @@ def _pipeline_config(args):
 
     window, stride = SHIPPED_CLIP if _uses_shipped_model(args) else DEFAULT_CLIP
     buffer = BufferConfig(window_s=args.window or window, stride_s=args.stride or stride, sample_fps=args.sample_fps)
+    if getattr(args, "engine", "") == "vllm":  # the server pools every frame alike: no SlowFast
+        from .core.sampling import SlowFastConfig
+
+        return PipelineConfig(buffer=buffer, slowfast=SlowFastConfig(enabled=False), max_new_tokens=args.max_new_tokens)
     return PipelineConfig(buffer=buffer, max_new_tokens=args.max_new_tokens)
 
 

@@ -309,6 +309,12 @@ class VllmEngine(Engine):
         jobs: list[list[Future | str]] = []
         for r in requests:
             row: list[Future | str] = []
+            if len({f.pooling for f in r.clip.frames}) > 1:
+                # The server pools every frame alike (the checkpoint's video pooling); sending a SlowFast clip
+                # would silently change what the model sees.
+                jobs.append(["bad clip: mixed pooling (SlowFast) is not served by vLLM: set slowfast.enabled "
+                             "false"] * max(1, len(r.queries)))
+                continue
             try:
                 video = encode_frames(r.clip, self.config.frame_format, self.config.jpeg_quality)
                 media = {"video": video_kwargs(r.clip)}

@@ -74,7 +74,8 @@ SPECS: dict[str, Spec] = {
     "max_frames": Spec(128, "Most frames per clip.", 1, 128),
     "slowfast.enabled": Spec(True, "SlowFast pooling: key frames get slow_pooling, others fast_pooling. Off = "
                                    "Molmo2's released uniform pooling (mixed pooling was never seen in training: "
-                                   "compare both on your data with `molmo2-ros replay` + `eval`)."),
+                                   "compare both on your data with `molmo2-ros replay` + `eval`). Always off with engine "
+                                   "vllm (the server pools every frame alike)."),
     "slowfast.slow_pooling": Spec(2, "Pooling (NxN patches) of key frames.", 1, 9),
     "slowfast.fast_pooling": Spec(3, "Pooling (NxN patches) of other frames (3 = released).", 1, 9),
     "slowfast.key_every": Spec(4, "Every Nth sampled frame is a key frame.", 1, 128),
@@ -213,7 +214,9 @@ def pipeline_config(v: dict) -> PipelineConfig:
     return PipelineConfig(
         buffer=BufferConfig(window_s=v["window_s"], stride_s=v["stride_s"], sample_fps=v["sample_fps"],
                             max_frames=v["max_frames"]),
-        slowfast=SlowFastConfig(enabled=v["slowfast.enabled"], slow_pooling=(slow, slow), fast_pooling=(fast, fast),
+        # engine vllm: the server pools every frame as its checkpoint says (uniform), so SlowFast is off there.
+        slowfast=SlowFastConfig(enabled=v["slowfast.enabled"] and v["engine"] != "vllm", slow_pooling=(slow, slow),
+                                fast_pooling=(fast, fast),
                                 key_every=v["slowfast.key_every"]),
         grounding=GroundingConfig(max_points=v["max_points"], track_gate_frac=v["track.gate_frac"],
                                   lost_timeout_s=v["track.lost_timeout_s"], event_max_gap_s=v["event.max_gap_s"]),
