@@ -227,6 +227,7 @@ class VllmEngine(Engine):
         self._counts: Counter = Counter()
         self._latency_s: deque[float] = deque(maxlen=_LATENCY_WINDOW)
         self._inflight = 0
+        self._peak_inflight = 0
         self.last_error = ""
 
     # ---- Engine --------------------------------------------------------------------------------------------
@@ -365,11 +366,11 @@ class VllmEngine(Engine):
         with self._lock:
             latency = sorted(self._latency_s)
             c = Counter(self._counts)
-            inflight = self._inflight
+            inflight, peak = self._inflight, self._peak_inflight
         failures = {k[len("failed_"):]: v for k, v in c.items() if k.startswith("failed_")}
         return {
             "requests_ok": c["ok"], "requests_failed": sum(failures.values()), "failures": failures,
-            "inflight": inflight, "reconnects": self._link.reconnects,
+            "inflight": inflight, "peak_inflight": peak, "reconnects": self._link.reconnects,
             "latency_s_p50": latency[len(latency) // 2] if latency else 0.0,
             "latency_s_max": latency[-1] if latency else 0.0,
             "prompt_tokens": c["prompt_tokens"], "completion_tokens": c["completion_tokens"],
@@ -393,6 +394,7 @@ class VllmEngine(Engine):
                 raise _Failure("unavailable", f"server {self.url} unreachable, retrying later")
             with self._lock:
                 self._inflight += 1
+                self._peak_inflight = max(self._peak_inflight, self._inflight)
             t0 = time.perf_counter()
             try:
                 return self._post(body, t0)

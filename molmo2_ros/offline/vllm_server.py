@@ -23,6 +23,14 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 TINY_MODEL = REPO / "models" / "molmo2-tiny-synthetic"
 
 
+# For a tiny model on a CPU: no torch.compile (start-up and exactly the eager arithmetic), and the start-up memory
+# profile run with a small dummy video/image instead of the largest one (about 200 frames: minutes on one core).
+# The dummy sizes only shape that profile run; requests may still carry any number of frames. A GPU server keeps
+# vLLM's defaults (README "Serving on vLLM").
+CPU_QUICK_START = ("--enforce-eager", "--limit-mm-per-prompt",
+                   '{"image": {"count": 4, "width": 378, "height": 378}, "video": {"count": 1, "num_frames": 8}}')
+
+
 class ServerStartError(RuntimeError):
     """The server did not become healthy; the message holds the end of its log."""
 
@@ -52,7 +60,8 @@ class VllmServer:
 
     def __init__(self, model: str | Path = TINY_MODEL, host: str = "127.0.0.1", port: int = 0,
                  served_name: str = "", python: Path = VLLM_PYTHON, log: Path | None = None,
-                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None, dtype: str = "float32") -> None:
+                 extra: tuple[str, ...] = (), env: dict[str, str] | None = None, dtype: str = "float32",
+                 cpu_quick_start: bool = True) -> None:
         self.model = str(model)
         self.host = host
         self.port = port or free_port(host)
@@ -60,6 +69,8 @@ class VllmServer:
         self.python = python
         self.log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"vllm_server_{self.port}.log"
         self.extra = ("--dtype", dtype, *extra)
+        if cpu_quick_start:
+            self.extra += CPU_QUICK_START
         self.env = env
         self.proc: subprocess.Popen | None = None
 
@@ -68,7 +79,7 @@ class VllmServer:
         """The OpenAI-compatible base URL (server_url of the vllm engine)."""
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self, timeout_s: float = 300.0) -> str:
+    def start(self, timeout_s: float = 600.0) -> str:
         """Start and wait until /health answers; returns the URL. Raises ServerStartError (and stops what it
         started) when the server exits or is not healthy within timeout_s."""
         if not Path(self.python).exists():
@@ -174,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="0 = a free port")
     p.add_argument("--served-name", default="", help="model name clients use (default: the folder name)")
     p.add_argument("--log", default="", help="server log file (default: $TMPDIR/vllm_server_PORT.log)")
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for health")
     args = p.parse_args(argv)
     server = VllmServer(args.model, args.host, args.port, args.served_name, log=Path(args.log) if args.log else None)
     print(f"starting vLLM ({server.served_name}) on {server.host}:{server.port}, log: {server.log}", flush=True)
