@@ -79,12 +79,14 @@ def remote(server):
 
 
 def clips(frames, window_s: float, stride_s: float, sample_fps: float = 2.0, limit: int = 0):
+    """Full clips only (the buffer's first clips, before a whole window has passed, are shorter)."""
     buf = ClipBuffer(BufferConfig(window_s=window_s, stride_s=stride_s, sample_fps=sample_fps, max_frames=128),
                      UNIFORM)
+    full = int(round(window_s * sample_fps)) or 1
     out = []
     for f in frames:
         clip = buf.push(f)
-        if clip is not None:
+        if clip is not None and len(clip.frames) >= full:
             out.append(clip)
             if limit and len(out) >= limit:
                 break
@@ -108,13 +110,13 @@ def causal_visual_attention(engine: Molmo2Engine):
         del engine.builder.tokens
 
 
-def compare(local, remote, clip_list):
-    """(identical answers, total, per-answer details); grounded points compared through one Pipeline each."""
+def compare(local, answers):
+    """(identical answers, total, details) of the transformers engine vs the server's `answers` (Inferences);
+    grounded points compared through one Pipeline each."""
     same, total, details = 0, 0, []
-    lp, rp = Pipeline(local, []), Pipeline(remote, [])
-    for clip in clip_list:
-        a = local.infer(clip, QUERIES, MAX_NEW_TOKENS)
-        b = remote.infer(clip, QUERIES, MAX_NEW_TOKENS)
+    lp, rp = Pipeline(local, []), Pipeline(local, [])
+    for b in answers:
+        a = local.infer(b.clip, QUERIES, MAX_NEW_TOKENS)
         assert not a.error and not b.error, (a.error, b.error)
         for ga, gb in zip(a.generations, b.generations):
             ra = lp.ground(a, ga.query, ga.text, 0.0, stateful=False)
@@ -122,7 +124,7 @@ def compare(local, remote, clip_list):
             equal = ga.text == gb.text and ra.points == rb.points and ra.count == rb.count
             same += equal
             total += 1
-            details.append((clip.index, ga.query.id, ga.text, gb.text))
+            details.append((b.clip.index, ga.query.id, ga.text, gb.text))
     return same, total, details
 
 
@@ -137,27 +139,22 @@ def test_unreachable_server_fails_at_load_with_the_url_and_what_to_check():
         VllmEngine(VllmConfig(server_url="ftp://x/v1"))
 
 
-@pytest.mark.parametrize("window_s, stride_s, frames_per_clip", [(0.4, 0.5, 1), (3.9, 2.0, 8)])
+@pytest.mark.parametrize("window_s, stride_s, frames_per_clip, n_clips", [(0.4, 0.5, 1, 8), (3.9, 2.0, 8, 3)])
 def test_answers_and_points_equal_transformers_with_the_same_attention(local, remote, scenario, window_s, stride_s,
-                                                                      frames_per_clip):
+                                                                      frames_per_clip, n_clips):
+    """Asserted: equal to transformers with vLLM-CPU's causal visual attention. Printed: agreement with the
+    reference (transformers as shipped, visual tokens one bidirectional block)."""
     _, frames = scenario
-    clip_list = clips(frames, window_s, stride_s, limit=16 if frames_per_clip == 1 else 6)
-    assert all(len(c.frames) == frames_per_clip for c in clip_list)
+    clip_list = clips(frames, window_s, stride_s, limit=n_clips)
+    assert len(clip_list) == n_clips and all(len(c.frames) == frames_per_clip for c in clip_list)
+    answers = [remote.infer(c, QUERIES, MAX_NEW_TOKENS) for c in clip_list]
     with causal_visual_attention(local):
-        same, total, details = compare(local, remote, clip_list)
-    assert same == total, [d for d in details if d[2] != d[3]][:5]
+        same, total, details = compare(local, answers)
+    assert same == total == 3 * n_clips, [d for d in details if d[2] != d[3]][:5]
     assert any("<points" in d[2] or "<tracks" in d[2] for d in details), "the shipped model points and tracks"
-
-
-def test_agreement_with_the_reference_attention_is_measured(local, remote, scenario):
-    """Printed, not asserted: the reference's visual tokens attend bidirectionally (one block), vLLM-CPU's causally."""
-    _, frames = scenario
-    for window_s, stride_s, limit in ((0.4, 0.5, 16), (3.9, 2.0, 6)):
-        clip_list = clips(frames, window_s, stride_s, limit=limit)
-        same, total, _ = compare(local, remote, clip_list)
-        print(f"\nagreement with the reference, {len(clip_list[0].frames)}-frame clips: {same}/{total} "
-              f"= {same / total:.2f}")
-        assert total == 3 * limit
+    same, total, _ = compare(local, answers)
+    print(f"\nagreement with the reference attention, {frames_per_clip}-frame clips: {same}/{total} "
+          f"= {same / total:.2f}")
 
 
 def test_forty_frame_clip_is_served_whole(remote, local, scenario):
@@ -277,8 +274,16 @@ def start_node(env, folder: Path, server_url: str, name: str = "molmo2"):
                       + "".join(f"      {line}\n" for line in NODE_QUERIES.strip().splitlines()))
     return NodeProcess(["--ros-args", "-r", f"__node:={name}", "-r", f"image:={TOPIC}", "--params-file", str(params),
                         "-p", "engine:=vllm", "-p", f"server_url:={server_url}", "-p", "request_timeout_s:=20.0",
-                        "-p", "window_s:=0.4", "-p", "stride_s:=0.5", "-p", "max_new_tokens:=32"],
+                        "-p", "window_s:=1.0", "-p", "stride_s:=1.0", "-p", "max_new_tokens:=32"],
                        env, folder / f"{name}.log")
+
+
+def diagnostics(client, node: str) -> dict | None:
+    """The node's newest diagnostics, or None while it publishes none (still starting)."""
+    try:
+        return client.diagnostics(node, timeout=3.0)
+    except AssertionError:
+        return None
 
 
 def ns(t) -> int:
@@ -292,8 +297,8 @@ def test_node_configure_against_unreachable_server_stays_unconfigured(ros, tmp_p
     url = f"http://127.0.0.1:{free_port()}/v1"
     node = start_node(env, tmp_path, url, name="molmo2_unreachable")
     try:
-        d = wait_until(lambda: (lambda d: d if d["model_state"] == "failed" else None)(
-            client.diagnostics("/molmo2_unreachable", timeout=10.0)), 60.0, what="configure failure")
+        d = wait_until(lambda: (lambda d: d if d and d["model_state"] == "failed" else None)(
+            diagnostics(client, "/molmo2_unreachable")), 120.0, what="configure failure")
         assert url in d["_message"] and "make serve-vllm" in d["_message"]
         assert client.state("/molmo2_unreachable") == "unconfigured" and node.proc.poll() is None
     finally:
@@ -310,16 +315,19 @@ def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, 
     node = start_node(env, tmp_path, server.url)
     restarted = None
     try:
-        wait_until(lambda: client.state(NODE) == "active", 120.0, what="node active")
+        try:
+            wait_until(lambda: client.state(NODE) == "active", 180.0, what="node active")
+        except AssertionError:
+            raise AssertionError(f"node not active:\n{node.output()[-3000:]}") from None
         client.subscribe(PointArray, f"{NODE}/points/ball")
         client.subscribe(TrackArray, f"{NODE}/tracks/people")
         client.wait_matched(f"{NODE}/points/ball")
-        spec = {"topic": TOPIC, "qos": "reliable", "rate": 4, "dt": 0.5, "width": 96, "height": 72,
+        spec = {"topic": TOPIC, "qos": "reliable", "rate": 2, "dt": 0.5, "width": 96, "height": 72,
                 "frame_id": "cam", "count": 12, "t0": 1000.0}
         frames = run_camera(spec, env)
         stamps = {f["stamp"] for f in frames}
-        wait_until(lambda: len(client.got(f"{NODE}/points/ball")) >= 6, 60.0, what="points")
-        wait_until(lambda: len(client.got(f"{NODE}/tracks/people")) >= 6, 60.0, what="tracks")
+        wait_until(lambda: len(client.got(f"{NODE}/points/ball")) >= 3, 60.0, what="points")
+        wait_until(lambda: len(client.got(f"{NODE}/tracks/people")) >= 3, 60.0, what="tracks")
         for msg in client.got(f"{NODE}/points/ball"):
             assert ns(msg.header.stamp) in stamps and msg.header.frame_id == "cam"
             assert all(ns(p.stamp) in stamps and 0 <= p.x <= 96 and 0 <= p.y <= 72 for p in msg.points)
@@ -329,8 +337,8 @@ def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, 
 
         server.kill()  # the whole process group, at once
         camera = start_camera({**spec, "count": 16, "t0": 1020.0}, env)
-        d = wait_until(lambda: (lambda d: d if int(d.get("pipeline_inference_errors", 0)) >= 3 else None)(
-            client.diagnostics(NODE)), 60.0, what="counted failures")
+        d = wait_until(lambda: (lambda d: d if d and int(d.get("pipeline_inference_errors", 0)) >= 3 else None)(
+            diagnostics(client, NODE)), 60.0, what="counted failures")
         camera.wait(60)
         assert node.proc.poll() is None and d["state"] == "active"
         assert "vLLM server" in d["last_error"]
@@ -340,7 +348,7 @@ def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, 
         client.clear()
         frames = run_camera({**spec, "count": 12, "t0": 1040.0}, env)
         stamps = {f["stamp"] for f in frames}
-        wait_until(lambda: len(client.got(f"{NODE}/points/ball")) >= 4, 90.0, what="points after the restart")
+        wait_until(lambda: len(client.got(f"{NODE}/points/ball")) >= 2, 90.0, what="points after the restart")
         assert all(ns(m.header.stamp) in stamps for m in client.got(f"{NODE}/points/ball"))
         after = client.diagnostics(NODE)
         assert int(after["windows_processed"]) > processed and node.proc.poll() is None

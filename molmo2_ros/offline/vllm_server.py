@@ -23,12 +23,12 @@ VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 TINY_MODEL = REPO / "models" / "molmo2-tiny-synthetic"
 
 
-# For a tiny model on a CPU: no torch.compile (start-up and exactly the eager arithmetic), and the start-up memory
-# profile run with a small dummy video/image instead of the largest one (about 200 frames: minutes on one core).
-# The dummy sizes only shape that profile run; requests may still carry any number of frames. A GPU server keeps
-# vLLM's defaults (README "Serving on vLLM").
+# For a tiny model on a CPU: no torch.compile (start-up time, and the eager arithmetic), and the start-up profile
+# run with a 128-frame dummy video (the node's max_frames) instead of the longest the context allows (about 200
+# frames: minutes on one core). That dummy also sizes the encoder cache: a request's video may not hold more
+# visual tokens than it (vLLM answers HTTP 400). A GPU server keeps vLLM's defaults (README "Serving on vLLM").
 CPU_QUICK_START = ("--enforce-eager", "--limit-mm-per-prompt",
-                   '{"image": {"count": 4, "width": 378, "height": 378}, "video": {"count": 1, "num_frames": 8}}')
+                   '{"image": 4, "video": {"count": 1, "num_frames": 128}}')
 
 
 class ServerStartError(RuntimeError):
