@@ -141,7 +141,9 @@ def encode_frames(clip: Clip, frame_format: str = "png", jpeg_quality: int = 95)
 def video_kwargs(clip: Clip) -> dict:
     """`media_io_kwargs.video` for the clip: exact frame times, no re-sampling, every frame."""
     indices = frame_time_indices(clip.relative_times())
-    return {"fps": TIME_FPS, "frames_indices": indices, "total_num_frames": indices[-1] + 1,
+    # Frames closer than 0.1 s share an index (and a printed time, as on the local engine); the server wants at
+    # least as many source frames as it receives.
+    return {"fps": TIME_FPS, "frames_indices": indices, "total_num_frames": max(indices[-1] + 1, len(indices)),
             "num_frames": -1, "do_sample_frames": False}
 
 
