@@ -482,7 +482,7 @@ class VllmEngine(Engine):
                 errors.append(f"{failure.kind}: {failure}")
                 continue
             generations.append(Generation(query, text, tokens, time.perf_counter() - started))
-        if stopped or any(e == "stopped" or e.startswith("stopped") for e in errors):
+        if stopped or any(e.startswith("stopped") for e in errors):
             return Inference(clip=request.clip, generations=[], error="stopped", stopped=True)
         if errors:
             return Inference(clip=request.clip, generations=[],
