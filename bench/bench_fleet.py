@@ -129,11 +129,11 @@ def run_client(engine_kind: str, server_url: str, bag: str, seconds: float, star
 
 
 # ---- the benchmark --------------------------------------------------------------------------------------------------
-def run_fleet(engine_kind: str, n: int, server_url: str, bag: Path, seconds: float) -> dict:
-    """N client processes at once; aggregated measurements."""
+def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], seconds: float) -> dict:
+    """N client processes at once, camera i replaying bags[i]; aggregated measurements."""
     start_at = time.monotonic() + 45.0 + 10.0 * n  # time for every client to import torch and load its engine
     procs = [subprocess.Popen([sys.executable, "-m", "bench.bench_fleet", "--client", engine_kind, "--server-url",
-                               server_url, "--bag", str(bag), "--seconds", str(seconds), "--start-at", str(start_at),
+                               server_url, "--bag", str(bags[i]), "--seconds", str(seconds), "--start-at", str(start_at),
                                "--camera", str(i)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
              for i in range(n)]
@@ -267,10 +267,11 @@ def main(argv: list[str] | None = None) -> int:
     from molmo2_ros.offline.vllm_server import VllmServer
 
     folder = Path(tempfile.mkdtemp(prefix="bench_fleet_"))
-    bag = generate_scenario(folder / "scenario", seconds=max(args.seconds, 20.0) + 5.0, fps=10.0, width=320,
-                            height=240)
-    frames = list(read_frames(bag)[2])
     counts = [int(n) for n in args.clients.split(",")]
+    # One scenario per camera (its own seed): identical frames would be served from the server's caches.
+    bags = [generate_scenario(folder / f"scenario{i}", seconds=max(args.seconds, 20.0) + 5.0, fps=10.0, width=320,
+                              height=240, seed=i) for i in range(max(counts))]
+    frames = list(read_frames(bags[0])[2])
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU", "model": "molmo2-tiny-synthetic",
               "clip": {"window_s": WINDOW_S, "stride_s": STRIDE_S, "sample_fps": SAMPLE_FPS, "queries": 2,
                        "max_new_tokens": MAX_NEW_TOKENS}, "seconds": args.seconds, "runs": []}
@@ -286,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(report)
         for n in counts:
             for kind in args.engines.split(","):
-                row = run_fleet(kind, n, server.url, bag, args.seconds)
+                row = run_fleet(kind, n, server.url, bags, args.seconds)
                 report["runs"].append(row)
                 print(json.dumps(row), flush=True)
                 _write(report)  # a later failure keeps what was measured
