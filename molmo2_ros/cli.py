@@ -28,6 +28,14 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="", help="Hub id or folder (default: models/molmo2-tiny-synthetic, a tiny "
                                                "model trained on single-frame pointing and short-clip tracking)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
+    p.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
+                   help="transformers: the model runs here; vllm: a vLLM server (--server-url; --model = served "
+                        "model name, default the server's first)")
+    p.add_argument("--server-url", default="http://127.0.0.1:8000/v1", help="vLLM server, http(s)://host:port/v1")
+    p.add_argument("--api-key-env", default="", help="environment variable holding the vLLM server's API key")
+    p.add_argument("--api-key-file", default="", help="file holding the vLLM server's API key")
+    p.add_argument("--request-timeout", type=float, default=60.0, help="vLLM request limit, s")
+    p.add_argument("--max-inflight", type=int, default=8, help="vLLM requests in flight at most")
     p.add_argument("--oracle", default="", metavar="SCENARIO_JSON",
                    help="answer from ground truth (evaluation instrument, not a model)")
     p.add_argument("--noise", choices=("none", "default"), default="none", help="oracle noise")
@@ -50,6 +58,8 @@ def _engine(args):
 
         print(ORACLE_NOTE, file=sys.stderr)
         return OracleEngine(GroundTruth.load(args.oracle), NoiseConfig() if args.noise == "default" else NO_NOISE), ""
+    if args.engine == "vllm":
+        return _vllm_engine(args), ""
     from .core.engine import EngineConfig, Molmo2Engine
     from .offline.replay import ensure_tiny_model
 
@@ -64,12 +74,31 @@ def _engine(args):
     return engine, note
 
 
+def _vllm_engine(args):
+    from .core.engine_factory import make_engine
+    from .core.vllm_engine import ServerUnavailableError, VllmConfig
+
+    config = VllmConfig(server_url=args.server_url, model=args.model, api_key_env=args.api_key_env,
+                        api_key_file=args.api_key_file, request_timeout_s=args.request_timeout,
+                        max_inflight=args.max_inflight, max_new_tokens=args.max_new_tokens)
+    try:
+        engine = make_engine("vllm", config)
+        engine.load()
+    except ServerUnavailableError as error:
+        raise SystemExit(f"error: {error}") from None
+    return engine
+
+
 def _stream_config(args):
     from .core.clip_buffer import BufferConfig
     from .core.stream import StreamConfig
 
     window, stride = SHIPPED_CLIP if _uses_shipped_model(args) else DEFAULT_CLIP
     buffer = BufferConfig(window_s=args.window or window, stride_s=args.stride or stride, sample_fps=args.sample_fps)
+    if getattr(args, "engine", "") == "vllm":  # the server pools every frame alike: no SlowFast
+        from .core.sampling import SlowFastConfig
+
+        return StreamConfig(buffer=buffer, slowfast=SlowFastConfig(enabled=False), max_new_tokens=args.max_new_tokens)
     return StreamConfig(buffer=buffer, max_new_tokens=args.max_new_tokens)
 
 

@@ -34,6 +34,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
+from molmo2_ros.core.engine_factory import make_engine
 from molmo2_ros.core.engine_interface import Engine
 from molmo2_ros.core.runtime import Runtime
 from molmo2_ros.core.sampling import plan_clip
@@ -46,27 +47,12 @@ from .camera_input import CameraInput
 from .executor import HandOffExecutor
 from .outputs import CameraOutputs
 from .params import (ACTIVATE_TIME, CAMERA_PARAMS, CONFIGURE_TIME, SPECS, camera_descriptor, check_all,
-                     check_value, descriptor, engine_config, grounding_config, parse_cameras, parse_queries,
-                     stream_config)
+                     check_value, descriptor, grounding_config, parse_cameras, parse_queries,
+                     selected_engine_config, stream_config)
 from .query_server import QueryServer
 
 THROTTLE_S = 5.0
 STOP_TIMEOUT_S = 2.0  # how long deactivate/shutdown wait for an engine call that cannot stop within a token
-
-
-def load_engine(plugin: str, config) -> Engine:
-    """The engine: Molmo2Engine, or `module:Class` from engine_plugin (a testing/extension hook)."""
-    if not plugin:
-        from molmo2_ros.core.engine import Molmo2Engine
-
-        return Molmo2Engine(config)
-    import importlib
-
-    module, _, cls = plugin.partition(":")
-    engine = getattr(importlib.import_module(module), cls)(config)
-    if not isinstance(engine, Engine):
-        raise TypeError(f"engine_plugin '{plugin}' is not a molmo2_ros.core.engine_interface.Engine")
-    return engine
 
 
 def dump_queries(queries: list[Query]) -> str:
@@ -245,7 +231,7 @@ class Molmo2Node(LifecycleNode):
             reason = self._camera_error or check_all(values)
             if reason:
                 raise ValueError(reason)
-            if not values["model"] and not values["engine_plugin"]:
+            if not values["model"] and not values["engine_plugin"] and values["engine"] != "vllm":
                 raise ValueError("parameter 'model' is empty: set a Hub id (e.g. allenai/Molmo2-4B) or a folder")
             texts = {"queries": values["queries"],
                      **{f"{c}.queries": self.get_parameter(f"{c}.queries").value for c in self.cameras if c}}
@@ -253,7 +239,7 @@ class Molmo2Node(LifecycleNode):
             config = stream_config(values)
             self._model_state = "loading"
             started = time.monotonic()
-            engine = load_engine(values["engine_plugin"], engine_config(values))
+            engine = make_engine(values["engine"], selected_engine_config(values), values["engine_plugin"])
             engine.load()
             self._model_loads += 1
             self._warm_up(engine, config.slowfast)

@@ -32,10 +32,12 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from molmo2_ros.core.clip_buffer import MAX_SAMPLE_FPS, BufferConfig
 from molmo2_ros.core.engine import EngineConfig
+from molmo2_ros.core.engine_factory import ENGINE_KINDS
 from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.schedule import SCHEDULES
 from molmo2_ros.core.stream import GroundingConfig, StreamConfig, validate_query
 from molmo2_ros.core.types import Query, TaskKind
+from molmo2_ros.core.vllm_engine import VllmConfig, check_server_url
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
@@ -57,8 +59,18 @@ class Spec:
 
 
 SPECS: dict[str, Spec] = {
+    "engine": Spec("transformers", "transformers (the model runs in this process) | vllm (a vLLM server, see "
+                                   "server_url; README 'Serving on vLLM')."),
     "model": Spec("", "Hugging Face Hub id (e.g. allenai/Molmo2-4B) or local model folder. Nothing is "
-                      "downloaded when HF_HUB_OFFLINE=1."),
+                      "downloaded when HF_HUB_OFFLINE=1. With engine vllm: the served model name (empty = the "
+                      "server's first model)."),
+    "server_url": Spec("", "engine vllm: the server's OpenAI-compatible URL, http(s)://host:port/v1."),
+    "api_key_env": Spec("", "engine vllm: name of the environment variable holding the server's API key "
+                            "(never logged)."),
+    "api_key_file": Spec("", "engine vllm: file holding the server's API key (alternative to api_key_env)."),
+    "request_timeout_s": Spec(60.0, "engine vllm: limit for one request (a timed-out window is counted and "
+                                    "skipped).", 0.1, 3600.0),
+    "max_inflight": Spec(8, "engine vllm: most requests in flight from this node (queries x cameras).", 1, 256),
     "revision": Spec("", "Pinned Hub revision (commit hash or tag); empty = default branch."),
     "device": Spec("auto", "auto | cpu | cuda | cuda:N."),
     "dtype": Spec("auto", "auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32."),
@@ -87,7 +99,8 @@ SPECS: dict[str, Spec] = {
     "max_frames": Spec(128, "Most frames per clip.", 1, 128),
     "slowfast.enabled": Spec(True, "SlowFast pooling: key frames get slow_pooling, others fast_pooling. Off = "
                                    "Molmo2's released uniform pooling (mixed pooling was never seen in training: "
-                                   "compare both on your data with `molmo2-ros replay` + `eval`)."),
+                                   "compare both on your data with `molmo2-ros replay` + `eval`). Always off with engine "
+                                   "vllm (the server pools every frame alike)."),
     "slowfast.slow_pooling": Spec(2, "Pooling (NxN patches) of key frames.", 1, 9),
     "slowfast.fast_pooling": Spec(3, "Pooling (NxN patches) of other frames (3 = released).", 1, 9),
     "slowfast.key_every": Spec(4, "Every Nth sampled frame is a key frame.", 1, 128),
@@ -224,6 +237,10 @@ def check_value(name: str, value: object, values: dict[str, object]) -> str:
         return f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got '{value}'"
     if name == "qos" and value not in QOS_CHOICES:
         return f"qos must be one of {', '.join(QOS_CHOICES)}, got '{value}'"
+    if name == "engine" and value not in ENGINE_KINDS:
+        return f"engine must be one of {', '.join(ENGINE_KINDS)}, got '{value}'"
+    if name == "server_url" and values.get("engine") == "vllm":
+        return check_server_url(str(value))
     if name == "engine_plugin" and value and not _PLUGIN.match(str(value)):
         return f"engine_plugin must be 'module:Class', got '{value}'"
     if name == "schedule" and value not in SCHEDULES:
@@ -258,6 +275,18 @@ def engine_config(v: dict) -> EngineConfig:
                         max_query_chars=v["max_query_chars"])
 
 
+def vllm_config(v: dict) -> VllmConfig:
+    return VllmConfig(server_url=v["server_url"], model=v["model"], api_key_env=v["api_key_env"],
+                      api_key_file=v["api_key_file"], request_timeout_s=v["request_timeout_s"],
+                      max_inflight=v["max_inflight"], max_new_tokens=v["max_new_tokens"],
+                      max_query_chars=v["max_query_chars"])
+
+
+def selected_engine_config(v: dict) -> EngineConfig | VllmConfig:
+    """The configuration of the engine the `engine` parameter selects (for core.engine_factory.make_engine)."""
+    return vllm_config(v) if v["engine"] == "vllm" else engine_config(v)
+
+
 def grounding_config(v: dict) -> GroundingConfig:
     return GroundingConfig(max_points=v["max_points"], track_gate_frac=v["track.gate_frac"],
                            lost_timeout_s=v["track.lost_timeout_s"], event_max_gap_s=v["event.max_gap_s"])
@@ -268,6 +297,8 @@ def stream_config(v: dict) -> StreamConfig:
     return StreamConfig(
         buffer=BufferConfig(window_s=v["window_s"], stride_s=v["stride_s"], sample_fps=v["sample_fps"],
                             max_frames=v["max_frames"]),
-        slowfast=SlowFastConfig(enabled=v["slowfast.enabled"], slow_pooling=(slow, slow), fast_pooling=(fast, fast),
+        # engine vllm: the server pools every frame as its checkpoint says (uniform), so SlowFast is off there.
+        slowfast=SlowFastConfig(enabled=v["slowfast.enabled"] and v["engine"] != "vllm", slow_pooling=(slow, slow),
+                                fast_pooling=(fast, fast),
                                 key_every=v["slowfast.key_every"]),
         grounding=grounding_config(v), max_new_tokens=v["max_new_tokens"], max_query_chars=v["max_query_chars"])
