@@ -55,7 +55,7 @@ SPECS: dict[str, Spec] = {
                                     "empty = transformers' default."),
     "quantization": Spec("none", "Weights of the text model's linear layers: none | int8 | int4 (bitsandbytes "
                                  "LLM.int8 / NF4 through transformers; vision encoder and lm_head stay in dtype). "
-                                 "Molmo2-8B: 16.1 GiB bf16 -> ~9.3 GiB int8 -> ~5.7 GiB int4 (`molmo2-ros plan`). "
+                                 "Molmo2-8B weights: 16.1 GiB bf16, 9.7 GiB int8, 6.5 GiB int4 (`molmo2-ros plan`). "
                                  "Answers change slightly; check on your data."),
     "engine_plugin": Spec("", "Testing/extension hook: 'module:Class' of an engine constructed as "
                               "Class(EngineConfig) with load(), unload() and infer(); empty = Molmo2Engine."),
