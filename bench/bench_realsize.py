@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -105,22 +104,20 @@ def prefill_seconds(engine, clip) -> float:
     import torch
     from transformers import DynamicCache
 
-    from molmo2_ros.core.engine import _encoder_outputs
     from molmo2_ros.core.prompts import build_prompt
+    from released_models import video_features
 
     features, _ = engine._clip_features(clip)
     tokens = engine.builder.tokens(clip, build_prompt(QUERIES[0]))
     with torch.inference_mode():
         t0 = time.perf_counter()
         engine.model(input_ids=tokens.input_ids, attention_mask=torch.ones_like(tokens.input_ids),
-                     mm_token_type_ids=tokens.mm_token_type_ids, mm_encoder_outputs=_encoder_outputs(features),
+                     mm_token_type_ids=tokens.mm_token_type_ids, mm_encoder_outputs=video_features(features),
                      past_key_values=DynamicCache(config=engine.model.config), use_cache=True, logits_to_keep=1)
         return time.perf_counter() - t0
 
 
 def released(name: str, args, workdir: Path) -> dict:
-    import torch
-
     from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
     from released_models import MODELS, model_config, save_model
 
@@ -179,7 +176,6 @@ def released(name: str, args, workdir: Path) -> dict:
         engine.unload()
         del engine
         gc.collect()
-    torch.set_num_threads(torch.get_num_threads())
     return row
 
 
@@ -244,7 +240,8 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=8)
     ap.add_argument("--tiny-seconds", type=float, default=20.0)
     ap.add_argument("--skip-tiny", action="store_true")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: stable on a shared host; 0 = torch's default)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "realsize.json"))
     args = ap.parse_args()
     import torch

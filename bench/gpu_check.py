@@ -41,7 +41,6 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -128,8 +127,8 @@ def window_split(gpu: Gpu, engine, clip, queries, max_new_tokens: int) -> dict:
     import torch
     from transformers import DynamicCache
 
-    from molmo2_ros.core.engine import _encoder_outputs
     from molmo2_ros.core.prompts import build_prompt
+    from released_models import video_features
 
     gpu.reset_peak()
     vision_s, encoded = gpu.timed(lambda: engine.encode(clip))
@@ -141,7 +140,7 @@ def window_split(gpu: Gpu, engine, clip, queries, max_new_tokens: int) -> dict:
         with torch.inference_mode():
             engine.model(input_ids=ids, attention_mask=torch.ones_like(ids),
                          mm_token_type_ids=tokens.mm_token_type_ids.to(engine.device),
-                         mm_encoder_outputs=_encoder_outputs(features),
+                         mm_encoder_outputs=video_features(features),
                          past_key_values=DynamicCache(config=engine.model.config), use_cache=True, logits_to_keep=1)
 
     prefill_s, _ = gpu.timed(prefill)

@@ -182,3 +182,10 @@ def reference_answer(engine, clip, query, max_new_tokens: int) -> str:
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
                              pad_token_id=proc.tokenizer.pad_token_id)
     return proc.tokenizer.decode(out[0, length:], skip_special_tokens=True)
+
+
+def video_features(features):
+    """`mm_encoder_outputs` for `generate`/`forward` from pooled video features [tokens, hidden]."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return {"video": BaseModelOutputWithPooling(pooler_output=(features,))}

@@ -2,14 +2,13 @@
 counts, frames as the clip buffer makes them, and the refusal message. CPU measurement at real width (within
 20 %) is `test_released_models.py::test_planner_matches_measured_memory` and `make bench-realsize`."""
 
+import numpy as np
 import pytest
 
 from molmo2_ros.core import memory_plan as mp
 from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
 from molmo2_ros.core.sampling import SLOWFAST_PRESETS, SlowFastConfig
 from molmo2_ros.core.types import NS_PER_S, Frame
-
-import numpy as np
 
 GIB = 2 ** 30
 
@@ -122,3 +121,18 @@ def test_bad_settings_and_models_are_refused():
         mp.Setting(dtype="int8")
     with pytest.raises(ValueError, match="no config"):
         mp.geometry("allenai/Molmo3-1B")
+
+
+def test_node_parameters_map_to_a_setting():
+    """The node's parameter defaults (ros/params.py) as the planner sees them; what configure would check."""
+    pytest.importorskip("rcl_interfaces")
+    from molmo2_ros.ros.params import SPECS, memory_setting
+
+    values = {name: spec.default for name, spec in SPECS.items()}
+    setting = memory_setting(values, queries=4)
+    assert (setting.dtype, setting.quantization, setting.slowfast) == ("bfloat16", "none", True)
+    assert (setting.slow_pooling, setting.fast_pooling, setting.key_every) == (3, 5, 4)
+    assert setting.frames == 16 and setting.visual_tokens() == 756
+    assert memory_setting(values, queries=0, cuda=False).dtype == "float32"
+    assert mp.refusal("allenai/Molmo2-4B", setting, free_bytes=23 * GIB, total_bytes=24 * GIB) == ""
+    assert "quantization" in mp.refusal("allenai/Molmo2-8B", setting, free_bytes=15 * GIB, total_bytes=16 * GIB)

@@ -10,11 +10,12 @@ import torch
 
 from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
 from molmo2_ros.core.engine import (QUANTIZATION_SKIP_MODULES, EngineConfig, ModelLoadError, Molmo2Engine,
-                                    _encoder_outputs, quantization_config)
+                                    quantization_config)
 from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.types import NS_PER_S, Frame, Query, TaskKind
 
 from _models import tiny_model_dir
+from released_models import video_features
 
 QUERIES = [Query("a", TaskKind.POINT, "red ball"), Query("b", TaskKind.QUESTION, "What is moving?")]
 
@@ -49,7 +50,7 @@ def _last_logits(engine, clip):
     tokens = engine.builder.tokens(clip, "Point to the ball.")
     with torch.inference_mode():
         out = engine.model(input_ids=tokens.input_ids, attention_mask=torch.ones_like(tokens.input_ids),
-                           mm_token_type_ids=tokens.mm_token_type_ids, mm_encoder_outputs=_encoder_outputs(features))
+                           mm_token_type_ids=tokens.mm_token_type_ids, mm_encoder_outputs=video_features(features))
     return out.logits[0, -1].float()
 
 

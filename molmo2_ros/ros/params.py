@@ -24,6 +24,7 @@ import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from molmo2_ros.core.clip_buffer import MAX_SAMPLE_FPS, BufferConfig
+from molmo2_ros.core import memory_plan
 from molmo2_ros.core.engine import EngineConfig
 from molmo2_ros.core.pipeline import GroundingConfig, PipelineConfig, validate_query
 from molmo2_ros.core.sampling import SlowFastConfig
@@ -202,3 +203,15 @@ def pipeline_config(v: dict) -> PipelineConfig:
         grounding=GroundingConfig(max_points=v["max_points"], track_gate_frac=v["track.gate_frac"],
                                   lost_timeout_s=v["track.lost_timeout_s"], event_max_gap_s=v["event.max_gap_s"]),
         max_new_tokens=v["max_new_tokens"], max_query_chars=v["max_query_chars"])
+
+
+def memory_setting(v: dict, queries: int, cuda: bool = True) -> memory_plan.Setting:
+    """What the memory planner needs from the parameters (`queries`: standing queries, at least one is planned);
+    dtype 'auto' is bfloat16 on CUDA, as the engine resolves it."""
+    dtype = v["dtype"] if v["dtype"] != "auto" else ("bfloat16" if cuda else "float32")
+    return memory_plan.Setting(
+        dtype=dtype, quantization=v["quantization"], window_s=v["window_s"], sample_fps=v["sample_fps"],
+        max_frames=v["max_frames"], queries=max(1, queries), max_new_tokens=v["max_new_tokens"],
+        slowfast=v["slowfast.enabled"], slow_pooling=v["slowfast.slow_pooling"],
+        fast_pooling=v["slowfast.fast_pooling"], key_every=v["slowfast.key_every"],
+        attn_implementation=v["attn_implementation"] or "sdpa", cuda=cuda)
