@@ -9,8 +9,9 @@ Per released configuration (built by test/released_models.py at full width, --te
   text as the stock processor + `generate` (uniform) or whole-clip mixed inputs + `generate` (SlowFast), over
   sliding windows; bf16 with eager attention (exact), and `exact_bf16_sdpa` with sdpa (CPU SDPA kernels differ
   at ties for the shorter shared prefix: BRIEF section 6);
-- planner_vs_measured_rss_ratio: the planner's CPU prediction for the run (fp32 weights, KV cache, feature cache,
-  activations) over the measured RSS growth (peak during inference minus RSS before loading);
+- planner_vs_measured_rss_ratio: the planner's CPU prediction (fp32 weights, KV cache, feature cache, activations)
+  for one 16-frame window with 2 queries over the RSS growth of a fresh process that loads the model and answers
+  (peak while answering minus RSS before loading; the float32-from-bfloat16 load transient is reported apart);
 - prefill_s_uniform / prefill_s_slowfast_default: one 16-frame prefix prefill at real width.
 Shipped tiny model (models/molmo2-tiny-synthetic, current checkpoint): track and point hit rates through
 replay + eval for the default, detail and uniform SlowFast plans, and the engine's prefill time per window.
@@ -23,7 +24,6 @@ import gc
 import json
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -53,47 +53,18 @@ def clips(preset: str, n_frames: int, window_s: float, size=(480, 640), seed=1) 
     return out
 
 
-class PeakRss:
-    """Samples this process's RSS every 10 ms in a thread; `peak` in bytes."""
-
-    def __init__(self) -> None:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.peak = self._proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-
-
-def rss() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
-
-
-def exactness(engine, preset: str, args) -> tuple[int, int]:
-    """(windows x queries with the same text as the reference path, total)."""
+def exactness(engine, preset: str, args, windows: int, queries: list) -> tuple[int, int]:
+    """(windows x queries with the same text as the reference path, total), over consecutive sliding windows (the
+    second one reuses the first one's cached features)."""
     from released_models import reference_answer
 
     engine.clear_cache()
     same = total = 0
-    for clip in clips(preset, args.exact_frames, args.exact_window)[: args.exact_windows]:
-        result = engine.infer(clip, QUERIES, args.max_new_tokens)
+    for clip in clips(preset, args.exact_frames, args.exact_window)[:windows]:
+        result = engine.infer(clip, queries, args.max_new_tokens)
         if result.error:
             raise RuntimeError(result.error)
-        for query, gen in zip(QUERIES, result.generations):
+        for query, gen in zip(queries, result.generations):
             total += 1
             same += gen.text == reference_answer(engine, clip, query, args.max_new_tokens)
     return same, total
@@ -119,7 +90,7 @@ def prefill_seconds(engine, clip) -> float:
 
 def released(name: str, args, workdir: Path) -> dict:
     from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
-    from released_models import MODELS, model_config, save_model
+    from released_models import MODELS, measure_memory, model_config, save_model
 
     hub = MODELS[name]
     full = mp.plan(hub, mp.Setting(dtype="bfloat16"))
@@ -127,11 +98,9 @@ def released(name: str, args, workdir: Path) -> dict:
            "kv_bytes_per_token_full": full.kv_per_token, "text_layers": args.text_layers, "vit_layers": args.vit_layers}
     folder = save_model(name, workdir / name, text_layers=args.text_layers, vit_layers=args.vit_layers,
                         init_std=args.init_std)
-    base = rss()
     engine = Molmo2Engine(EngineConfig(model=str(folder), device="cpu", dtype="float32", attn_implementation="sdpa",
                                        max_new_tokens=args.max_new_tokens))
     engine.load()
-    row["rss_weights_gib"] = round((rss() - base) / mp.GIB, 3)
     patch = engine.processor.tokenizer.convert_tokens_to_ids("<im_patch>")
 
     def visual(clip) -> int:
@@ -145,32 +114,34 @@ def released(name: str, args, workdir: Path) -> dict:
     row["frames_per_clip"] = len(full_uniform.frames)
     row["prefill_tokens_uniform"] = int(engine.builder.tokens(full_uniform, "x").input_ids.shape[1])
     row["prefill_tokens_slowfast_default"] = int(engine.builder.tokens(full_default, "x").input_ids.shape[1])
-    with PeakRss() as peak:
-        same, total = exactness(engine, "uniform", args)
-        same_sf, total_sf = exactness(engine, "default", args)
-        row["prefill_s_uniform"] = round(prefill_seconds(engine, full_uniform), 2)
-        row["prefill_s_slowfast_default"] = round(prefill_seconds(engine, full_default), 2)
+    same, total = exactness(engine, "uniform", args, args.exact_windows, QUERIES)
+    same_sf, total_sf = exactness(engine, "default", args, args.exact_windows, QUERIES)
+    row["prefill_s_uniform"] = round(prefill_seconds(engine, full_uniform), 2)
+    row["prefill_s_slowfast_default"] = round(prefill_seconds(engine, full_default), 2)
     row["exact_fp32"] = same == total and same_sf == total_sf
     row["exact_fp32_counts"] = f"uniform {same}/{total}, slowfast {same_sf}/{total_sf}"
-    geo = mp.ModelGeometry.from_config(model_config(name, args.text_layers, args.vit_layers).to_dict(), hub)
-    window = clips("uniform", args.exact_frames, args.exact_window)[-1]
-    predicted = mp.plan(geo, mp.Setting(dtype="float32", cuda=False, window_s=args.exact_window,
-                                        max_frames=len(window.frames), queries=len(QUERIES), slowfast=False,
-                                        max_new_tokens=args.max_new_tokens, feature_cache_frames=2 * 16))
-    measured = peak.peak - base
-    row["planner_cpu_gib"] = round(predicted.per_node / mp.GIB, 3)
-    row["measured_rss_growth_gib"] = round(measured / mp.GIB, 3)
-    row["planner_vs_measured_rss_ratio"] = round(predicted.per_node / measured, 3)
-    row["planner_weights_gib"] = round(predicted.weights / mp.GIB, 3)
     engine.unload()
     del engine
     gc.collect()
-    for attn, key in (("eager", "exact_bf16"), ("sdpa", "exact_bf16_sdpa")):
+    # Memory in a fresh process (this one's allocator still holds the model it built): load, one 8 s window.
+    measured = measure_memory(folder, window_s=8.0, queries=len(QUERIES), max_new_tokens=args.max_new_tokens)
+    geo = mp.ModelGeometry.from_config(model_config(name, args.text_layers, args.vit_layers).to_dict(), hub)
+    predicted = mp.plan(geo, mp.Setting(dtype="float32", cuda=False, window_s=8.0, queries=len(QUERIES),
+                                        slowfast=False, max_new_tokens=args.max_new_tokens))
+    growth = measured["peak"] - measured["base"]
+    row["planner_cpu_gib"] = round(predicted.per_node / mp.GIB, 3)
+    row["measured_rss_growth_gib"] = round(growth / mp.GIB, 3)
+    row["planner_vs_measured_rss_ratio"] = round(predicted.per_node / growth, 3)
+    row["planner_weights_gib"] = round(predicted.weights / mp.GIB, 3)
+    row["measured_weights_gib"] = round((measured["after_load"] - measured["base"]) / mp.GIB, 3)
+    row["measured_load_peak_gib"] = round((measured["load_peak"] - measured["base"]) / mp.GIB, 3)
+    # bfloat16 matmuls are ~6x slower than float32 on an AVX2 CPU without native bf16: one window, one query.
+    for attn, key in (("eager", "exact_bf16"), ("sdpa", "exact_bf16_sdpa"))[: 2 if args.bf16_sdpa else 1]:
         engine = Molmo2Engine(EngineConfig(model=str(folder), device="cpu", dtype="bfloat16",
                                            attn_implementation=attn, max_new_tokens=args.max_new_tokens))
         engine.load()
-        same, total = exactness(engine, "uniform", args)
-        same_sf, total_sf = exactness(engine, "default", args)
+        same, total = exactness(engine, "uniform", args, 1, QUERIES[:1])
+        same_sf, total_sf = exactness(engine, "default", args, 1, QUERIES[:1])
         row[key] = same == total and same_sf == total_sf
         row[key + "_counts"] = f"uniform {same}/{total}, slowfast {same_sf}/{total_sf}"
         engine.unload()
@@ -234,10 +205,11 @@ def main() -> int:
     ap.add_argument("--text-layers", type=int, default=2)
     ap.add_argument("--vit-layers", type=int, default=3)
     ap.add_argument("--init-std", type=float, default=0.02)
-    ap.add_argument("--exact-frames", type=int, default=8, help="2 Hz frames for the exactness windows")
-    ap.add_argument("--exact-window", type=float, default=2.0)
-    ap.add_argument("--exact-windows", type=int, default=3)
-    ap.add_argument("--max-new-tokens", type=int, default=8)
+    ap.add_argument("--exact-frames", type=int, default=7, help="2 Hz frames for the exactness windows")
+    ap.add_argument("--exact-window", type=float, default=1.5, help="s (1.5 = 3-frame windows, 1 frame shared)")
+    ap.add_argument("--exact-windows", type=int, default=2, help="sliding windows compared in float32")
+    ap.add_argument("--bf16-sdpa", action="store_true", help="also compare bfloat16 with sdpa attention")
+    ap.add_argument("--max-new-tokens", type=int, default=6)
     ap.add_argument("--tiny-seconds", type=float, default=20.0)
     ap.add_argument("--skip-tiny", action="store_true")
     ap.add_argument("--threads", type=int, default=1,
@@ -260,7 +232,7 @@ def main() -> int:
             result["tiny"] = tiny_slowfast(args, Path(tmp))
             print(json.dumps(result["tiny"]), flush=True)
     keys = ("config", "params_full", "weights_gib_bf16_full", "tokens_per_frame_uniform", "tokens_per_clip_uniform",
-            "tokens_per_clip_slowfast_default", "exact_fp32", "exact_bf16", "exact_bf16_sdpa",
+            "tokens_per_clip_slowfast_default", "exact_fp32", "exact_bf16",
             "planner_vs_measured_rss_ratio", "prefill_s_uniform", "prefill_s_slowfast_default")
     print("\n" + " | ".join(keys))
     for row in result["models"]:

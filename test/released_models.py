@@ -189,3 +189,62 @@ def video_features(features):
     from transformers.modeling_outputs import BaseModelOutputWithPooling
 
     return {"video": BaseModelOutputWithPooling(pooler_output=(features,))}
+
+
+def measure_memory(folder: str | Path, window_s: float, queries: int, max_new_tokens: int) -> dict:
+    """RSS of a fresh process (no earlier model in its allocator) that loads `folder` in float32 on the CPU and
+    answers `queries` queries on one uniform window: {'base', 'after_load', 'load_peak', 'peak'} in bytes, peaks
+    sampled every 10 ms; `peak` is while answering. (Loading a bfloat16 checkpoint as float32 briefly holds both:
+    `load_peak` is about twice the weights; a GPU load keeps the stored dtype and is not measured here.)"""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from released_models import _memory_probe; "
+            "_memory_probe(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))")
+    run = subprocess.run([sys.executable, "-c", code, str(Path(__file__).resolve().parent), str(folder),
+                          str(window_s), str(queries), str(max_new_tokens)], capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {run.stderr[-2000:]}")
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def _memory_probe(folder: str, window_s: float, queries: int, max_new_tokens: int) -> None:
+    import threading
+
+    import numpy as np
+    import psutil
+    import torch
+
+    from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
+    from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
+    from molmo2_ros.core.sampling import SlowFastConfig
+    from molmo2_ros.core.types import NS_PER_S, Frame, Query, TaskKind
+
+    torch.set_num_threads(1)
+    rng = np.random.RandomState(0)
+    buf = ClipBuffer(BufferConfig(window_s=window_s, stride_s=1.0), SlowFastConfig(enabled=False))
+    clip = [c for i in range(int(window_s * 2) + 3)
+            if (c := buf.push(Frame(i * NS_PER_S // 2, rng.randint(0, 255, (240, 320, 3), np.uint8), "cam")))][-1]
+    proc = psutil.Process()
+    base = proc.memory_info().rss
+    peak = [base]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.01):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    engine = Molmo2Engine(EngineConfig(model=folder, device="cpu", dtype="float32", max_new_tokens=max_new_tokens))
+    engine.load()
+    after_load = proc.memory_info().rss
+    load_peak, peak[0] = peak[0], after_load
+    pool = [Query(f"q{i}", TaskKind.POINT, f"object {i}") for i in range(queries)]
+    result = engine.infer(clip, pool)
+    stop.set()
+    sampler.join()
+    if result.error:
+        raise RuntimeError(result.error)
+    print(json.dumps({"base": base, "after_load": after_load, "load_peak": load_peak, "peak": peak[0],
+                      "frames": len(clip.frames)}))
