@@ -107,7 +107,7 @@ def released(name: str, args, workdir: Path) -> dict:
         return int((engine.builder.tokens(clip, "Describe this video.").input_ids == patch).sum())
 
     full_uniform, full_default = clips("uniform", 17, 8.0)[-1], clips("default", 17, 8.0)[-1]
-    row["tokens_per_frame_uniform"] = visual(clips("uniform", 1, 8.0)[0])
+    row["tokens_per_frame_uniform"] = visual(clips("uniform", 4, 0.4)[-1])  # a 1-frame clip
     row["tokens_per_clip_uniform"] = visual(full_uniform)
     row["tokens_per_clip_slowfast_default"] = visual(full_default)
     row["tokens_per_clip_slowfast_detail"] = visual(clips("detail", 17, 8.0)[-1])
