@@ -44,7 +44,8 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 	VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH" AMENT_PREFIX_PATH=$(VENV)
 COLCON_LOG := build/colcon_build.log
 
-.PHONY: setup build test demo bench soak clean distclean fix-wheels check-tools setup-vllm serve-vllm bench-fleet
+.PHONY: setup build test demo bench bench-realsize gpu-check gpu-check-dry-run soak clean distclean fix-wheels check-tools \
+	setup-vllm serve-vllm bench-fleet
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP)
 	@echo "setup: ready (run tests with 'make test', commands with 'scripts/with_ros CMD')"
@@ -120,6 +121,19 @@ demo: setup
 bench: setup
 	scripts/with_ros $(PY) -m bench.bench_engine --threads 1
 	scripts/with_ros $(PY) -m bench.bench_node --seconds 60
+
+# The released Molmo2 configs at real width (random weights, 2 text + 3 ViT layers) on the CPU, one at a time
+# (~4-7 GB RSS), + SlowFast plans on the shipped tiny model: bench/out/realsize.json (~20-30 min on 2 cores).
+bench-realsize: setup
+	scripts/with_ros $(PY) -m bench.bench_realsize
+
+# Full-size Molmo2-4B/-8B on one CUDA GPU (random weights, nothing downloaded): bench/out/gpu.json, < 8 min on an
+# H100/H200. gpu-check-dry-run runs the whole script on the CPU with 2+2-layer real-width models.
+gpu-check: setup
+	scripts/with_ros $(PY) -m bench.gpu_check
+
+gpu-check-dry-run: setup
+	scripts/with_ros $(PY) -m bench.gpu_check --dry-run
 
 # Soak: 30 Hz 640x480 camera -> live node (tiny model, CPU) for SOAK_S seconds; last line: JSON summary.
 soak: setup

@@ -1,4 +1,4 @@
-"""`molmo2-ros` command line: generate, replay, eval, convert, video2bag, play, demo."""
+"""`molmo2-ros` command line: generate, replay, eval, convert, video2bag, play, demo, plan."""
 
 from __future__ import annotations
 
@@ -218,6 +218,32 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    from .core import memory_plan as mp
+    from .core.sampling import SLOWFAST_PRESETS
+
+    sf = SLOWFAST_PRESETS[args.slowfast]
+    try:
+        setting = mp.Setting(dtype=args.dtype, quantization=args.quantization, window_s=args.window,
+                             sample_fps=args.sample_fps, max_frames=args.max_frames, cameras=args.cameras,
+                             queries=args.queries, max_new_tokens=args.max_new_tokens, slowfast=sf.enabled,
+                             slow_pooling=sf.slow_pooling[0], fast_pooling=sf.fast_pooling[0], key_every=sf.key_every,
+                             attn_implementation=args.attn, cuda=not args.cpu)
+        plan = mp.plan(args.model, setting)
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(plan.table())
+    if args.json:
+        print(json.dumps(plan.as_dict()))
+    if args.gpu_gib:
+        free = args.free_gib if args.free_gib else args.gpu_gib
+        message = mp.refusal(args.model, setting, int(free * mp.GIB), int(args.gpu_gib * mp.GIB))
+        print(f"fits {free:g} GiB free of {args.gpu_gib:g} GiB" if not message else f"refused: {message}")
+        return 1 if message else 0
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="molmo2-ros", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -287,6 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_engine_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("plan", help="predicted GPU memory of a node setting (weights, KV cache, features, activations)")
+    p.add_argument("--model", default="allenai/Molmo2-4B",
+                   help="allenai/Molmo2-4B, allenai/Molmo2-8B, allenai/Molmo2-O-7B or a model folder / config.json")
+    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    p.add_argument("--quantization", default="none", choices=("none", "int8", "int4"))
+    p.add_argument("--window", type=float, default=8.0, help="window_s")
+    p.add_argument("--sample-fps", type=float, default=2.0)
+    p.add_argument("--max-frames", type=int, default=128)
+    p.add_argument("--cameras", type=int, default=1, help="nodes (one per camera, each with its own model)")
+    p.add_argument("--queries", type=int, default=4, help="standing queries")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--slowfast", choices=("default", "detail", "uniform"), default="default")
+    p.add_argument("--attn", default="sdpa", help="attn_implementation (eager adds L x L attention scores)")
+    p.add_argument("--cpu", action="store_true", help="no CUDA context reserve")
+    p.add_argument("--gpu-gib", type=float, default=0.0, help="check the setting against a GPU of this size")
+    p.add_argument("--free-gib", type=float, default=0.0, help="free memory on it (default: all of --gpu-gib)")
+    p.add_argument("--json", action="store_true", help="also print the plan as one JSON line")
+    p.set_defaults(func=cmd_plan)
     return parser
 
 

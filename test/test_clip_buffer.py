@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
-from molmo2_ros.core.sampling import SlowFastConfig
+from molmo2_ros.core.sampling import SLOWFAST_PRESETS, SlowFastConfig
 from molmo2_ros.core.types import NS_PER_S, Frame
 
 T0 = 1_700_000_000 * NS_PER_S
@@ -100,8 +100,11 @@ def test_key_frames_keep_role_across_windows():
 def test_visual_tokens_reported():
     uniform = feed(ClipBuffer(BufferConfig(), SlowFastConfig(enabled=False)), [i * 0.5 for i in range(20)])[-1]
     slowfast = feed(ClipBuffer(BufferConfig()), [i * 0.5 for i in range(20)])[-1]
+    detail = feed(ClipBuffer(BufferConfig(), SLOWFAST_PRESETS["detail"]), [i * 0.5 for i in range(20)])[-1]
     assert uniform.num_visual_tokens == 16 * 81
-    assert slowfast.num_visual_tokens == 4 * 196 + 12 * 81
+    # Default plan: 4 key frames at the released 3x3 (81 tokens), 12 others at 5x5 (36): 1.71x fewer than uniform.
+    assert slowfast.num_visual_tokens == 4 * 81 + 12 * 36
+    assert detail.num_visual_tokens == 4 * 196 + 12 * 81
 
 
 def test_clip_between_and_latest():

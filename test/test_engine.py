@@ -73,13 +73,13 @@ def test_uniform_inputs_bit_identical_to_stock_processor(engine):
 def test_slowfast_inputs_carry_per_frame_token_counts(engine):
     builder = Molmo2InputBuilder(engine.processor)
     clip = clips(SlowFastConfig(key_every=2))[-1]
-    assert {f.pooling for f in clip.frames} == {(2, 2), (3, 3)}
+    assert {f.pooling for f in clip.frames} == {(3, 3), (5, 5)}
     tokens = builder.tokens(clip, "Describe this video.")
     patch_id = engine.processor.tokenizer.convert_tokens_to_ids("<im_patch>")
     assert int((tokens.input_ids == patch_id).sum()) == clip.num_visual_tokens
     images = np.stack([f.frame.image for f in clip.frames])
     vision = builder.clip_vision_inputs(clip, builder.frame_patches(images))
-    assert vision["video_token_pooling"].shape == (clip.num_visual_tokens, 9)
+    assert vision["video_token_pooling"].shape == (clip.num_visual_tokens, 25)  # padded to the 5x5 rows
     assert vision["video_grids"].tolist() == [[1, clip.num_visual_tokens, 1]]
 
 

@@ -39,6 +39,8 @@ class EngineConfig:
     """model: Hub id or local folder; revision: pinned Hub revision (commit or tag); device: auto|cuda|cpu
     (cuda[:N] accepted); dtype: auto (bf16 on CUDA, fp32 on CPU)|bfloat16|float16|float32;
     attn_implementation: e.g. sdpa, eager, flash_attention_2 (empty = transformers' default);
+    quantization: none|int8|int4: the text model's linear layers through bitsandbytes (LLM.int8 / NF4 with double
+    quantization, computing in dtype); the vision encoder, adapter and lm_head stay in dtype;
     max_new_tokens: default generation limit; feature_cache_frames: frames whose vision features are kept
     (least recently used go first; 0 = twice the largest clip seen, i.e. what sliding windows reuse);
     reuse_prefix / cache_features: the two exact reuses (off = plain path, for comparison);
@@ -50,6 +52,7 @@ class EngineConfig:
     device: str = "auto"
     dtype: str = "auto"
     attn_implementation: str = ""
+    quantization: str = "none"
     max_new_tokens: int = 256
     feature_cache_frames: int = 0
     reuse_prefix: bool = True
@@ -91,8 +94,34 @@ def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
+# Modules of `Molmo2ForConditionalGeneration` kept unquantized (transformers matches these from the start of a
+# module name or as its suffix): the vision encoder and adapter (small, and the
+# quantized Molmo2 variants published so far keep them in full precision too) and the output head.
+QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
+
+
+def quantization_config(name: str, dtype: torch.dtype):
+    """transformers' BitsAndBytesConfig for `name` (none -> None); ModelLoadError when it cannot be used."""
+    if name in ("", "none"):
+        return None
+    if name not in ("int8", "int4"):
+        raise ModelLoadError(f"unknown quantization '{name}': use none, int8 or int4")
+    try:
+        import bitsandbytes  # noqa: F401 - transformers checks too, but its message does not name the pin
+    except ImportError:
+        raise ModelLoadError(f"quantization '{name}' needs bitsandbytes: pip install bitsandbytes==0.50.2 "
+                             "(requirements/core.txt), or set quantization to none") from None
+    from transformers import BitsAndBytesConfig
+
+    if name == "int8":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANTIZATION_SKIP_MODULES)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=dtype, llm_int8_skip_modules=QUANTIZATION_SKIP_MODULES)
+
+
 def load_model_and_processor(config: EngineConfig, device: torch.device, dtype: torch.dtype):
-    """Load with the native Molmo2 classes (never `trust_remote_code`), from a folder or the Hub cache."""
+    """Load with the native Molmo2 classes (never `trust_remote_code`), from a folder or the Hub cache, straight
+    onto `device` (no full copy in host memory first), quantized when `config.quantization` says so."""
     from transformers import AutoConfig, Molmo2ForConditionalGeneration, Molmo2Processor
 
     source = config.model
@@ -107,13 +136,15 @@ def load_model_and_processor(config: EngineConfig, device: torch.device, dtype: 
                                  "(save_pretrained output or a Hub snapshot).")
         source = str(folder)
     kwargs = dict(revision=config.revision or None, local_files_only=_offline(), trust_remote_code=False)
+    quantization = quantization_config(config.quantization, dtype)
     try:
         model_config = AutoConfig.from_pretrained(source, **kwargs)
         if model_config.model_type != "molmo2":
             raise ModelLoadError(f"'{config.model}' is a '{model_config.model_type}' model, not Molmo2.")
         processor = Molmo2Processor.from_pretrained(source, **kwargs)
         model = Molmo2ForConditionalGeneration.from_pretrained(
-            source, dtype=dtype, attn_implementation=config.attn_implementation or None, **kwargs)
+            source, dtype=dtype, attn_implementation=config.attn_implementation or None,
+            quantization_config=quantization, device_map={"": str(device)}, **kwargs)
     except ModelLoadError:
         raise
     except Exception as error:  # noqa: BLE001 - any loader failure becomes one clear error
@@ -124,7 +155,7 @@ def load_model_and_processor(config: EngineConfig, device: torch.device, dtype: 
                 "that the folder holds a complete Molmo2 checkpoint (config.json, processor and weights).")
         raise ModelLoadError(f"cannot load model '{config.model}': {type(error).__name__}: {error}. {hint}") \
             from error
-    return model.to(device).eval(), processor
+    return model.eval(), processor
 
 
 class StopOnFlag:

@@ -31,6 +31,7 @@ import yaml
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
 from molmo2_ros.core.clip_buffer import MAX_SAMPLE_FPS, BufferConfig
+from molmo2_ros.core import memory_plan
 from molmo2_ros.core.engine import EngineConfig
 from molmo2_ros.core.engine_factory import ENGINE_KINDS
 from molmo2_ros.core.sampling import SlowFastConfig
@@ -41,6 +42,7 @@ from molmo2_ros.core.vllm_engine import VllmConfig, check_server_url
 
 QOS_CHOICES = ("auto", "sensor_data", "reliable")
 DTYPE_CHOICES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZATION_CHOICES = ("none", "int8", "int4")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _CAMERA = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -76,6 +78,10 @@ SPECS: dict[str, Spec] = {
     "dtype": Spec("auto", "auto (bfloat16 on CUDA, float32 on CPU) | bfloat16 | float16 | float32."),
     "attn_implementation": Spec("", "transformers attention backend (sdpa, eager, flash_attention_2); "
                                     "empty = transformers' default."),
+    "quantization": Spec("none", "Weights of the text model's linear layers: none | int8 | int4 (bitsandbytes "
+                                 "LLM.int8 / NF4 through transformers; vision encoder and lm_head stay in dtype). "
+                                 "Molmo2-8B weights: 16.1 GiB bf16, 9.7 GiB int8, 6.5 GiB int4 (`molmo2-ros plan`). "
+                                 "Answers change slightly; check on your data."),
     "engine_plugin": Spec("", "Testing/extension hook: 'module:Class' of an engine (a molmo2_ros.core."
                               "engine_interface.Engine) constructed as Class(EngineConfig); empty = Molmo2Engine.",
                           read_only=True),
@@ -97,12 +103,16 @@ SPECS: dict[str, Spec] = {
     "sample_fps": Spec(2.0, "Frames per second kept for the model (Molmo2 was trained at <= 2).",
                        0.01, MAX_SAMPLE_FPS),
     "max_frames": Spec(128, "Most frames per clip.", 1, 128),
-    "slowfast.enabled": Spec(True, "SlowFast pooling: key frames get slow_pooling, others fast_pooling. Off = "
-                                   "Molmo2's released uniform pooling (mixed pooling was never seen in training: "
-                                   "compare both on your data with `molmo2-ros replay` + `eval`). Always off with engine "
-                                   "vllm (the server pools every frame alike)."),
-    "slowfast.slow_pooling": Spec(2, "Pooling (NxN patches) of key frames.", 1, 9),
-    "slowfast.fast_pooling": Spec(3, "Pooling (NxN patches) of other frames (3 = released).", 1, 9),
+    "slowfast.enabled": Spec(True, "SlowFast pooling: key frames get slow_pooling, others fast_pooling (default "
+                                   "3x3 keys + 5x5 others: 47 visual tokens per frame, 1.7x fewer than uniform). "
+                                   "Off = Molmo2's released uniform 3x3 (81 tokens per frame). RISK: the released "
+                                   "models never saw 5x5 (or 2x2) video pooling nor mixed poolings in training; "
+                                   "compare on your data with `molmo2-ros replay` + `eval`. Always off with engine vllm (the "
+                                   "server pools every frame alike)."),
+    "slowfast.slow_pooling": Spec(3, "Pooling (NxN patches) of key frames (3 = released, 81 tokens; 2 = the "
+                                     "'detail' plan, 196 tokens). Poolings other than 3 were never trained.", 1, 9),
+    "slowfast.fast_pooling": Spec(5, "Pooling (NxN patches) of other frames (5 = 36 tokens, never trained; 3 = "
+                                     "released, 81 tokens).", 1, 9),
     "slowfast.key_every": Spec(4, "Every Nth sampled frame is a key frame.", 1, 128),
     "qos": Spec("auto", "Input QoS: sensor_data (best effort) | reliable | auto (match the publishers' "
                         "reliability, re-checked until a publisher appears)."),
@@ -235,6 +245,8 @@ def check_value(name: str, value: object, values: dict[str, object]) -> str:
         return f"device must be auto, cpu, cuda or cuda:N, got '{value}'"
     if name == "dtype" and value not in DTYPE_CHOICES:
         return f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got '{value}'"
+    if name == "quantization" and value not in QUANTIZATION_CHOICES:
+        return f"quantization must be one of {', '.join(QUANTIZATION_CHOICES)}, got '{value}'"
     if name == "qos" and value not in QOS_CHOICES:
         return f"qos must be one of {', '.join(QOS_CHOICES)}, got '{value}'"
     if name == "engine" and value not in ENGINE_KINDS:
@@ -271,7 +283,8 @@ def check_all(values: dict[str, object]) -> str:
 
 def engine_config(v: dict) -> EngineConfig:
     return EngineConfig(model=v["model"], revision=v["revision"], device=v["device"], dtype=v["dtype"],
-                        attn_implementation=v["attn_implementation"], max_new_tokens=v["max_new_tokens"],
+                        attn_implementation=v["attn_implementation"], quantization=v["quantization"],
+                        max_new_tokens=v["max_new_tokens"],
                         max_query_chars=v["max_query_chars"])
 
 
@@ -302,3 +315,15 @@ def stream_config(v: dict) -> StreamConfig:
                                 fast_pooling=(fast, fast),
                                 key_every=v["slowfast.key_every"]),
         grounding=grounding_config(v), max_new_tokens=v["max_new_tokens"], max_query_chars=v["max_query_chars"])
+
+
+def memory_setting(v: dict, queries: int, cuda: bool = True) -> memory_plan.Setting:
+    """What the memory planner needs from the parameters (`queries`: standing queries, at least one is planned);
+    dtype 'auto' is bfloat16 on CUDA, as the engine resolves it."""
+    dtype = v["dtype"] if v["dtype"] != "auto" else ("bfloat16" if cuda else "float32")
+    return memory_plan.Setting(
+        dtype=dtype, quantization=v["quantization"], window_s=v["window_s"], sample_fps=v["sample_fps"],
+        max_frames=v["max_frames"], queries=max(1, queries), max_new_tokens=v["max_new_tokens"],
+        slowfast=v["slowfast.enabled"], slow_pooling=v["slowfast.slow_pooling"],
+        fast_pooling=v["slowfast.fast_pooling"], key_every=v["slowfast.key_every"],
+        attn_implementation=v["attn_implementation"] or "sdpa", cuda=cuda)
