@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .bags import BagError, is_service_event, open_storage
 
+MATCH_SETTLE_S = 0.5
+
 
 def message_class(msgtype: str):
     """The generated Python class for 'pkg/msg/Type' (what rosidl_runtime_py.get_message does)."""
@@ -93,6 +95,11 @@ def play(bag: str | Path, *, rate: float = 1.0, clock: bool = True, topics: list
         deadline = time.monotonic() + match_timeout_s
         while time.monotonic() < deadline and any(
                 p.get_subscription_count() < wait_subscribers for p in pubs.values()):
+            rclpy.spin_once(node, timeout_sec=0.05)
+        # The publisher sees a subscription before that subscription has matched the publisher: a message sent at
+        # once can be lost (the first of 20 was, in tests). Discovery completes within this settle time.
+        settle = time.monotonic() + MATCH_SETTLE_S
+        while time.monotonic() < settle:
             rclpy.spin_once(node, timeout_sec=0.05)
         start_wall = None
         last_clock = 0.0

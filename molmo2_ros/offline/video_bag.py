@@ -11,6 +11,10 @@ from .convert import DEFAULT_START_NS
 from .scenario import _image_message
 
 
+# FFmpeg opens any text file as a "video" rendered by its ANSI-art decoder: that is not camera footage.
+_TEXT_CODECS = {b"ansi"}
+
+
 class VideoError(ValueError):
     """The video cannot be read or the bag cannot be written; the message says what to do."""
 
@@ -43,7 +47,8 @@ def video_to_bag(video: str | Path, out_bag: str | Path, *, encoding: str = "jpe
     capture = cv2.VideoCapture(str(video))
     try:
         fps = capture.get(cv2.CAP_PROP_FPS)
-        ok, bgr = capture.read() if capture.isOpened() else (False, None)
+        codec = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+        ok, bgr = capture.read() if capture.isOpened() and codec not in _TEXT_CODECS else (False, None)
         if not ok or not fps or fps <= 0:
             raise VideoError(f"cannot read '{video}' as a video (not a video file, no frame rate, or a codec this "
                              f"OpenCV cannot decode): pass a video such as an H.264 .mp4")
