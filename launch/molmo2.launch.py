@@ -54,7 +54,7 @@ def _node(context):
     # Only arguments given on the command line override the params file (listed after it).
     overrides = {param: _boolean(name, arg[name]) for name, param in BOOLEAN_PARAMETERS.items() if arg[name].strip()}
     overrides.update({name: arg[name] for name in ("model", "device") if arg[name]})
-    ros_arguments = ["--log-level", arg["log_level"]] if arg["log_level"] else []
+    ros_arguments = ["--log-level", arg["log_level"]] if arg["log_level"] else None
     profile = arg["fastdds_profile"]
     if profile == "shm":
         profile = os.path.join(share, "config", "fastdds_shm.xml")
