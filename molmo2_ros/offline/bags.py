@@ -45,17 +45,17 @@ def open_storage(path: str | Path):
 
     path = Path(path)
     if not path.exists():
-        raise BagError(f"bag '{path}' does not exist: {BAG_REMEDY}")
+        raise BagError(f"cannot open bag '{path}': it does not exist; {BAG_REMEDY}")
     ros1 = path.is_file() and path.suffix == ".bag"
     if path.is_dir() and not (path / "metadata.yaml").is_file():
-        raise BagError(f"'{path}' is a folder without metadata.yaml, not a rosbag2 bag: {BAG_REMEDY}")
+        raise BagError(f"cannot open bag '{path}': a folder without metadata.yaml is not a rosbag2 bag; {BAG_REMEDY}")
     try:
         reader = Reader1(path) if ros1 else Reader2(path)
         reader.open()
     except Exception as error:  # noqa: BLE001 - any storage failure becomes one clear error
         looks_like_bag = path.is_dir() or path.suffix in (".mcap", ".db3", ".bag")
         remedy = f"the bag is damaged or incomplete: {DAMAGED_REMEDY}" if looks_like_bag else BAG_REMEDY
-        raise BagError(f"cannot open bag '{path}' ({type(error).__name__}: {error}): {remedy}") from error
+        raise BagError(f"cannot open bag '{path}' ({type(error).__name__}: {error}); {remedy}") from error
     return reader, ros1
 
 

@@ -62,12 +62,16 @@ def play(bag: str | Path, *, rate: float = 1.0, clock: bool = True, topics: list
     Waits until each data topic has `wait_subscribers` matched subscriptions (or match_timeout_s passed)
     before starting. /clock carries the bag's log time. Returns the number of messages published.
     """
-    import rclpy
-    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-
     if rate <= 0:
         raise ValueError("rate must be > 0")
     reader, ros1 = open_storage(Path(bag))
+    try:
+        import rclpy
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    except ImportError as error:
+        reader.close()
+        raise BagError(f"play needs ROS 2 ({error}): source your ROS 2 setup, or run it through scripts/with_ros") \
+            from error
     if ros1:
         reader.close()
         raise BagError(f"'{bag}' is a ROS 1 bag: its messages are not ROS 2 CDR; convert it first "
