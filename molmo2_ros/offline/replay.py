@@ -256,9 +256,9 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         warnings.append(text)
         print(f"{chr(10) if bar_active else ''}warning: {text}", file=sys.stderr, flush=True)
 
+    pipeline = Pipeline(engine, queries, config)
     camera = CameraBag(bag, topic, on_drop=warn)
     out.mkdir(parents=True, exist_ok=True)
-    pipeline = Pipeline(engine, queries, config)
     summary = ReplaySummary(bag=str(bag), topic=camera.topic, model_id=engine.model_id,
                             results_path=str(out / "results.jsonl"), output_bag=str(bag_out), warnings=warnings)
     summary.per_query = {q.id: {"task": q.task.value, "answers": 0, "points": 0, "tracks": 0, "events": 0,
