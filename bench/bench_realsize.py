@@ -154,7 +154,7 @@ def tiny_slowfast(args, workdir: Path) -> dict:
     """Hit rates of the shipped tiny model for each SlowFast plan (held-out scenario, replay + eval)."""
     from molmo2_ros.cli import SHIPPED_MODEL
     from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
-    from molmo2_ros.core.pipeline import PipelineConfig
+    from molmo2_ros.core.stream import StreamConfig
     from molmo2_ros.offline.evaluate import evaluate, load_results
     from molmo2_ros.offline.replay import replay
     from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
@@ -177,7 +177,7 @@ def tiny_slowfast(args, workdir: Path) -> dict:
         truth_path.write_text(json.dumps(truth_q))
         queries = [Query(q["id"], TaskKind(task), q["text"]) for q in qs]
         for preset in ("default", "detail", "uniform"):
-            config = PipelineConfig(buffer=BufferConfig(window_s=window, stride_s=stride, sample_fps=2.0),
+            config = StreamConfig(buffer=BufferConfig(window_s=window, stride_s=stride, sample_fps=2.0),
                                     slowfast=SLOWFAST_PRESETS[preset], max_new_tokens=tokens)
             engine.clear_cache()
             t0 = time.perf_counter()

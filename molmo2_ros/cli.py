@@ -20,6 +20,12 @@ SHIPPED_NOTE = ("NOTE: default model: molmo2-tiny-synthetic, a 0.9 M-parameter M
                 "--model allenai/Molmo2-4B --device cuda.")
 RANDOM_WARNING = ("NOTE: the default model is a tiny Molmo2 with RANDOM weights (models/molmo2-tiny-synthetic is "
                   "missing): its answers are meaningless. Pass --model allenai/Molmo2-4B for real answers.")
+
+
+class CliError(Exception):
+    """A command-line error: printed as one `error: ...` line that says what to do, exit status 2."""
+
+
 ORACLE_NOTE = ("NOTE: --oracle is an EVALUATION INSTRUMENT that answers from the scenario's ground truth; "
                "it measures the pipeline after the model, it is not a model.")
 
@@ -107,12 +113,16 @@ def _queries(args, bag: Path):
     from .offline.replay import load_queries
 
     if args.queries:
-        return load_queries(args.queries)
+        try:
+            return load_queries(args.queries)
+        except Exception as error:  # noqa: BLE001 - missing file, YAML syntax, missing keys: one clear line
+            raise CliError(f"cannot read queries from '{args.queries}' ({type(error).__name__}: {error}): pass a "
+                           f"YAML list of {{id, task, text}}") from error
     for candidate in (bag / "scenario.json", bag.parent / "scenario.json"):
         if candidate.is_file():
             data = json.loads(candidate.read_text())
             return [Query(q["id"], TaskKind(q["task"]), q.get("text", "")) for q in data["queries"]]
-    raise SystemExit("no queries: pass --queries YAML (list of {id, task, text}) or put scenario.json next to the bag")
+    raise CliError("no queries: pass --queries YAML (list of {id, task, text}) or put scenario.json next to the bag")
 
 
 def cmd_generate(args) -> int:
@@ -125,11 +135,21 @@ def cmd_generate(args) -> int:
 
 
 def _run_replay(args, bag: Path, out: Path):
+    from .offline.bags import BagError, CameraBag
     from .offline.replay import replay
 
-    engine, note = _engine(args)
-    summary = replay(bag, out, engine, _queries(args, bag), config=_stream_config(args), topic=args.topic,
-                     gif=not args.no_gif, progress=not args.quiet)
+    if (out / "molmo2_bag").exists():
+        raise CliError(f"'{out}' already holds a replay's output bag (molmo2_bag): pass a new --out folder or "
+                       f"delete it")
+    queries = _queries(args, bag)
+    try:
+        with CameraBag(bag, args.topic):  # a bag that cannot be read fails before the model is loaded
+            pass
+        engine, note = _engine(args)
+        summary = replay(bag, out, engine, queries, config=_stream_config(args), topic=args.topic,
+                         gif=not args.no_gif, progress=not args.quiet)
+    except BagError as error:
+        raise CliError(str(error)) from error
     print(summary.table())
     if note:
         print(note)
@@ -137,13 +157,7 @@ def _run_replay(args, bag: Path, out: Path):
 
 
 def cmd_replay(args) -> int:
-    from .offline.replay import BagError
-
-    try:
-        summary, _ = _run_replay(args, Path(args.bag), Path(args.out))
-    except BagError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    summary, _ = _run_replay(args, Path(args.bag), Path(args.out))
     return 130 if summary.interrupted else 0
 
 
@@ -151,11 +165,13 @@ def cmd_eval(args) -> int:
     from .offline.evaluate import ResultsError, evaluate, format_table, load_results
     from .offline.scenario import GroundTruth
 
+    for path, what in ((args.results, "results.jsonl of a replay"), (args.scenario, "scenario.json ground truth")):
+        if not Path(path).is_file():
+            raise CliError(f"'{path}' does not exist: pass the {what}")
     try:
         results = load_results(args.results)
     except ResultsError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise CliError(str(error)) from error
     report = evaluate(results, GroundTruth.load(args.scenario), radius_frac=args.radius)
     print(format_table(report))
     if args.json:
@@ -173,18 +189,27 @@ def cmd_convert(args) -> int:
 
 
 def cmd_video2bag(args) -> int:
-    from .offline.video_bag import video_to_bag
+    from .offline.video_bag import VideoError, video_to_bag
 
-    n = video_to_bag(args.video, args.out, encoding=args.encoding, storage=args.storage)
+    try:
+        n = video_to_bag(args.video, args.out, encoding=args.encoding, storage=args.storage)
+    except VideoError as error:
+        raise CliError(str(error)) from error
     print(f"{n} frames -> {args.out}")
     return 0
 
 
 def cmd_play(args) -> int:
+    from .offline.bags import BagError
     from .offline.player import play
 
-    n = play(args.bag, rate=args.rate, clock=not args.no_clock, topics=args.topics or None,
-             wait_subscribers=args.wait_subscribers, match_timeout_s=args.match_timeout)
+    if args.rate <= 0:
+        raise CliError(f"--rate {args.rate}: pass a rate > 0 (1 = recorded speed)")
+    try:
+        n = play(args.bag, rate=args.rate, clock=not args.no_clock, topics=args.topics or None,
+                 wait_subscribers=args.wait_subscribers, match_timeout_s=args.match_timeout)
+    except BagError as error:
+        raise CliError(str(error)) from error
     print(f"published {n} messages")
     return 0
 
@@ -196,7 +221,7 @@ def cmd_demo(args) -> int:
     started = time.perf_counter()
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
-        raise SystemExit(f"{out} is not empty: choose a new --out folder")
+        raise CliError(f"'{out}' is not empty: choose a new --out folder")
     bag = generate_scenario(out / "scenario", seconds=args.seconds, width=args.width, height=args.height)
     truth_path = out / "scenario" / "scenario.json"
     if args.use_oracle:
@@ -337,7 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ seconds (default 1800), measuring the node process and its /diagnostics.
 
 Environment: SOAK_S (length in s), SOAK_WARMUP_S (default min(120, SOAK_S / 4): RSS and threads are sampled
 this long after the first processed window and again at the end), SOAK_GROWTH (allowed relative growth, 0.05).
-ROS traffic stays on this host (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST, the SHM Fast DDS profile) on a
-ROS_DOMAIN_ID claimed like the tests do.
+ROS traffic stays on this host (localhost discovery and the SHM Fast DDS profile under the variable names of
+$ROS_DISTRO, as in the tests) on a ROS_DOMAIN_ID claimed like the tests do.
 
 Prints progress on stderr and, as its LAST stdout line, one JSON object: rss_mb_start, rss_mb_end,
 threads_start, threads_end, frames_in, frames_dropped_by_reason, windows_processed, windows_skipped, crashes
@@ -39,6 +39,7 @@ from conftest import _claim_domain_id, ros_overrides  # noqa: E402
 from helpers.ros_client import SpunNode  # noqa: E402
 from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
+from molmo2_ros.ros.environment import conflicting_variables  # noqa: E402
 
 NODE_NAME = f"molmo2_soak_{os.getpid()}"
 TOPIC = f"/soak_{os.getpid()}/image"
@@ -99,11 +100,11 @@ def main() -> int:
     domain_id, lock_fd = _claim_domain_id()
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_soak_"))
     overrides = ros_overrides(domain_id, tmp / "ros_home")
-    env = {k: v for k, v in os.environ.items() if k != "ROS_LOCALHOST_ONLY"}
-    env.update({**overrides, "PYTHONUNBUFFERED": "1",
-                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)})
+    for key in conflicting_variables():  # e.g. ROS_LOCALHOST_ONLY after Humble
+        os.environ.pop(key, None)
     os.environ.update(overrides)
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
     model = build_tiny_model(tmp / "tiny", TinySpec(seed=0))
     node_log = open(tmp / "node.log", "wb")
     node = subprocess.Popen([sys.executable, str(REPO / "scripts" / "molmo2_node"), "--ros-args",

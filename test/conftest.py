@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from molmo2_ros.ros.environment import conflicting_variables, fastdds_profile_env, localhost_discovery_env
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_shm.xml"
 
@@ -72,15 +74,16 @@ def _claim_domain_id() -> tuple[int, int]:
 
 
 def ros_overrides(domain_id: int, ros_home: Path) -> dict[str, str]:
-    """Environment of every ROS process of the tests, benchmarks and soak: loopback discovery, its own domain id and
-    ROS_HOME, Fast DDS over shared memory with the project's profile (config/fastdds_shm.xml, honoured in full)."""
+    """Environment of every ROS process of the tests, benchmarks and soak: discovery on this host, its own domain id
+    and ROS_HOME, Fast DDS over shared memory with the project's profile (config/fastdds_shm.xml, honoured in full).
+    The variable names follow $ROS_DISTRO (molmo2_ros/ros/environment.py); remove `conflicting_variables()` from an
+    inherited environment first."""
     return {
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+        **localhost_discovery_env(),
         "ROS_DOMAIN_ID": str(domain_id),
         "ROS_HOME": str(ros_home),
         "ROS_LOG_DIR": str(ros_home / "log"),
-        "FASTDDS_DEFAULT_PROFILES_FILE": str(FASTDDS_PROFILE),
-        "RMW_FASTRTPS_USE_QOS_FROM_XML": "1",
+        **fastdds_profile_env(FASTDDS_PROFILE),
         "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
     }
 
@@ -96,12 +99,12 @@ def ros_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
     ros_home = tmp_path / "ros_home"
     ros_home.mkdir()
     overrides = ros_overrides(domain_id, ros_home)
-    # ROS_LOCALHOST_ONLY is ignored by the PyPI wheels (and deprecated): never let it suggest otherwise.
-    monkeypatch.delenv("ROS_LOCALHOST_ONLY", raising=False)
+    # e.g. ROS_LOCALHOST_ONLY after Humble: deprecated in Jazzy and ignored by Kilted, never let it suggest otherwise.
+    for key in conflicting_variables():
+        monkeypatch.delenv(key, raising=False)
     for key, value in overrides.items():
         monkeypatch.setenv(key, value)
-    env = {k: v for k, v in os.environ.items() if k != "ROS_LOCALHOST_ONLY"}
-    env.update(overrides)
+    env = dict(os.environ)
     try:
         yield env
     finally:

@@ -100,8 +100,8 @@ def test_generated_and_source_modules_share_one_package():
     import molmo2_ros.core.types
     import molmo2_ros.msg
 
-    # The generated interfaces come from the colcon install space ...
-    assert "install" in molmo2_ros.msg.__file__.split("/")
+    # The generated interfaces come from the colcon install space (install/, or install-jazzy/ for Jazzy) ...
+    assert any(part in ("install", "install-jazzy") for part in molmo2_ros.msg.__file__.split("/"))
     # ... while our own modules come from the first molmo2_ros folder on the path (the source tree under
     # scripts/with_ros), and both hang off the same package object.
     assert molmo2_ros.core.types.__file__.startswith(molmo2_ros.__path__[0])

@@ -30,7 +30,7 @@ from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
 from molmo2_ros.core.engine_factory import make_engine
 from molmo2_ros.core.engine_interface import InferRequest
 from molmo2_ros.core.molmo2_inputs import ClipTokens, Molmo2InputBuilder
-from molmo2_ros.core.pipeline import Pipeline
+from molmo2_ros.core.stream import Stream
 from molmo2_ros.core.prompts import build_prompt
 from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.types import Query, TaskKind
@@ -111,15 +111,15 @@ def causal_visual_attention(engine: Molmo2Engine):
 
 def compare(local, answers):
     """(identical answers, total, details) of the transformers engine vs the server's `answers` (Inferences);
-    grounded points compared through one Pipeline each."""
+    grounded points compared through one Stream each."""
     same, total, details = 0, 0, []
-    lp, rp = Pipeline(local, []), Pipeline(local, [])
+    lp, rp = Stream("", []), Stream("", [])
     for b in answers:
         a = local.infer(b.clip, QUERIES, MAX_NEW_TOKENS)
         assert not a.error and not b.error, (a.error, b.error)
         for ga, gb in zip(a.generations, b.generations):
-            ra = lp.ground(a, ga.query, ga.text, 0.0, stateful=False)
-            rb = rp.ground(b, gb.query, gb.text, 0.0, stateful=False)
+            ra = lp.ground(a, ga.query, ga.text, 0.0, local.model_id, stateful=False)
+            rb = rp.ground(b, gb.query, gb.text, 0.0, local.model_id, stateful=False)
             equal = ga.text == gb.text and ra.points == rb.points and ra.count == rb.count
             same += equal
             total += 1
@@ -332,11 +332,11 @@ def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, 
             assert all(ns(p.stamp) in stamps and 0 <= p.x <= 96 and 0 <= p.y <= 72 for p in msg.points)
         assert all(ns(m.header.stamp) in stamps for m in client.got(f"{NODE}/tracks/people"))
         before = client.diagnostics(NODE)
-        assert before.get("pipeline_inference_errors", "0") == "0"
+        assert before.get("inference_errors", "0") == "0"
 
         server.kill()  # the whole process group, at once
         camera = start_camera({**spec, "count": 16, "t0": 1020.0}, env)
-        d = wait_until(lambda: (lambda d: d if d and int(d.get("pipeline_inference_errors", 0)) >= 3 else None)(
+        d = wait_until(lambda: (lambda d: d if d and int(d.get("inference_errors", 0)) >= 3 else None)(
             diagnostics(client, NODE)), 60.0, what="counted failures")
         camera.wait(60)
         assert node.proc.poll() is None and d["state"] == "active"

@@ -26,7 +26,12 @@ _TO_RGB = {"rgb": None, "bgr": cv2.COLOR_BGR2RGB, "rgba": cv2.COLOR_RGBA2RGB, "b
 
 
 class BadImage(ValueError):
-    """The image cannot be decoded; the message says why."""
+    """The image cannot be decoded; the message says why, `reason` is a short counter key (the node and the replay
+    count drops per reason): unsupported_encoding, empty_image, bad_step, truncated_data, empty_data, undecodable."""
+
+    def __init__(self, message: str, reason: str = "undecodable") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 SUPPORTED_ENCODINGS = tuple(sorted(_LAYOUT))
@@ -36,14 +41,15 @@ def _rows(width: int, height: int, step: int, bytes_per_pixel: int, data: bytes 
           encoding: str) -> np.ndarray:
     """(height, width * bytes_per_pixel) uint8 view of the pixel bytes without row padding."""
     if width <= 0 or height <= 0:
-        raise BadImage(f"{encoding} image has size {width}x{height}")
+        raise BadImage(f"{encoding} image has size {width}x{height}", "empty_image")
     row = width * bytes_per_pixel
     if step < row:
-        raise BadImage(f"{encoding} image: step {step} < width {width} * {bytes_per_pixel} bytes per pixel")
+        raise BadImage(f"{encoding} image: step {step} < width {width} * {bytes_per_pixel} bytes per pixel",
+                       "bad_step")
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size < step * (height - 1) + row:
         raise BadImage(f"{encoding} image {width}x{height} step {step} needs {step * height} bytes, "
-                       f"got {buf.size}")
+                       f"got {buf.size}", "truncated_data")
     if buf.size >= step * height:
         return buf[:step * height].reshape(height, step)[:, :row]
     padded = np.zeros(step * height, np.uint8)
@@ -56,7 +62,8 @@ def decode_raw(encoding: str, width: int, height: int, step: int, is_bigendian: 
     """RGB uint8 (height, width, 3) from a sensor_msgs/Image's fields. Raises BadImage."""
     enc = encoding.lower()
     if enc not in _LAYOUT:
-        raise BadImage(f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+        raise BadImage(f"unsupported encoding '{encoding}' (supported: {', '.join(SUPPORTED_ENCODINGS)})",
+                       "unsupported_encoding")
     channels, depth = _LAYOUT[enc]
     rows = _rows(width, height, step, channels * depth, data, encoding)
     if depth == 2:
@@ -81,7 +88,7 @@ def decode_compressed(format: str, data: bytes | bytearray | memoryview) -> np.n
     """RGB uint8 (height, width, 3) from a sensor_msgs/CompressedImage (jpeg, png, ...). Raises BadImage."""
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
-        raise BadImage(f"compressed image ({format or 'no format'}) has no data")
+        raise BadImage(f"compressed image ({format or 'no format'}) has no data", "empty_data")
     if "compressedDepth" in format:
         raise BadImage(f"compressedDepth images are not colour images (format '{format}')")
     img = cv2.imdecode(buf, cv2.IMREAD_COLOR)

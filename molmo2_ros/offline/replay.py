@@ -14,13 +14,15 @@ import math
 import os
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
-from ..core.image_decode import BadImage, decode_compressed, decode_raw
+from ..core.image_decode import BadImage
 from ..core.messages import MessageTypes, bag_topic, output_topics, result_messages
 from ..core.overlay import draw_overlay
 from ..core.engine_interface import Engine
@@ -28,70 +30,32 @@ from ..core.runtime import Runtime
 from ..core.schedule import EveryWindowPolicy
 from ..core.stream import Stream, StreamConfig
 from ..core.serialization import result_to_dict
-from ..core.types import NS_PER_S, Frame, Query, QueryResult, TaskKind
+from ..core.types import Frame, Query, QueryResult, TaskKind
+from .bags import BagError, BagFrame, CameraBag
 
-IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 GIF_MAX_WIDTH = 320
 GIF_MAX_FRAMES = 400
 
 
-class BagError(RuntimeError):
-    """The bag cannot be replayed; the message names the topic and message."""
-
-
 # ---- reading ---------------------------------------------------------------------------------------------
-def pick_camera_topic(connections, topic: str = "") -> tuple[str, str]:
-    """(topic, msgtype): `topic` when given, else the first Image or CompressedImage topic (by name)."""
-    image_topics = sorted({(c.topic, c.msgtype) for c in connections if c.msgtype in IMAGE_TYPES})
-    if topic:
-        match = [t for t in image_topics if t[0] == topic]
-        if not match:
-            known = ", ".join(f"{c.topic} [{c.msgtype}]" for c in connections) or "none"
-            raise BagError(f"topic '{topic}' is not an Image/CompressedImage topic of the bag (topics: {known})")
-        return match[0]
-    if not image_topics:
-        raise BagError("the bag has no sensor_msgs/Image or sensor_msgs/CompressedImage topic")
-    return image_topics[0]
-
-
-def message_to_frame(msgtype: str, msg: Any) -> Frame:
-    """Decode one image message into a Frame stamped with its header stamp. Raises BadImage."""
-    stamp = int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
-    if msgtype.endswith("CompressedImage"):
-        image = decode_compressed(msg.format, msg.data)
-    else:
-        image = decode_raw(msg.encoding, int(msg.width), int(msg.height), int(msg.step), msg.is_bigendian, msg.data)
-    return Frame(stamp_ns=stamp, image=image, frame_id=msg.header.frame_id)
-
-
-def read_frames(bag: Path, topic: str = "") -> tuple[str, int, Iterator[Frame]]:
-    """(topic, message count, frames in log-time order). Errors say which topic and message failed."""
-    from rosbags.highlevel import AnyReader
-
-    try:
-        reader = AnyReader([Path(bag)])
-        reader.open()
-    except Exception as error:  # noqa: BLE001 - any reader failure becomes one clear error
-        raise BagError(f"cannot open bag '{bag}': {type(error).__name__}: {error}") from error
-    name, msgtype = pick_camera_topic(reader.connections, topic)
-    conns = [c for c in reader.connections if c.topic == name]
-    total = sum(c.msgcount for c in conns)
-
-    def frames() -> Iterator[Frame]:
+def runtime_frames(bag_frames: Iterable[BagFrame], accepts: Callable[[int], str], drops: Counter,
+                   warn: Callable[[str], None]) -> Iterator[Frame]:
+    """The frames to push into the runtime, as the node makes them: a frame is decoded only when its stream's clip
+    buffer will keep it (`accepts`; others pass as placeholders without pixels, which the buffer counts); an
+    undecodable frame is dropped and counted in `drops` under bad_<reason> (the node's counter names), the first of
+    each reason with a warning."""
+    for item in bag_frames:
+        if accepts(item.stamp_ns) not in ("keep", "backward_jump"):
+            yield item.placeholder()
+            continue
         try:
-            for i, (conn, log_ns, raw) in enumerate(reader.messages(connections=conns)):
-                where = f"topic '{name}' message {i} (log time {log_ns} ns)"
-                try:
-                    msg = reader.deserialize(raw, conn.msgtype)
-                except Exception as error:  # noqa: BLE001
-                    raise BagError(f"{where}: cannot deserialize {conn.msgtype}: {error}") from error
-                try:
-                    yield message_to_frame(conn.msgtype, msg)
-                except BadImage as error:
-                    raise BagError(f"{where}: bad image: {error}") from error
-        finally:
-            reader.close()
-    return name, total, frames()
+            yield item.decode()
+        except BadImage as error:
+            key = f"bad_{error.reason}"
+            drops[key] += 1
+            if drops[key] == 1:
+                warn(f"frame {item.index} (stamp {item.stamp_ns} ns) cannot be decoded: {error} (dropped; further "
+                     f"drops are only counted as {key})")
 
 
 def load_queries(path: str | Path) -> list[Query]:
@@ -215,6 +179,10 @@ class ReplaySummary:
     interrupted: bool = False
     per_query: dict[str, dict[str, Any]] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
+    # Frames not fed to the model, by reason, with the node's counter names (bad_<reason>, buffer_dropped_<reason>).
+    frames_dropped: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
     results_path: str = ""
     output_bag: str = ""
     gif: str = ""
@@ -232,6 +200,11 @@ class ReplaySummary:
                          f"{s['events']:>7} {s['empty']:>6}")
         if self.counters:
             lines.append("  counters: " + ", ".join(f"{k}={v}" for k, v in sorted(self.counters.items())))
+        if self.frames_dropped:
+            lines.append("  frames dropped: " + ", ".join(f"{k}={v}" for k, v in sorted(self.frames_dropped.items())))
+        lines += [f"  warning: {w}" for w in self.warnings]
+        if self.error:
+            lines.append(f"  ERROR: {self.error}")
         lines += [f"  results: {self.results_path}", f"  bag:     {self.output_bag}", f"  gif:     {self.gif}"]
         return "\n".join(lines)
 
@@ -258,25 +231,33 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
            progress: bool = True) -> ReplaySummary:
     """Run the runtime over every window of the bag's camera topic and write the outputs to out_dir."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     bag_out = out / "molmo2_bag"
     if bag_out.exists():
         raise FileExistsError(f"{bag_out} exists: choose an empty output folder")
-    name, total, frames = read_frames(Path(bag), topic)
+    warnings: list[str] = []
+    bar_active = progress  # a warning during the progress bar starts on a new line
+
+    def warn(text: str) -> None:
+        warnings.append(text)
+        print(f"{chr(10) if bar_active else ''}warning: {text}", file=sys.stderr, flush=True)
+
     stream = Stream("", queries, config)
     # Clips run as soon as they fall due, so at most one is ever pending: the byte budget never binds here.
     runtime = Runtime(engine, [stream], EveryWindowPolicy(max_pending_bytes=2**40))
-    summary = ReplaySummary(bag=str(bag), topic=name, model_id=engine.model_id,
-                            results_path=str(out / "results.jsonl"), output_bag=str(bag_out))
+    camera = CameraBag(bag, topic, on_drop=warn)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = ReplaySummary(bag=str(bag), topic=camera.topic, model_id=engine.model_id,
+                            results_path=str(out / "results.jsonl"), output_bag=str(bag_out), warnings=warnings)
     summary.per_query = {q.id: {"task": q.task.value, "answers": 0, "points": 0, "tracks": 0, "events": 0,
                                 "empty": 0} for q in stream.queries}
     writer = ResultBagWriter(bag_out)
-    bar = Progress(total, progress)
+    bar = Progress(camera.count, progress)
     gif_frames: list[np.ndarray] = []
+    drops: Counter = Counter()
     started = time.perf_counter()
     try:
         with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
-            for frame in frames:
+            for frame in runtime_frames(camera.frames(), stream.accepts, drops, warn):
                 summary.frames += 1
                 clip = runtime.push("", frame)
                 if clip is not None:
@@ -298,12 +279,27 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
                 writer.write(r)
     except KeyboardInterrupt:
         summary.interrupted = True
+    except Exception as error:
+        summary.error = str(error) if isinstance(error, BagError) else f"{type(error).__name__}: {error}"
+        raise
     finally:
+        camera.close()
         writer.close()
         bar.update(summary.frames, f"windows {summary.windows}", force=True)
         bar.close()
+        bar_active = False
         summary.output_messages = writer.messages
-        summary.counters = {k: int(v) for k, v in sorted(stream.counter_snapshot().items())}
+        counters = stream.counter_snapshot()
+        summary.counters = {k: int(v) for k, v in sorted(counters.items())}
+        drops.update(camera.counters)
+        drops.update({k: v for k, v in counters.items() if k.startswith("buffer_dropped_")})
+        summary.frames_dropped = dict(sorted(drops.items()))
+        summary.frames += sum(n for k, n in drops.items() if k.startswith("bad_"))  # never reached the runtime
+        zero = drops["buffer_dropped_zero_stamp"]
+        if zero:
+            warn(f"{zero} of {summary.frames} frames on {camera.topic} have a zero header stamp and were dropped (the "
+                 f"node drops them too){': no window was processed' if zero == summary.frames else ''}; the camera "
+                 f"driver must stamp its images (header.stamp), re-record the bag with stamped images")
         if gif_frames:
             _save_gif(out / "replay.gif", gif_frames, int(config.buffer.stride_s * 1000))
             summary.gif = str(out / "replay.gif")

@@ -11,39 +11,62 @@ from .convert import DEFAULT_START_NS
 from .scenario import _image_message
 
 
+# FFmpeg opens any text file as a "video" rendered by its ANSI-art decoder: that is not camera footage.
+_TEXT_CODECS = {b"ansi"}
+
+
+class VideoError(ValueError):
+    """The video cannot be read or the bag cannot be written; the message says what to do."""
+
+
+def _check_output(out_bag: Path) -> None:
+    """The output must be a new path (rosbags never overwrites); an empty folder is taken over."""
+    if not out_bag.exists():
+        return
+    if out_bag.is_dir() and not any(out_bag.iterdir()):
+        out_bag.rmdir()
+        return
+    what = "already holds a bag" if (out_bag / "metadata.yaml").is_file() else "already exists"
+    raise VideoError(f"output '{out_bag}' {what}: choose a new output path (the bag folder is created) or delete it")
+
+
 def video_to_bag(video: str | Path, out_bag: str | Path, *, encoding: str = "jpeg", start_ns: int = DEFAULT_START_NS,
                  frame_id: str = "camera", storage: str = "mcap", jpeg_quality: int = 90) -> int:
     """Write every frame of `video` at stamp start_ns + frame_index / fps; returns the number of frames.
 
     encoding: jpeg (CompressedImage on /camera/image_raw/compressed) or rgb8/bgr8/mono8 (Image on
-    /camera/image_raw). Raises ValueError when the video cannot be read."""
+    /camera/image_raw). Raises VideoError when the video is missing or unreadable, or the output exists; nothing
+    is written then."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
+    video, out_bag = Path(video), Path(out_bag)
+    if not video.is_file():
+        raise VideoError(f"video '{video}' does not exist (or is not a file): pass the path of a video file")
+    _check_output(out_bag)
     capture = cv2.VideoCapture(str(video))
-    fps = capture.get(cv2.CAP_PROP_FPS)
-    if not capture.isOpened() or not fps or fps <= 0:
-        raise ValueError(f"cannot read video '{video}' (or it has no frame rate)")
-    typestore = get_typestore(Stores.ROS2_HUMBLE)
-    compressed = encoding == "jpeg"
-    topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
-    msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    count = 0
     try:
-        with Writer(Path(out_bag), version=9, storage_plugin=plugin) as writer:
+        fps = capture.get(cv2.CAP_PROP_FPS)
+        codec = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+        ok, bgr = capture.read() if capture.isOpened() and codec not in _TEXT_CODECS else (False, None)
+        if not ok or not fps or fps <= 0:
+            raise VideoError(f"cannot read '{video}' as a video (not a video file, no frame rate, or a codec this "
+                             f"OpenCV cannot decode): pass a video such as an H.264 .mp4")
+        typestore = get_typestore(Stores.ROS2_HUMBLE)
+        compressed = encoding == "jpeg"
+        topic = "/camera/image_raw/compressed" if compressed else "/camera/image_raw"
+        msgtype = "sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image"
+        plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+        count = 0
+        with Writer(out_bag, version=9, storage_plugin=plugin) as writer:
             conn = writer.add_connection(topic, msgtype, typestore=typestore)
-            while True:
-                ok, bgr = capture.read()
-                if not ok:
-                    break
+            while ok:
                 stamp = start_ns + round(count * NS_PER_S / fps)
                 rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
                 _, msg = _image_message(typestore, rgb, encoding, stamp, frame_id, jpeg_quality)
                 writer.write(conn, stamp, typestore.serialize_cdr(msg, msgtype))
                 count += 1
+                ok, bgr = capture.read()
     finally:
         capture.release()
-    if not count:
-        raise ValueError(f"video '{video}' has no readable frames")
     return count

@@ -444,11 +444,11 @@ class Molmo2Node(LifecycleNode):
 
 # ---- entry point ---------------------------------------------------------------------------------------------
 def _with_default_image_remap(args: list[str]) -> list[str]:
-    """Remap `image` to /camera/image_raw unless the command line remaps it already."""
+    """Remap `image` to camera/image_raw (relative: a namespace applies) unless the command line remaps it already."""
     for i, arg in enumerate(args):
         if arg in ("-r", "--remap") and i + 1 < len(args) and args[i + 1].split(":=")[0].endswith("image"):
             return args
-    return [*args, "--ros-args", "-r", "image:=/camera/image_raw"]
+    return [*args, "--ros-args", "-r", "image:=camera/image_raw"]
 
 
 def main(args: list[str] | None = None, executor_class=HandOffExecutor) -> int:

@@ -1,4 +1,4 @@
-"""Stand-in for `launch_ros.actions.Node`: builds the command line launch_ros would run."""
+"""Stand-in for `launch_ros.actions.Node` and `LifecycleNode`: build the command line launch_ros would run."""
 
 from __future__ import annotations
 
@@ -18,16 +18,30 @@ def _executable(package: str, executable: str) -> str:
     raise FileNotFoundError(f"executable '{executable}' of package '{package}' not found on AMENT_PREFIX_PATH")
 
 
+class Command(list):
+    """A process's command line; `env` holds the variables launch would add to the inherited environment."""
+
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+        super().__init__(argv)
+        self.env = dict(env or {})
+
+
 class Node:
     def __init__(self, *, package: str, executable: str, name: str = "", namespace: str = "",
-                 parameters: list | None = None, remappings: list | None = None, output: str = "log",
-                 emulate_tty: bool = False, arguments: list | None = None) -> None:
+                 parameters: list | None = None, remappings: list | None = None, ros_arguments: list | None = None,
+                 arguments: list | None = None, additional_env: dict | None = None, output: str = "log",
+                 emulate_tty: bool = False) -> None:
         self.package, self.executable, self.name, self.namespace = package, executable, name, namespace
         self.parameters, self.remappings = list(parameters or []), list(remappings or [])
-        self.arguments = list(arguments or [])
+        self.arguments, self.ros_arguments = list(arguments or []), list(ros_arguments or [])
+        self.additional_env = dict(additional_env or {})
 
     def visit(self, context) -> list:
-        cmd = [_executable(self.package, self.executable), *self.arguments, "--ros-args"]
+        # The order of launch_ros' Node: executable, arguments, [--ros-args ros_arguments], --ros-args, name, ...
+        cmd = [_executable(self.package, self.executable), *self.arguments]
+        if self.ros_arguments:
+            cmd += ["--ros-args", *self.ros_arguments]
+        cmd.append("--ros-args")
         if self.name:
             cmd += ["-r", f"__node:={self.name}"]
         if self.namespace:
@@ -42,4 +56,11 @@ class Node:
             cmd += ["--params-file", str(params)]
         for src, dst in self.remappings:
             cmd += ["-r", f"{src}:={dst}"]
-        return [cmd]
+        return [Command(cmd, self.additional_env)]
+
+
+class LifecycleNode(Node):
+    """launch_ros requires the name and the namespace of a lifecycle node (it talks to its services)."""
+
+    def __init__(self, *, name: str, namespace: str, **kwargs) -> None:
+        super().__init__(name=name, namespace=namespace, **kwargs)

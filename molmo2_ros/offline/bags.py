@@ -1,0 +1,162 @@
+"""Reading a camera topic from rosbag2 bags of every ROS 2 distribution (and ROS 1 bags), decoding on demand.
+
+rosbags' AnyReader parses the message definition of every connection and guesses the bag format from the file
+name. That fails on bags robots really record, so this module opens the storage reader itself:
+- Humble's sqlite3 storage keeps no message definitions (AnyReader then needs a default type store);
+- bags recorded with service introspection (Jazzy and newer) hold `*/srv/*_Event` topics whose schema is the raw
+  `.srv` text, which rosbags cannot parse; other custom schemas may be unparsable too;
+- a rosbag2 folder whose name ends in `.bag` is taken for a ROS 1 file.
+Only the camera connection is deserialized, with rosbags' built-in sensor_msgs definitions (Image and
+CompressedImage are the same in every distribution), so the bag's own definitions are never needed.
+
+Frames come out in log-time order as `BagFrame`s: the header stamp and frame_id are read at once (deserializing
+CDR gives zero-copy views of the pixel bytes), the pixels are decoded only by `BagFrame.decode()`, so a caller
+can ask the clip buffer first and skip frames that will not be sampled.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.image_decode import decode_compressed, decode_raw
+from ..core.types import NS_PER_S, Frame
+
+IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
+SERVICE_EVENT_SUFFIX = "/_service_event"
+BAG_REMEDY = "pass a rosbag2 folder (with metadata.yaml), a .mcap or .db3 file of one, or a ROS 1 .bag file"
+DAMAGED_REMEDY = "repair it (mcap: `mcap recover`; sqlite3: the sqlite3 shell's .recover) or record it again"
+
+
+class BagError(RuntimeError):
+    """The bag cannot be read; the message names the bag, topic or message and says what to do."""
+
+
+def open_storage(path: str | Path):
+    """An opened rosbags reader (rosbag2 folder or storage file, or ROS 1 file) and whether it is ROS 1.
+
+    Raises BagError with a remedy when the path is missing or not a bag."""
+    from rosbags.rosbag1 import Reader as Reader1
+    from rosbags.rosbag2 import Reader as Reader2
+
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"cannot open bag '{path}': it does not exist; {BAG_REMEDY}")
+    ros1 = path.is_file() and path.suffix == ".bag"
+    if path.is_dir() and not (path / "metadata.yaml").is_file():
+        raise BagError(f"cannot open bag '{path}': a folder without metadata.yaml is not a rosbag2 bag; {BAG_REMEDY}")
+    try:
+        reader = Reader1(path) if ros1 else Reader2(path)
+        reader.open()
+    except Exception as error:  # noqa: BLE001 - any storage failure becomes one clear error
+        looks_like_bag = path.is_dir() or path.suffix in (".mcap", ".db3", ".bag")
+        remedy = f"the bag is damaged or incomplete: {DAMAGED_REMEDY}" if looks_like_bag else BAG_REMEDY
+        raise BagError(f"cannot open bag '{path}' ({type(error).__name__}: {error}); {remedy}") from error
+    return reader, ros1
+
+
+def is_service_event(connection) -> bool:
+    """A service-introspection topic (`<service>/_service_event`, type `pkg/srv/Name_Event`)."""
+    return connection.topic.endswith(SERVICE_EVENT_SUFFIX) or "/srv/" in connection.msgtype
+
+
+def pick_camera_topic(connections, topic: str = "") -> tuple[str, str]:
+    """(topic, msgtype): `topic` when given, else the first Image or CompressedImage topic (by name)."""
+    image_topics = sorted({(c.topic, c.msgtype) for c in connections if c.msgtype in IMAGE_TYPES})
+    known = ", ".join(sorted(f"{c.topic} [{c.msgtype}]" for c in connections)) or "none"
+    if topic:
+        match = [t for t in image_topics if t[0] == topic]
+        if not match:
+            raise BagError(f"topic '{topic}' is not an Image/CompressedImage topic of the bag: pass --topic with one "
+                           f"of its image topics (topics: {known})")
+        return match[0]
+    if not image_topics:
+        raise BagError(f"the bag has no sensor_msgs/Image or sensor_msgs/CompressedImage topic (topics: {known})")
+    return image_topics[0]
+
+
+class BagFrame:
+    """One camera message: header stamp (ns), frame_id and log time known, pixels decoded by `decode()`."""
+
+    __slots__ = ("index", "log_ns", "stamp_ns", "frame_id", "_msg", "_compressed")
+
+    def __init__(self, index: int, log_ns: int, msg: Any, compressed: bool) -> None:
+        self.index, self.log_ns = index, log_ns
+        self.stamp_ns = int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
+        self.frame_id = str(msg.header.frame_id)
+        self._msg, self._compressed = msg, compressed
+
+    def decode(self) -> Frame:
+        """The frame with RGB pixels. Raises BadImage (its `reason` names the counter)."""
+        m = self._msg
+        if self._compressed:
+            image = decode_compressed(m.format, m.data)
+        else:
+            image = decode_raw(m.encoding, int(m.width), int(m.height), int(m.step), m.is_bigendian, m.data)
+        return Frame(stamp_ns=self.stamp_ns, image=image, frame_id=self.frame_id)
+
+    def placeholder(self) -> Frame:
+        """A frame without pixels, for stamps the clip buffer will not keep (as the node does)."""
+        return Frame(stamp_ns=self.stamp_ns, image=np.empty((0, 0, 3), np.uint8), frame_id=self.frame_id)
+
+
+class CameraBag:
+    """One camera topic of a bag. Use as a context manager; `frames()` iterates once, in log-time order.
+
+    Messages that cannot be deserialized are skipped and counted in `counters` ("bad_undeserializable"),
+    with `on_drop(text)` called once per reason."""
+
+    def __init__(self, path: str | Path, topic: str = "", on_drop: Callable[[str], None] | None = None) -> None:
+        from rosbags.typesys import Stores, get_typestore
+
+        self.path = Path(path)
+        self._reader, self.ros1 = open_storage(self.path)
+        try:
+            self.topic, self.msgtype = pick_camera_topic(self._reader.connections, topic)
+        except BagError:
+            self._reader.close()
+            raise
+        self._connections = [c for c in self._reader.connections if c.topic == self.topic]
+        self.count = sum(c.msgcount for c in self._connections)
+        self.counters: Counter = Counter()
+        self._on_drop = on_drop
+        store = get_typestore(Stores.ROS1_NOETIC if self.ros1 else Stores.ROS2_HUMBLE)
+        self._deserialize = store.deserialize_ros1 if self.ros1 else store.deserialize_cdr
+
+    def __enter__(self) -> CameraBag:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            reader.close()
+
+    def frames(self) -> Iterator[BagFrame]:
+        compressed = self.msgtype.endswith("CompressedImage")
+        index = 0
+        try:
+            for conn, log_ns, raw in self._reader.messages(connections=self._connections):
+                index += 1
+                try:
+                    msg = self._deserialize(raw, conn.msgtype)
+                except Exception as error:  # noqa: BLE001 - a corrupt message is a counted drop
+                    self._drop("undeserializable", f"message {index - 1} (log time {log_ns} ns) cannot be "
+                                                   f"deserialized as {conn.msgtype}: {error}")
+                    continue
+                yield BagFrame(index - 1, log_ns, msg, compressed)
+        except Exception as error:  # noqa: BLE001 - the storage failing mid-way (a damaged chunk, ...)
+            raise BagError(f"reading bag '{self.path}' failed after {index} messages of {self.topic} "
+                           f"({type(error).__name__}: {error}): the bag is damaged; {DAMAGED_REMEDY}") from error
+
+    def _drop(self, reason: str, text: str) -> None:
+        key = f"bad_{reason}"
+        self.counters[key] += 1
+        if self.counters[key] == 1 and self._on_drop is not None:
+            self._on_drop(f"{self.topic}: {text} (dropped; further drops are only counted as {key})")

@@ -1,0 +1,59 @@
+"""Process environment variables whose names differ between ROS 2 distributions.
+
+No rclpy import: the launch file, the tests, the benchmarks and the soak script use it before any ROS process
+starts. The distribution is `$ROS_DISTRO` (every ROS setup script exports it; scripts/with_ros does too).
+
+- Fast DDS 2.x (Humble, Iron, Jazzy) reads an XML profile from FASTRTPS_DEFAULT_PROFILES_FILE only; Fast DDS 3.x
+  (Kilted and newer) reads FASTDDS_DEFAULT_PROFILES_FILE and warns once per participant when the old name is set.
+- Discovery on this host only: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST from Iron on; Humble's rcl knows only
+  ROS_LOCALHOST_ONLY=1, which Jazzy deprecates and Kilted ignores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+FASTDDS2_DISTROS = frozenset({"foxy", "galactic", "humble", "iron", "jazzy"})
+LOCALHOST_ONLY_DISTROS = frozenset({"foxy", "galactic", "humble"})
+FASTDDS3_PROFILE_VAR = "FASTDDS_DEFAULT_PROFILES_FILE"
+FASTDDS2_PROFILE_VAR = "FASTRTPS_DEFAULT_PROFILES_FILE"
+
+
+def ros_distro(env: Mapping[str, str] | None = None) -> str:
+    """The distribution's lower-case name from ROS_DISTRO ("" when unset: treated as the newest)."""
+    return (os.environ if env is None else env).get("ROS_DISTRO", "").strip().lower()
+
+
+def uses_fastdds2(distro: str | None = None) -> bool:
+    return (ros_distro() if distro is None else distro) in FASTDDS2_DISTROS
+
+
+def fastdds_profile_env(profile: str | Path, distro: str | None = None) -> dict[str, str]:
+    """Variables that make Fast DDS of `distro` (default: $ROS_DISTRO) load `profile` as its default profiles,
+    with its QoS settings honoured in full (RMW_FASTRTPS_USE_QOS_FROM_XML=1; rmw_fastrtps otherwise overrides
+    the history memory policy). Both names on Fast DDS 2.x distributions (2.x reads the old one), only the new
+    name otherwise (3.x warns about the old one)."""
+    env = {FASTDDS3_PROFILE_VAR: str(profile), "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
+    if uses_fastdds2(distro):
+        env[FASTDDS2_PROFILE_VAR] = str(profile)
+    return env
+
+
+def localhost_discovery_env(distro: str | None = None) -> dict[str, str]:
+    """Variables that keep ROS discovery on this host for `distro` (default: $ROS_DISTRO)."""
+    distro = ros_distro() if distro is None else distro
+    if distro in LOCALHOST_ONLY_DISTROS:
+        return {"ROS_LOCALHOST_ONLY": "1"}
+    return {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+
+
+def conflicting_variables(distro: str | None = None) -> tuple[str, ...]:
+    """Variables to remove from an inherited environment before applying the two functions above: the
+    deprecated or ignored localhost switch, and on Fast DDS 3.x the old profile name (it only warns there)."""
+    distro = ros_distro() if distro is None else distro
+    stale = [] if distro in LOCALHOST_ONLY_DISTROS else ["ROS_LOCALHOST_ONLY"]
+    if not uses_fastdds2(distro):
+        stale.append(FASTDDS2_PROFILE_VAR)
+    return tuple(stale)

@@ -1,0 +1,80 @@
+"""Environment variable names per ROS 2 distribution (molmo2_ros/ros/environment.py) and what the tests, benches and
+soak hand to their ROS processes (conftest.ros_overrides). ROS-free: the names are decided before a process starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import FASTDDS_PROFILE, ros_overrides
+from molmo2_ros.ros.environment import (conflicting_variables, fastdds_profile_env, localhost_discovery_env,
+                                        ros_distro, uses_fastdds2)
+
+PROFILE = "/x/fastdds_shm.xml"
+
+
+@pytest.mark.parametrize("distro", ["humble", "jazzy"])
+def test_fastdds_2_distros_get_the_old_profile_variable_too(distro):
+    env = fastdds_profile_env(PROFILE, distro)
+    assert env == {"FASTRTPS_DEFAULT_PROFILES_FILE": PROFILE, "FASTDDS_DEFAULT_PROFILES_FILE": PROFILE,
+                   "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
+    assert "FASTRTPS_DEFAULT_PROFILES_FILE" not in conflicting_variables(distro)
+
+
+@pytest.mark.parametrize("distro", ["kilted", "rolling", ""])
+def test_fastdds_3_distros_get_only_the_new_name_and_drop_the_old_one(distro):
+    # Fast DDS 3 warns once per participant when FASTRTPS_DEFAULT_PROFILES_FILE is set
+    assert fastdds_profile_env(PROFILE, distro) == {"FASTDDS_DEFAULT_PROFILES_FILE": PROFILE,
+                                                    "RMW_FASTRTPS_USE_QOS_FROM_XML": "1"}
+    assert "FASTRTPS_DEFAULT_PROFILES_FILE" in conflicting_variables(distro)
+
+
+def test_localhost_discovery_by_distro():
+    # Humble's rcl knows only ROS_LOCALHOST_ONLY; Iron and newer use the discovery range (Kilted ignores the old one)
+    assert localhost_discovery_env("humble") == {"ROS_LOCALHOST_ONLY": "1"}
+    assert "ROS_LOCALHOST_ONLY" not in conflicting_variables("humble")
+    for distro in ("jazzy", "kilted", ""):
+        assert localhost_discovery_env(distro) == {"ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+        assert "ROS_LOCALHOST_ONLY" in conflicting_variables(distro)
+
+
+def test_distro_comes_from_ros_distro(monkeypatch):
+    monkeypatch.setenv("ROS_DISTRO", " Jazzy\n")
+    assert ros_distro() == "jazzy"
+    monkeypatch.delenv("ROS_DISTRO")
+    assert ros_distro() == ""
+
+
+@pytest.mark.parametrize("distro", ["humble", "jazzy", "kilted"])
+def test_test_processes_get_the_distros_names(monkeypatch, tmp_path: Path, distro):
+    monkeypatch.setenv("ROS_DISTRO", distro)
+    env = ros_overrides(7, tmp_path)
+    assert env["ROS_DOMAIN_ID"] == "7" and env["FASTDDS_DEFAULT_PROFILES_FILE"] == str(FASTDDS_PROFILE)
+    assert FASTDDS_PROFILE.is_file()
+    assert ("FASTRTPS_DEFAULT_PROFILES_FILE" in env) == (distro != "kilted")
+    assert ("ROS_LOCALHOST_ONLY" in env) == (distro == "humble")
+    assert ("ROS_AUTOMATIC_DISCOVERY_RANGE" in env) == (distro != "humble")
+
+
+def test_this_run_knows_its_distro(ros_env):
+    """`make test` (scripts/with_ros) exports ROS_DISTRO, and the Fast DDS generation the ROS middleware loads in
+    this process is the one the names above are chosen for."""
+    import importlib.util
+
+    if importlib.util.find_spec("rclpy") is None:
+        pytest.skip("no rclpy in this environment (ROS-free run of the core tests)")
+    import rclpy
+
+    distro = ros_distro()
+    assert distro in ("kilted", "jazzy"), f"ROS_DISTRO={distro!r}: run the tests through scripts/with_ros"
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = rclpy.create_node("fastdds_generation_probe", context=context)
+        maps = Path("/proc/self/maps").read_text()
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+    loaded = {2: "libfastrtps.so.2" in maps, 3: "libfastdds.so.3" in maps}
+    assert loaded == {2: uses_fastdds2(distro), 3: not uses_fastdds2(distro)}, loaded
