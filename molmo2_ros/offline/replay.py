@@ -39,8 +39,10 @@ class BagError(RuntimeError):
 
 # ---- reading ---------------------------------------------------------------------------------------------
 def pick_camera_topic(connections, topic: str = "") -> tuple[str, str]:
-    """(topic, msgtype): `topic` when given, else the first Image or CompressedImage topic (by name)."""
-    image_topics = sorted({(c.topic, c.msgtype) for c in connections if c.msgtype in IMAGE_TYPES})
+    """(topic, msgtype): `topic` when given, else the first Image or CompressedImage topic (by name; topics named
+    *depth* last, they are rarely the colour camera)."""
+    image_topics = sorted({(c.topic, c.msgtype) for c in connections if c.msgtype in IMAGE_TYPES},
+                          key=lambda t: ("depth" in t[0], t))
     if topic:
         match = [t for t in image_topics if t[0] == topic]
         if not match:
@@ -273,8 +275,9 @@ def _save_gif(path: Path, frames: list[np.ndarray], frame_ms: int) -> None:
 
 def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Query], *,
            config: StreamConfig = StreamConfig(), topic: str = "", gif: bool = True,
-           progress: bool = True) -> ReplaySummary:
-    """Run the runtime over every window of the bag's camera topic and write the outputs to out_dir."""
+           progress: bool = True, depth_topic: str = "", camera_info_topic: str = "") -> ReplaySummary:
+    """Run the runtime over every window of the bag's camera topic and write the outputs to out_dir. With
+    config.depth.enabled, points are lifted to 3D from the bag's depth and CameraInfo topics (offline/depth_bag.py)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     bag_out = out / "molmo2_bag"
@@ -282,6 +285,14 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         raise FileExistsError(f"{bag_out} exists: choose an empty output folder")
     name, total, frames = read_frames(Path(bag), topic)
     stream = Stream("", queries, config)
+    depth = None
+    if config.depth.enabled:
+        from .depth_bag import DepthFeeder
+
+        try:
+            depth = DepthFeeder(bag, stream, name, depth_topic, camera_info_topic)
+        except ValueError as error:
+            raise BagError(str(error)) from error
     # Clips run as soon as they fall due, so at most one is ever pending: the byte budget never binds here.
     runtime = Runtime(engine, [stream], EveryWindowPolicy(max_pending_bytes=2**40))
     summary = ReplaySummary(bag=str(bag), topic=name, model_id=engine.model_id,
@@ -296,6 +307,8 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
             for frame in frames:
                 summary.frames += 1
+                if depth is not None:
+                    depth.feed_until(frame.stamp_ns)
                 clip = runtime.push("", frame)
                 if clip is not None:
                     done = runtime.step()
@@ -315,6 +328,8 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         summary.interrupted = True
     finally:
         writer.close()
+        if depth is not None:
+            depth.close()
         bar.update(summary.frames, f"windows {summary.windows}", force=True)
         bar.close()
         summary.output_messages = writer.messages
