@@ -176,35 +176,56 @@ class CameraModel:
 
 
 # ---- depth look-up ------------------------------------------------------------------------------------------
-def lookup_depths(depth: DepthImage, xs: np.ndarray, ys: np.ndarray, colour_size: tuple[int, int],
-                  config: DepthConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(depth in metres, NaN where no valid pixel; fraction of valid pixels) for points at colour pixel
-    positions xs, ys (corner origin).
+def window_values(depths: list[DepthImage], xs: np.ndarray, ys: np.ndarray, colour_size: tuple[int, int],
+                  config: DepthConfig) -> np.ndarray:
+    """(N, K) depths in metres of the look-up window of each point at colour pixel positions xs, ys (corner
+    origin), point i read from depths[i] (all of one size); inf where the pixel is invalid (0, NaN, outside
+    min_m..max_m) or outside the image.
 
     The window is `window_px` colour pixels wide, scaled to the depth resolution (at least 1 depth pixel, odd,
-    centred on the depth pixel under the point). The depth is an actual sample: the lower median of the valid
-    pixels (0, NaN and values outside min_m..max_m are invalid), so at an edge it is one of the two surfaces
-    (the nearer one, usually the object pointed at), never a depth in between."""
+    centred on the depth pixel under the point)."""
     cw, ch = colour_size
-    sx, sy = depth.width / cw, depth.height / ch
+    dw, dh = depths[0].width, depths[0].height
+    sx, sy = dw / cw, dh / ch
     half = max(0, int(round((config.window_px * sx - 1) / 2)))
     offsets = np.arange(-half, half + 1)
-    cols = np.clip(np.floor(np.asarray(xs) * sx).astype(np.int64), 0, depth.width - 1)
-    rows = np.clip(np.floor(np.asarray(ys) * sy).astype(np.int64), 0, depth.height - 1)
-    rr = rows[:, None, None] + offsets[None, :, None]
-    cc = cols[:, None, None] + offsets[None, None, :]
-    inside = (rr >= 0) & (rr < depth.height) & (cc >= 0) & (cc < depth.width)
-    values = depth.data[np.clip(rr, 0, depth.height - 1), np.clip(cc, 0, depth.width - 1)].astype(np.float64)
-    values *= depth.unit_m
-    with np.errstate(invalid="ignore"):
-        valid = inside & np.isfinite(values) & (values > 0) & (values >= config.min_m) & (values <= config.max_m)
-    values = np.where(valid, values, np.nan).reshape(len(cols), -1)
-    counts = valid.reshape(len(cols), -1).sum(axis=1)
-    result = np.full(len(cols), np.nan)
-    some = counts > 0
-    if some.any():
-        result[some] = np.nanquantile(values[some], 0.5, axis=1, method="inverted_cdf")
-    return result, counts / values.shape[1]
+    cols = np.clip(np.floor(np.asarray(xs) * sx).astype(np.int64), 0, dw - 1)
+    rows = np.clip(np.floor(np.asarray(ys) * sy).astype(np.int64), 0, dh - 1)
+    rr = (rows[:, None] + offsets[None, :])[:, :, None]
+    cc = (cols[:, None] + offsets[None, :])[:, None, :]
+    n = len(cols)
+    inside = ((rr >= 0) & (rr < dh) & (cc >= 0) & (cc < dw)).reshape(n, -1)
+    flat = (np.clip(rr, 0, dh - 1) * dw + np.clip(cc, 0, dw - 1)).reshape(n, -1)
+    values = np.empty(flat.shape)
+    start = 0
+    while start < n:  # one gather per run of points on the same depth frame
+        depth = depths[start]
+        stop = start + 1
+        while stop < n and depths[stop] is depth:
+            stop += 1
+        values[start:stop] = depth.data.reshape(-1)[flat[start:stop]] * depth.unit_m
+        start = stop
+    with np.errstate(invalid="ignore"):  # NaN compares false: invalid
+        valid = inside & (values >= max(config.min_m, np.nextafter(0.0, 1.0))) & (values <= config.max_m)
+    return np.where(valid, values, np.inf)
+
+
+def lower_median(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lower median of the finite values of each row, NaN when none; share of finite values per row). The lower
+    median is an actual sample: at an edge it is one of the two surfaces (the nearer one, usually the object
+    pointed at), never a depth in between."""
+    finite = np.isfinite(values)
+    counts = finite.sum(axis=1)
+    ordered = np.sort(values, axis=1)  # invalid (inf) last
+    picked = ordered[np.arange(len(values)), np.maximum(counts - 1, 0) // 2]
+    return np.where(counts > 0, picked, np.nan), counts / values.shape[1]
+
+
+def lookup_depths(depth: DepthImage, xs: np.ndarray, ys: np.ndarray, colour_size: tuple[int, int],
+                  config: DepthConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(depth in metres, NaN where no valid pixel; fraction of valid pixels in the window) for points at colour
+    pixel positions xs, ys: the lower median of `window_values`."""
+    return lower_median(window_values([depth] * len(xs), xs, ys, colour_size, config))
 
 
 # ---- depth store --------------------------------------------------------------------------------------------
@@ -406,56 +427,82 @@ class DepthLifter:
         if camera is None:
             self.counters.add("lift_no_camera_info", len(points))
             return [Point3D(p, LiftStatus.NO_CAMERA_INFO) for p in points]
+        depth_of = {stamp: self.store.depth_for(stamp) for stamp in {p.stamp_ns for p in points}}
+        found = [(i, d) for i, p in enumerate(points) if (d := depth_of[p.stamp_ns]) is not None]
+        status = np.full(len(points), int(LiftStatus.NO_DEPTH))
         z = np.full(len(points), np.nan)
         fraction = np.zeros(len(points))
-        status = [LiftStatus.NO_DEPTH] * len(points)
-        by_stamp: dict[int, list[int]] = {}
-        for i, p in enumerate(points):
-            by_stamp.setdefault(p.stamp_ns, []).append(i)
-        for stamp, idx in by_stamp.items():
-            depth = self.store.depth_for(stamp)
-            if depth is None:
-                continue
-            xs = np.array([points[i].x for i in idx])
-            ys = np.array([points[i].y for i in idx])
-            values, valid = lookup_depths(depth, xs, ys, (width, height), self.config)
-            for j, i in enumerate(idx):
-                z[i], fraction[i] = values[j], valid[j]
-                status[i] = LiftStatus.OK if np.isfinite(values[j]) else LiftStatus.INVALID_DEPTH
-        ok = [i for i, s in enumerate(status) if s == LiftStatus.OK]
-        rays = camera.rays(np.array([points[i].x - 0.5 for i in ok]), np.array([points[i].y - 0.5 for i in ok]))
-        positions: dict[int, tuple[float, float, float]] = {
-            i: (float(rx * z[i]), float(ry * z[i]), float(z[i])) for i, (rx, ry) in zip(ok, rays)}
+        by_size: dict[tuple[int, int], list[tuple[int, DepthImage]]] = {}
+        for i, d in sorted(found, key=lambda item: item[1].stamp_ns):
+            by_size.setdefault((d.width, d.height), []).append((i, d))
+        for group in by_size.values():  # one group unless the depth resolution changed
+            rows = [i for i, _ in group]
+            xy = np.array([(points[i].x, points[i].y) for i in rows])
+            values = window_values([d for _, d in group], xy[:, 0], xy[:, 1], (width, height), self.config)
+            z[rows], fraction[rows] = lower_median(values)
+        looked_up = [i for i, _ in found]
+        status[looked_up] = np.where(np.isfinite(z[looked_up]), int(LiftStatus.OK), int(LiftStatus.INVALID_DEPTH))
+        ok = np.flatnonzero(status == LiftStatus.OK)
+        rays = camera.rays(np.array([points[i].x for i in ok]) - 0.5, np.array([points[i].y for i in ok]) - 0.5)
+        xyz = np.zeros((len(points), 3))
+        if len(ok):
+            xyz[ok] = np.column_stack([rays * z[ok, None], z[ok]])
+        positions = xyz.tolist()
         for s in LiftStatus:
-            self.counters.add(f"lift_{s.name.lower()}", sum(x == s for x in status))
-        return [Point3D(p, status[i], positions.get(i), float(fraction[i])) for i, p in enumerate(points)]
+            self.counters.add(f"lift_{s.name.lower()}", int((status == s).sum()))
+        statuses = [_STATUSES[v] for v in status.tolist()]
+        return [Point3D(p, st, tuple(xyz_i) if st == LiftStatus.OK else None, f)
+                for p, st, xyz_i, f in zip(points, statuses, positions, fraction.tolist())]
 
-    def lift(self, result: QueryResult, stateful: bool) -> Lifted3D:
-        """The 3D of a result's points, track trajectories and event evidence. `stateful` (standing queries):
-        tracks and events remember their points' 3D, so points whose depth frame is gone keep it."""
-        track_ids = {t.id for t in result.tracks}
-        owners = {t.id: t.trajectory for t in result.tracks}
-        owners.update({e.id: e.evidence for e in result.events})
-        unique: dict[tuple[int, float, float], GroundedPoint] = {}
-        for p in (*result.points, *(p for pts in owners.values() for p in pts)):
-            unique.setdefault(_key(p), p)
-        fresh = dict(zip(unique, self.lift_points(list(unique.values()), result.width, result.height)))
-        lifted = Lifted3D(frame_id=result.frame_id, points=[fresh[_key(p)] for p in result.points])
-        ended = {t.id for t in result.tracks if t.status == TrackStatus.ENDED} | {
-            e.id for e in result.events if e.state == EventState.ENDED}
-        for owner, pts in owners.items():
-            memo = self._memo.get(owner, {}) if stateful else {}
-            out = []
-            for p in pts:
-                p3 = fresh[_key(p)]
-                if p3.status == LiftStatus.NO_DEPTH and _key(p) in memo:
-                    p3 = memo[_key(p)]
-                    self.counters.add("lift_remembered")
-                out.append(p3)
-            (lifted.tracks if owner in track_ids else lifted.events)[owner] = out
+    def lift(self, results: list[QueryResult], stateful: bool) -> None:
+        """Set `lifted` on results of one clip: the 3D of their points, track trajectories and event evidence, each
+        distinct point looked up once. `stateful` (standing queries): tracks and events remember the 3D of their
+        points (OK or INVALID_DEPTH, which a later look-up would repeat), so only their new points are looked up
+        and points whose depth frame is gone keep their 3D."""
+        known: dict[tuple[int, float, float], Point3D] = {}
+        todo: dict[tuple[int, int], dict[tuple[int, float, float], GroundedPoint]] = {}
+        for r in results:
+            owners = [*(t.id for t in r.tracks), *(e.id for e in r.events)]
             if stateful:
-                if owner in ended:
-                    self._memo.pop(owner, None)
-                else:
-                    self._memo[owner] = {_key(q.point): q for q in out if q.status != LiftStatus.NO_DEPTH}
-        return lifted
+                for owner in owners:
+                    known.update(self._memo.get(owner, {}))
+            pending = todo.setdefault((r.width, r.height), {})
+            for p in _all_points(r):
+                key = _key(p)
+                if key not in known:
+                    pending.setdefault(key, p)
+        fresh: dict[tuple[int, float, float], Point3D] = {}
+        for (width, height), pending in todo.items():
+            fresh.update(zip(pending, self.lift_points(list(pending.values()), width, height)))
+        remembered = 0
+        for r in results:
+            r.lifted = lifted = Lifted3D(frame_id=r.frame_id,
+                                         points=[known.get(_key(p)) or fresh[_key(p)] for p in r.points])
+            owners = [(t.id, t.trajectory, t.status == TrackStatus.ENDED, lifted.tracks) for t in r.tracks]
+            owners += [(e.id, e.evidence, e.state == EventState.ENDED, lifted.events) for e in r.events]
+            for owner, pts, ended, into in owners:
+                out = []
+                for p in pts:
+                    key = _key(p)
+                    q = known.get(key)
+                    remembered += q is not None
+                    out.append(q or fresh[key])
+                into[owner] = out
+                if stateful:
+                    if ended:
+                        self._memo.pop(owner, None)
+                    else:
+                        self._memo[owner] = {_key(q.point): q for q in out if q.status in _FINAL}
+        self.counters.add("lift_remembered", remembered)
+
+
+_FINAL = (LiftStatus.OK, LiftStatus.INVALID_DEPTH)  # statuses a later look-up of the same point would repeat
+_STATUSES = tuple(LiftStatus)
+
+
+def _all_points(r: QueryResult):
+    yield from r.points
+    for t in r.tracks:
+        yield from t.trajectory
+    for e in r.events:
+        yield from e.evidence

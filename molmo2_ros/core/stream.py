@@ -184,13 +184,17 @@ class Stream:
         results = []
         for g in inference.generations:
             if g.query.id in self._queries:
-                results.append(self.ground(inference, g.query, g.text, g.inference_s, model_id, stateful=True))
+                results.append(self.ground(inference, g.query, g.text, g.inference_s, model_id, stateful=True,
+                                           lift=False))
+        if self.depth is not None:
+            with self._lock:
+                self.depth.lift(results, stateful=True)  # all answers of the clip at once: one look-up per point
         return results
 
     def ground(self, inference: Inference, query: Query, text: str, inference_s: float, model_id: str,
-               stateful: bool) -> QueryResult:
+               stateful: bool, lift: bool = True) -> QueryResult:
         """Parse and ground one answer; track and event state is updated only when `stateful` (standing queries),
-        otherwise the answer gets its own (on-demand queries)."""
+        otherwise the answer gets its own (on-demand queries). `lift`: add its 3D (depth enabled)."""
         clip = inference.clip
         with self._lock:
             g = self.config.grounding
@@ -222,8 +226,8 @@ class Stream:
                     merger = EventMerger(query, max_gap_s=g.event_max_gap_s)
                 result.events = merger.update(clip, points)
                 result.points = points
-            if self.depth is not None and (result.points or result.tracks or result.events):
-                result.lifted = self.depth.lift(result, stateful)
+            if self.depth is not None and lift:
+                self.depth.lift([result], stateful)
         for reason, n in dropped.items():
             self.counters.add(f"dropped_{reason}", n)
         return result

@@ -24,53 +24,22 @@ from .camera_input import CameraInput, TruncatedMessage, peek_stamp_ns
 INFO_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
-class DepthInput(CameraInput):
-    """Depth and CameraInfo intake of one camera, feeding its stream's DepthLifter (`stream_of(camera)`: the
-    configured stream, or None). Threads: depth and camera-info callbacks run in this input's own mutually
-    exclusive group; the node's 1 Hz timer calls `tick`, `values` and `warning`."""
+class _DepthSubscription(CameraInput):
+    """The depth image subscription: CameraInput's QoS handling and no-frame warning, with a depth intake."""
 
     def __init__(self, node, camera: str, stream_of: Callable[[str], Stream | None], callback_group) -> None:
         super().__init__(node, camera, accepts=None, push=None, callback_group=callback_group)
         self.relative_topic = f"{camera}/depth" if camera else "depth"
         self.topic = node.resolve_topic(self.relative_topic)
-        self.info_relative_topic = f"{camera}/camera_info" if camera else "camera_info"
-        self.info_topic = node.resolve_topic(self.info_relative_topic)
         self._stream_of = stream_of
-        self._info_sub = None
-        self._info_key: tuple | None = None
-        self._info_state = "none received"
-        self._info_warned = False
-        self._started = time.monotonic()
-        self._dropped_mark = 0
-        self.enabled = False
 
-    def _depth_stream(self) -> Stream | None:
-        stream = self._stream_of(self.camera)
-        return stream if stream is not None and stream.depth is not None else None
-
-    # ---- subscriptions -----------------------------------------------------------------------------------
     def start(self) -> None:
-        """Subscribe when this camera's stream lifts to 3D (configured with depth enabled)."""
-        self.enabled = self._depth_stream() is not None
-        if not self.enabled:
-            return
         self._msg_type = Image
         self._deserialize_all = False
-        self._last_frame = self._started = time.monotonic()
-        self._warned_silent = self._info_warned = False
-        self._info_key = None  # a new configure made a new stream: apply the next CameraInfo again
+        self._last_frame = time.monotonic()
+        self._warned_silent = False
         self._subscribe()
-        self._info_sub = self.node.create_subscription(CameraInfo, self.info_relative_topic, self._on_info, INFO_QOS,
-                                                       callback_group=self._group)
-        self.info_topic = getattr(self._info_sub, "topic_name", self.info_topic)
 
-    def stop(self) -> None:
-        super().stop()
-        if self._info_sub is not None:
-            self.node.destroy_subscription(self._info_sub)
-            self._info_sub = None
-
-    # ---- intake ------------------------------------------------------------------------------------------
     def _take(self, raw: bytes) -> None:
         self._last_frame = time.monotonic()
         self.counters.add("frames_received")
@@ -79,8 +48,8 @@ class DepthInput(CameraInput):
         except TruncatedMessage as error:
             self._bad("truncated_message", f"serialized message too short ({error})")
             return
-        stream = self._depth_stream()
-        if stream is None:
+        stream = self._stream_of(self.camera)
+        if stream is None or stream.depth is None:
             return
         if not stream.wants_depth(stamp):
             self.counters.add("frames_skipped")
@@ -96,6 +65,60 @@ class DepthInput(CameraInput):
             return
         self.counters.add("frames_decoded")
         stream.depth.store.add_depth(depth)
+
+
+class DepthInput:
+    """Depth and CameraInfo intake of one camera, feeding its stream's DepthLifter (`stream_of(camera)`: the
+    configured stream, or None). Threads: both callbacks run in this input's own mutually exclusive group; the
+    node's 1 Hz timer calls `tick`, `values` and `warning`."""
+
+    def __init__(self, node, camera: str, stream_of: Callable[[str], Stream | None], callback_group) -> None:
+        self.node = node
+        self.camera = camera
+        self._depth = _DepthSubscription(node, camera, stream_of, callback_group)
+        self.info_relative_topic = f"{camera}/camera_info" if camera else "camera_info"
+        self.info_topic = node.resolve_topic(self.info_relative_topic)
+        self._stream_of = stream_of
+        self._group = callback_group
+        self._info_sub = None
+        self._info_key: tuple | None = None
+        self._info_state = "none received"
+        self._info_warned = False
+        self._started = time.monotonic()
+        self._dropped_mark = 0
+        self.enabled = False
+
+    @property
+    def topic(self) -> str:
+        return self._depth.topic
+
+    @property
+    def counters(self):
+        return self._depth.counters
+
+    def _depth_stream(self) -> Stream | None:
+        stream = self._stream_of(self.camera)
+        return stream if stream is not None and stream.depth is not None else None
+
+    # ---- subscriptions -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Subscribe when this camera's stream lifts to 3D (configured with depth enabled)."""
+        self.enabled = self._depth_stream() is not None
+        if not self.enabled:
+            return
+        self._started = time.monotonic()
+        self._info_warned = False
+        self._info_key = None  # a new configure made a new stream: apply the next CameraInfo again
+        self._depth.start()
+        self._info_sub = self.node.create_subscription(CameraInfo, self.info_relative_topic, self._on_info, INFO_QOS,
+                                                       callback_group=self._group)
+        self.info_topic = getattr(self._info_sub, "topic_name", self.info_topic)
+
+    def stop(self) -> None:
+        self._depth.stop()
+        if self._info_sub is not None:
+            self.node.destroy_subscription(self._info_sub)
+            self._info_sub = None
 
     def _on_info(self, msg: CameraInfo) -> None:
         key = (msg.width, msg.height, tuple(msg.k), tuple(msg.d), msg.distortion_model, msg.header.frame_id)
@@ -125,7 +148,7 @@ class DepthInput(CameraInput):
         problems (not aligned, CameraInfo of another size), each logged once."""
         if not self.enabled:
             return
-        super().tick(now, active)
+        self._depth.tick(now, active)
         if not active:
             return
         wait = self.node.get_parameter("no_frame_warn_s").value
@@ -140,7 +163,7 @@ class DepthInput(CameraInput):
     def values(self) -> dict[str, object]:
         """Depth values for the camera's /diagnostics status (intake counters prefixed `depth_`)."""
         stream = self._depth_stream()
-        stats = self.stats()
+        stats = self._depth.stats()
         values: dict[str, object] = {
             "depth_topic": self.topic, "depth_qos": stats["input_qos"], "depth_rate_hz": stats["input_rate_hz"],
             "camera_info_topic": self.info_topic, "camera_info": self._info_state,
@@ -155,7 +178,7 @@ class DepthInput(CameraInput):
         counts = self.counters.snapshot()
         dropped = sum(v for k, v in counts.items() if k.startswith("bad_") or k == "camera_info_invalid")
         rose, self._dropped_mark = dropped > self._dropped_mark, dropped
-        if self.silent:
+        if self._depth.silent:
             return f"no depth frames on {self.topic}: 2D only"
         if self._info_key is None and self._info_warned:
             return f"no CameraInfo on {self.info_topic}: 2D only"
