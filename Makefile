@@ -117,6 +117,7 @@ demo: setup
 bench: setup
 	scripts/with_ros $(PY) -m bench.bench_engine --threads 1
 	scripts/with_ros $(PY) -m bench.bench_node --seconds 60
+	$(PY) -m bench.bench_depth --seconds 30
 
 # Soak: 30 Hz 640x480 camera -> live node (tiny model, CPU) for SOAK_S seconds; last line: JSON summary.
 soak: setup

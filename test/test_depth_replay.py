@@ -47,7 +47,8 @@ def test_oracle_replay_of_an_rgbd_bag_is_within_a_centimetre(distortion, encodin
 
 
 def test_replay_without_depth_flag_or_scenario_depth_has_no_3d_keys(tmp_path, capsys):
-    assert _run(["generate", str(tmp_path / "s"), "--seconds", "4", "--width", "160", "--height", "120"], capsys)[0] == 0
+    code, _, _ = _run(["generate", str(tmp_path / "s"), "--seconds", "4", "--width", "160", "--height", "120"], capsys)
+    assert code == 0
     scenario = tmp_path / "s" / "scenario.json"
     assert _run(["replay", str(tmp_path / "s" / "bag"), "--out", str(tmp_path / "r"), "--oracle", str(scenario),
                  "--quiet", "--no-gif"], capsys)[0] == 0

@@ -117,9 +117,9 @@ SPECS: dict[str, Spec] = {
     "overlay.max_trail": Spec(32, "Trajectory points drawn per track on ~/overlay.", 1, 4096),
     "overlay.marker_lifetime_s": Spec(2.0, "Lifetime of the image markers on ~/markers: what the node stops "
                                            "reporting disappears after this long (0 = never).", 0.0, 3600.0),
-    "depth.enabled": Spec(False, "Lift grounded points to 3D from the aligned depth image `<camera>/depth` (16UC1 mm or "
-                                 "32FC1 m) and `<camera>/camera_info`; outputs ~/points3d/<id>, ~/tracks3d/<id>, "
-                                 "~/events3d/<id>, ~/markers3d (README: 3D for planners)."),
+    "depth.enabled": Spec(False, "Lift grounded points to 3D from the aligned depth image `<camera>/depth` (16UC1 "
+                                 "mm or 32FC1 m) and `<camera>/camera_info`; outputs ~/points3d/<id>, "
+                                 "~/tracks3d/<id>, ~/events3d/<id>, ~/markers3d (README: 3D for planners)."),
     "depth.max_dt_s": Spec(0.02, "Largest |depth stamp - colour stamp| matched when the stamps differ (0 = exact).",
                            0.0, 1.0),
     "depth.min_m": Spec(0.1, "Depth below this (metres) is invalid.", 0.0, 1000.0),
