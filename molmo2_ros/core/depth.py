@@ -108,8 +108,8 @@ def depth_from_buffer(encoding: str, width: int, height: int, step: int, is_bige
     if buffer.size < step * height:
         raise BadDepth("truncated_data", f"{buffer.size} bytes < step {step} x height {height}")
     rows = buffer[:step * height].reshape(height, step)[:, :width * dtype.itemsize]
-    # a copy in native order: it does not pin the message buffer, and the look-up reads it often
-    pixels = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="), copy=False)
+    # a copy in native byte order: it does not pin the message's buffer while the depth frame is held
+    pixels = rows.copy().view(dtype).astype(dtype.newbyteorder("="), copy=False)
     return DepthImage(stamp_ns=stamp_ns, data=pixels, unit_m=unit, frame_id=frame_id)
 
 
