@@ -139,6 +139,7 @@ demo: setup
 bench: setup
 	scripts/with_ros $(PY) -m bench.bench_engine --threads 1
 	scripts/with_ros $(PY) -m bench.bench_node --seconds 60
+	$(PY) -m bench.bench_depth --seconds 30
 
 # The released Molmo2 configs at real width (random weights, 2 text + 3 ViT layers) on the CPU, one at a time
 # (~4-7 GB RSS), + SlowFast plans on the shipped tiny model: bench/out/realsize.json (~20-30 min on 2 cores).

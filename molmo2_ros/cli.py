@@ -104,8 +104,16 @@ def _stream_config(args):
     if getattr(args, "engine", "") == "vllm":  # the server pools every frame alike: no SlowFast
         from .core.sampling import SlowFastConfig
 
-        return StreamConfig(buffer=buffer, slowfast=SlowFastConfig(enabled=False), max_new_tokens=args.max_new_tokens)
-    return StreamConfig(buffer=buffer, max_new_tokens=args.max_new_tokens)
+        return StreamConfig(buffer=buffer, slowfast=SlowFastConfig(enabled=False), max_new_tokens=args.max_new_tokens,
+                            depth=_depth_config(args))
+    return StreamConfig(buffer=buffer, max_new_tokens=args.max_new_tokens, depth=_depth_config(args))
+
+
+def _depth_config(args):
+    from .core.depth import DepthConfig
+
+    return DepthConfig(enabled=bool(getattr(args, "depth", False)),
+                       max_dt_s=getattr(args, "depth_max_dt", DepthConfig.max_dt_s))
 
 
 def _queries(args, bag: Path):
@@ -126,10 +134,18 @@ def _queries(args, bag: Path):
 
 
 def cmd_generate(args) -> int:
+    from .offline.depth_world import DepthOptions
     from .offline.scenario import generate_scenario
 
+    try:
+        depth = DepthOptions(encoding=args.depth_encoding, scale=args.depth_scale, distortion=args.distortion,
+                             seed=args.seed) if args.depth else None
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     bag = generate_scenario(args.out, seconds=args.seconds, fps=args.fps, width=args.width, height=args.height,
-                            encoding=args.encoding, seed=args.seed, storage=args.storage, world=args.world)
+                            encoding=args.encoding, seed=args.seed, storage=args.storage, world=args.world,
+                            depth=depth)
     print(f"bag: {bag}\nground truth: {Path(args.out) / 'scenario.json'}")
     return 0
 
@@ -147,7 +163,8 @@ def _run_replay(args, bag: Path, out: Path):
             pass
         engine, note = _engine(args)
         summary = replay(bag, out, engine, queries, config=_stream_config(args), topic=args.topic,
-                         gif=not args.no_gif, progress=not args.quiet)
+                         gif=not args.no_gif, progress=not args.quiet, depth_topic=getattr(args, "depth_topic", ""),
+                         camera_info_topic=getattr(args, "camera_info_topic", ""))
     except BagError as error:
         raise CliError(str(error)) from error
     print(summary.table())
@@ -284,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--world", choices=("default", "two_colours"), default="default",
                    help="default: balls, squares, a triangle; two_colours: a red and a blue ball crossing")
+    p.add_argument("--depth", action="store_true", help="also aligned depth, CameraInfo and 3D ground truth")
+    p.add_argument("--depth-encoding", choices=("16UC1", "32FC1"), default="16UC1")
+    p.add_argument("--depth-scale", type=float, default=1.0, help="depth resolution / colour resolution (0 < s <= 1)")
+    p.add_argument("--distortion", choices=("none", "plumb_bob", "rational_polynomial", "equidistant"),
+                   default="none", help="lens distortion the CameraInfo declares (3D truth follows it)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("replay", help="run the pipeline over every window of a bag")
@@ -293,6 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", default="", help="YAML list of {id, task, text}")
     p.add_argument("--no-gif", action="store_true")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--depth", action="store_true", help="lift points to 3D from the bag's depth and CameraInfo")
+    p.add_argument("--depth-topic", default="", help="aligned depth topic (default: the Image topic named *depth*)")
+    p.add_argument("--camera-info-topic", default="", help="colour CameraInfo topic (default: next to the camera "
+                                                            "topic, else the first)")
+    p.add_argument("--depth-max-dt", type=float, default=0.02, help="largest depth-colour stamp difference, s")
     _add_engine_args(p)
     p.set_defaults(func=cmd_replay)
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from .clip_buffer import BufferConfig, ClipBuffer
 from .counters import Counters
+from .depth import DepthConfig, DepthLifter
 from .events import EventMerger
 from .grounding import ground_points
 from .parsing import parse_answer
@@ -41,14 +42,15 @@ class GroundingConfig:
 
 @dataclass(frozen=True)
 class StreamConfig:
-    """Everything that shapes one stream: sampling (buffer, SlowFast), grounding, and generation limits.
-    `grounding` and `max_new_tokens` may change while running (`Stream.set_config`); the rest is fixed."""
+    """Everything that shapes one stream: sampling (buffer, SlowFast), grounding, generation limits and 3D lifting
+    (`depth`). `grounding` and `max_new_tokens` may change while running (`Stream.set_config`); the rest is fixed."""
 
     buffer: BufferConfig = field(default_factory=BufferConfig)
     slowfast: SlowFastConfig = field(default_factory=SlowFastConfig)
     grounding: GroundingConfig = field(default_factory=GroundingConfig)
     max_new_tokens: int | None = None
     max_query_chars: int = MAX_QUERY_CHARS
+    depth: DepthConfig = field(default_factory=DepthConfig)
 
 
 def validate_query(query: Query, max_chars: int = MAX_QUERY_CHARS) -> Query:
@@ -70,6 +72,7 @@ class Stream:
         self.config = config
         self.buffer = ClipBuffer(config.buffer, config.slowfast, stream=name)
         self.counters = Counters()
+        self.depth = DepthLifter(config.depth, self.counters) if config.depth.enabled else None
         self._buffer_lock = threading.Lock()
         self._lock = threading.Lock()
         self._queries: dict[str, Query] = {}
@@ -117,6 +120,8 @@ class Stream:
             del self._queries[query_id]
             self._trackers.pop(query_id, None)
             self._events.pop(query_id, None)
+            if self.depth is not None:
+                self.depth.forget(query_id)
 
     @staticmethod
     def _new_tracker(track_prefix: str, g: GroundingConfig) -> TrackAssociator:
@@ -131,9 +136,20 @@ class Stream:
             return self.buffer.accepts(stamp_ns)
 
     def push(self, frame: Frame) -> Clip | None:
-        """Buffer a frame; returns a clip when one is due."""
+        """Buffer a frame; returns a clip when one is due. A kept frame gets a depth slot (depth enabled)."""
         with self._buffer_lock:
-            return self.buffer.push(frame)
+            kept = self.buffer.counters["kept"]
+            clip = self.buffer.push(frame)
+            if self.depth is not None and self.buffer.counters["kept"] > kept:
+                self.depth.store.add_colour(frame)
+            return clip
+
+    def wants_depth(self, stamp_ns: int) -> bool:
+        """Whether a depth frame of this stamp can match a kept colour frame (decode it only then)."""
+        store = self.depth.store
+        with self._buffer_lock:
+            verdict = self.buffer.accepts(stamp_ns + store.max_dt_ns)
+        return store.wants(stamp_ns, verdict)
 
     def reset_buffer(self, reason: str) -> None:
         with self._buffer_lock:
@@ -165,12 +181,17 @@ class Stream:
                 self._epoch = clip.epoch
                 for state in (*self._trackers.values(), *self._events.values()):
                     state.reset()
+                if self.depth is not None:
+                    self.depth.reset()
         self._last_clip = clip
         results = []
         for g in inference.generations:
             if g.query.id in self._queries:
                 results.append(self.ground(inference, g.query, g.text, g.inference_s, model_id, stateful=True,
-                                           confidence=g.confidence))
+                                           confidence=g.confidence, lift=False))
+        if self.depth is not None:
+            with self._lock:
+                self.depth.lift(results, stateful=True)  # all answers of the clip at once: one look-up per point
         return results
 
     def finish(self, model_id: str) -> list[QueryResult]:
@@ -194,9 +215,9 @@ class Stream:
         return results
 
     def ground(self, inference: Inference, query: Query, text: str, inference_s: float, model_id: str,
-               stateful: bool, confidence: float = math.nan) -> QueryResult:
+               stateful: bool, confidence: float = math.nan, lift: bool = True) -> QueryResult:
         """Parse and ground one answer; track and event state is updated only when `stateful` (standing queries),
-        otherwise the answer gets its own (on-demand queries)."""
+        otherwise the answer gets its own (on-demand queries). `lift`: add its 3D (depth enabled)."""
         clip = inference.clip
         with self._lock:
             g = self.config.grounding
@@ -230,6 +251,8 @@ class Stream:
                     merger = EventMerger(query, max_gap_s=g.event_max_gap_s)
                 result.events = merger.update(clip, points)
                 result.points = points
+            if self.depth is not None and lift:
+                self.depth.lift([result], stateful)
         for reason, n in dropped.items():
             self.counters.add(f"dropped_{reason}", n)
         return result

@@ -211,6 +211,38 @@ class Generation:
     confidence: float = math.nan
 
 
+class LiftStatus(enum.IntEnum):
+    """Why a grounded point has (OK) or has no 3D position; values equal molmo2_ros/GroundedPoint3D STATUS_*."""
+
+    OK = 0
+    NO_CAMERA_INFO = 1  # no usable CameraInfo of the colour camera (missing, other image size, unknown model)
+    NO_DEPTH = 2  # no aligned depth frame within depth.max_dt_s of the point's stamp (missing, late, refused)
+    INVALID_DEPTH = 3  # no valid depth pixel (0, NaN, outside depth.min_m..max_m) in the window around the point
+
+
+@dataclass(frozen=True)
+class Point3D:
+    """A grounded point lifted to 3D: position in metres in the colour camera's optical frame (x right, y down,
+    z forward) at the point's own stamp, or None when status is not OK. valid_fraction: share of the depth pixels
+    in the look-up window that held valid depth."""
+
+    point: GroundedPoint
+    status: LiftStatus
+    position: tuple[float, float, float] | None = None
+    valid_fraction: float = 0.0
+
+
+@dataclass
+class Lifted3D:
+    """The 3D side of one QueryResult: `points` parallel to result.points, `tracks[track id]` parallel to that
+    track's trajectory, `events[event id]` parallel to that event's evidence. frame_id: the optical frame."""
+
+    frame_id: str
+    points: list[Point3D] = field(default_factory=list)
+    tracks: dict[str, list[Point3D]] = field(default_factory=dict)
+    events: dict[str, list[Point3D]] = field(default_factory=dict)
+
+
 @dataclass
 class QueryResult:
     """Grounded result for one query on one clip: what the ROS layer and the replay tool publish.
@@ -241,6 +273,7 @@ class QueryResult:
     frame_stamps_ns: list[int] = field(default_factory=list)
     confidence: float = math.nan
     closing: bool = False
+    lifted: Lifted3D | None = None  # 3D of the points, tracks and events when the stream has depth enabled
 
     @property
     def stamp_ns(self) -> int:

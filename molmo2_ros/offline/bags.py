@@ -66,7 +66,9 @@ def is_service_event(connection) -> bool:
 
 def pick_camera_topic(connections, topic: str = "") -> tuple[str, str]:
     """(topic, msgtype): `topic` when given, else the first Image or CompressedImage topic (by name)."""
-    image_topics = sorted({(c.topic, c.msgtype) for c in connections if c.msgtype in IMAGE_TYPES})
+    # topics named *depth* last: they are rarely the colour camera (an RGB-D bag)
+    image_topics = sorted({(c.topic, c.msgtype) for c in connections if c.msgtype in IMAGE_TYPES},
+                          key=lambda t: ("depth" in t[0], t))
     known = ", ".join(sorted(f"{c.topic} [{c.msgtype}]" for c in connections)) or "none"
     if topic:
         match = [t for t in image_topics if t[0] == topic]

@@ -30,6 +30,7 @@ import numpy as np
 from ..core.serialization import result_from_dict
 from ..core.tracks import min_cost_matching
 from ..core.types import NS_PER_S, QueryResult, TaskKind
+from .evaluate_3d import add_3d_metrics
 from .scenario import GroundTruth
 
 
@@ -218,6 +219,7 @@ def evaluate(results: list[QueryResult], truth: GroundTruth, *, radius_frac: flo
             overall[key] = int(sum(values)) if values else None
         else:
             overall[key] = float(np.mean(values)) if values else None
+    add_3d_metrics(results, truth, radius, per_query, overall)  # 3D error when the scenario has depth truth
     model_ids = sorted({r.model_id for r in results})
     return {"model": ",".join(model_ids), "radius_px": radius, "results": len(results), "overall": overall,
             "per_query": per_query, "skipped_queries": skipped}

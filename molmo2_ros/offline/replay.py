@@ -228,8 +228,9 @@ def _save_gif(path: Path, frames: list[np.ndarray], frame_ms: int) -> None:
 
 def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Query], *,
            config: StreamConfig = StreamConfig(), topic: str = "", gif: bool = True,
-           progress: bool = True) -> ReplaySummary:
-    """Run the runtime over every window of the bag's camera topic and write the outputs to out_dir."""
+           progress: bool = True, depth_topic: str = "", camera_info_topic: str = "") -> ReplaySummary:
+    """Run the runtime over every window of the bag's camera topic and write the outputs to out_dir. With
+    config.depth.enabled, points are lifted to 3D from the bag's depth and CameraInfo topics (offline/depth_bag.py)."""
     out = Path(out_dir)
     bag_out = out / "molmo2_bag"
     if bag_out.exists():
@@ -245,6 +246,15 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
     # Clips run as soon as they fall due, so at most one is ever pending: the byte budget never binds here.
     runtime = Runtime(engine, [stream], EveryWindowPolicy(max_pending_bytes=2**40))
     camera = CameraBag(bag, topic, on_drop=warn)
+    depth = None
+    if config.depth.enabled:
+        from .depth_bag import DepthFeeder
+
+        try:
+            depth = DepthFeeder(bag, stream, camera.topic, depth_topic, camera_info_topic)
+        except ValueError as error:
+            camera.close()
+            raise BagError(str(error)) from error
     out.mkdir(parents=True, exist_ok=True)
     summary = ReplaySummary(bag=str(bag), topic=camera.topic, model_id=engine.model_id,
                             results_path=str(out / "results.jsonl"), output_bag=str(bag_out), warnings=warnings)
@@ -259,6 +269,8 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
             for frame in runtime_frames(camera.frames(), stream.accepts, drops, warn):
                 summary.frames += 1
+                if depth is not None:
+                    depth.feed_until(frame.stamp_ns)
                 clip = runtime.push("", frame)
                 if clip is not None:
                     done = runtime.step()
@@ -285,6 +297,8 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
     finally:
         camera.close()
         writer.close()
+        if depth is not None:
+            depth.close()
         bar.update(summary.frames, f"windows {summary.windows}", force=True)
         bar.close()
         bar_active = False

@@ -229,12 +229,13 @@ def _image_message(typestore, img: np.ndarray, encoding: str, stamp_ns: int, fra
 def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float = 10.0, width: int = 640,
                       height: int = 480, encoding: str = "rgb8", seed: int = 0, storage: str = "mcap",
                       frame_id: str = "camera", bag_version: int = 9, jpeg_quality: int = 90,
-                      world: str = "default") -> Path:
+                      world: str = "default", depth=None) -> Path:
     """Write `out_dir/bag` (rosbag2) and `out_dir/scenario.json`; returns the bag folder. `world`: a key of
     WORLDS (the objects and their queries).
 
     The bag holds one camera topic: sensor_msgs/Image on /camera/image_raw, or CompressedImage on
     /camera/image_raw/compressed for encoding "jpeg". Stamps start at 1_700_000_000 s; log time = stamp.
+    `depth` (offline.depth_world.DepthOptions): also aligned depth, CameraInfo and 3D truth (scenario.json "depth").
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -263,12 +264,21 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
     typestore = get_typestore(Stores.ROS2_HUMBLE)
     background = _background(width, height, seed)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+    depth_world = None
+    if depth is not None:
+        from .depth_world import DepthWorld
+
+        depth_world = DepthWorld(depth, width, height, objects, OCCLUDER, frame_id)
     with Writer(bag, version=bag_version, storage_plugin=plugin) as writer:
         conn = writer.add_connection(topic, msgtype, typestore=typestore)
+        if depth_world is not None:
+            depth_world.add_connections(writer, typestore)
         for k, stamp in enumerate(stamps):
             img = render_frame(background, objects, {o.id: tracks[o.id][k] for o in objects})
             _, msg = _image_message(typestore, img, encoding, stamp, frame_id, jpeg_quality)
             writer.write(conn, stamp, typestore.serialize_cdr(msg, msgtype))
+            if depth_world is not None:
+                depth_world.write(writer, typestore, stamp, {o.id: tracks[o.id][k] for o in objects})
     truth = {
         "version": 1, "world": world, "camera_topic": topic, "width": width, "height": height, "frame_id": frame_id,
         "fps": fps, "frames": stamps,
@@ -279,6 +289,8 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
         "events": _events(objects, tracks, times, stamps, width, height),
         "queries": queries(objects),
     }
+    if depth_world is not None:
+        truth["depth"] = depth_world.truth()
     (out / "scenario.json").write_text(json.dumps(truth, indent=1))
     return bag
 

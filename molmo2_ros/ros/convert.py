@@ -131,7 +131,7 @@ def result_messages(r: QueryResult) -> list[messages.OutMessage]:
     return messages.result_messages(TYPES, r)
 
 
-def _color(key: str) -> ColorRGBA:
+def marker_color(key: str) -> ColorRGBA:
     """Stable colour per key (same hue family as the overlay: derived from the text, not random)."""
     h = sum((i + 1) * ord(c) for i, c in enumerate(key))
     return ColorRGBA(r=(h % 7) / 6.0, g=((h // 7) % 7) / 6.0, b=((h // 49) % 7) / 6.0, a=1.0)
@@ -144,7 +144,7 @@ def marker_msgs(r: QueryResult, max_trail: int | None = None, lifetime_s: float 
     expires after `lifetime_s` (0 = never) so that viewers drop what the node stopped reporting."""
     out: list[ImageMarker] = []
     hdr = header(r.stamp_ns, r.frame_id)
-    color = _color(r.query.id)
+    color = marker_color(r.query.id)
     lifetime = Duration(sec=int(lifetime_s), nanosec=int(round((lifetime_s % 1) * NS_PER_S)))
     newest = [p for p in r.points if p.stamp_ns == r.stamp_ns]
     if r.query.task in (TaskKind.POINT, TaskKind.COUNT, TaskKind.EVENT):
@@ -158,6 +158,6 @@ def marker_msgs(r: QueryResult, max_trail: int | None = None, lifetime_s: float 
             continue
         trail = t.trajectory[-max_trail:] if max_trail else t.trajectory
         out.append(ImageMarker(header=hdr, ns=f"{r.query.id}/tracks", id=number, type=ImageMarker.LINE_STRIP,
-                               action=ImageMarker.ADD, scale=2.0, outline_color=_color(t.id), lifetime=lifetime,
+                               action=ImageMarker.ADD, scale=2.0, outline_color=marker_color(t.id), lifetime=lifetime,
                                points=[Point(x=p.x, y=p.y) for p in trail]))
     return out

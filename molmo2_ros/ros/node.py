@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import numpy as np
 import rclpy
@@ -44,10 +45,12 @@ from molmo2_ros.core.types import NS_PER_S, Clip, Frame, Query, QueryResult, Tas
 
 from . import convert, diagnostics
 from .camera_input import CameraInput
+from .depth_input import DepthInput
 from .executor import HandOffExecutor
 from .outputs import CameraOutputs
+from .outputs_3d import DepthCameraOutputs
 from .params import (ACTIVATE_TIME, CAMERA_PARAMS, CONFIGURE_TIME, SPECS, camera_descriptor, check_all,
-                     check_value, descriptor, grounding_config, parse_cameras, parse_queries,
+                     check_value, depth_config, descriptor, grounding_config, parse_cameras, parse_queries,
                      selected_engine_config, stream_config)
 from .query_server import QueryServer
 
@@ -94,6 +97,8 @@ class Molmo2Node(LifecycleNode):
         self._timer_group = MutuallyExclusiveCallbackGroup()
         self._inputs = {c: CameraInput(self, c, self._accepts, self._push, MutuallyExclusiveCallbackGroup())
                         for c in self.cameras}
+        self._depth_inputs = {c: DepthInput(self, c, self._stream, MutuallyExclusiveCallbackGroup())
+                              for c in self.cameras}
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(1.0, self._on_tick, self._timer_group, clock=steady)
@@ -243,10 +248,12 @@ class Molmo2Node(LifecycleNode):
             engine.load()
             self._model_loads += 1
             self._warm_up(engine, config.slowfast)
-            streams = [Stream(c, queries[c], config) for c in self.cameras]
+            depth = {c: bool(self.camera_param(c, "depth.enabled")) for c in self.cameras}
+            streams = [Stream(c, queries[c], replace(config, depth=depth_config(values, depth[c])))
+                       for c in self.cameras]
             runtime = Runtime(engine, streams, make_policy(values["schedule"], values["max_pending_mb"]),
                               batch_streams=values["batch_cameras"])
-            outputs = {c: CameraOutputs(self, c) for c in self.cameras}
+            outputs = {c: (DepthCameraOutputs if depth[c] else CameraOutputs)(self, c) for c in self.cameras}
             for camera, camera_queries in queries.items():
                 for query in camera_queries:
                     outputs[camera].add(query, active=False)
@@ -282,7 +289,7 @@ class Molmo2Node(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self.runtime.start(self._on_results, self._on_runtime_error)
         self.lifecycle_state = "active"
-        for camera_input in self._inputs.values():
+        for camera_input in (*self._inputs.values(), *self._depth_inputs.values()):
             camera_input.start()
         return super().on_activate(state)
 
@@ -311,7 +318,7 @@ class Molmo2Node(LifecycleNode):
         self.lifecycle_state = "unconfigured"
 
     def _stop_streaming(self) -> None:
-        for camera_input in self._inputs.values():
+        for camera_input in (*self._inputs.values(), *self._depth_inputs.values()):
             camera_input.stop()
         runtime = self.runtime
         if runtime is None:
@@ -344,6 +351,10 @@ class Molmo2Node(LifecycleNode):
             self._model_state = "not loaded"
 
     # ---- frames and results ------------------------------------------------------------------------------
+    def _stream(self, camera: str) -> Stream | None:
+        runtime = self.runtime
+        return runtime.streams.get(camera) if runtime is not None else None
+
     def _accepts(self, camera: str, stamp_ns: int) -> str:
         runtime = self.runtime
         if runtime is None or self.lifecycle_state != "active":
@@ -373,7 +384,7 @@ class Molmo2Node(LifecycleNode):
     # ---- 1 Hz: inputs and diagnostics --------------------------------------------------------------------
     def _on_tick(self) -> None:
         now = time.monotonic()
-        for camera_input in self._inputs.values():
+        for camera_input in (*self._inputs.values(), *self._depth_inputs.values()):
             camera_input.tick(now, self.lifecycle_state == "active")
         self._diag_pub.publish(self._diagnostics())
 
@@ -422,6 +433,9 @@ class Molmo2Node(LifecycleNode):
             values[key] = counts.get(key, 0)
         dropped = sum(v for k, v in counts.items() if k.startswith(("bad_", "buffer_dropped_")))
         values["frames_dropped"] = dropped
+        depth = self._depth_inputs[camera]
+        if depth.enabled:
+            values.update(depth.values())
         values.update(sorted((k, v) for k, v in counts.items() if k not in values))
         level, message = diagnostics.OK, "ok"
         stride = self.get_parameter("stride_s").value
@@ -435,6 +449,8 @@ class Molmo2Node(LifecycleNode):
             level, message = diagnostics.WARN, "bad frames dropped (see the bad_* counts)"
         elif self._rises.rose(key + "errors", counts.get("inference_errors", 0)):
             level, message = diagnostics.WARN, f"inference failed: {runtime.last_error}"
+        elif depth_warning := depth.warning():
+            level, message = diagnostics.WARN, depth_warning
         elif p50 is not None and p50 > stride:
             level, message = diagnostics.WARN, (f"inference p50 {p50:.2f} s is slower than the stride "
                                                 f"({stride:.2f} s): windows are skipped")

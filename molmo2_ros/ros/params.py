@@ -11,8 +11,8 @@ Humble, Jazzy and Kilted (typed empty arrays do not).
 
 Cameras: `cameras` names the camera streams (a list, or a comma-separated string; default: one unnamed camera
 with today's topics). Each named camera has its own input topic `<name>/image`, outputs under `~/<name>/...`, and
-its own `<name>.qos`, `<name>.input_compressed`, `<name>.input_depth` (defaults: the global values) and
-`<name>.queries` (empty = the shared `queries`; "[]" = none).
+its own `<name>.qos`, `<name>.input_compressed`, `<name>.input_depth`, `<name>.depth.enabled` (defaults: the
+global values) and `<name>.queries` (empty = the shared `queries`; "[]" = none).
 
 When a parameter takes effect:
 - CONFIGURE_TIME: read by the configure transition (model, engine, sampling). Set them while unconfigured.
@@ -32,6 +32,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 
 from molmo2_ros.core.clip_buffer import MAX_SAMPLE_FPS, BufferConfig
 from molmo2_ros.core import memory_plan
+from molmo2_ros.core.depth import DepthConfig
 from molmo2_ros.core.engine import EngineConfig
 from molmo2_ros.core.engine_factory import ENGINE_KINDS
 from molmo2_ros.core.sampling import SlowFastConfig
@@ -47,7 +48,7 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _CAMERA = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 # Namespaces of the node's own dotted parameters cannot name a camera (its `<camera>.<name>` would collide).
-_RESERVED_CAMERAS = {"slowfast", "track", "event", "overlay", "qos", "use_sim_time"}
+_RESERVED_CAMERAS = {"slowfast", "track", "event", "overlay", "qos", "use_sim_time", "depth"}
 
 
 @dataclass(frozen=True)
@@ -139,13 +140,22 @@ SPECS: dict[str, Spec] = {
     "overlay.max_trail": Spec(32, "Trajectory points drawn per track on ~/overlay.", 1, 4096),
     "overlay.marker_lifetime_s": Spec(2.0, "Lifetime of the image markers on ~/markers: what the node stops "
                                            "reporting disappears after this long (0 = never).", 0.0, 3600.0),
+    "depth.enabled": Spec(False, "Lift grounded points to 3D from the aligned depth image `<camera>/depth` (16UC1 "
+                                 "mm or 32FC1 m) and `<camera>/camera_info`; outputs ~/points3d/<id>, "
+                                 "~/tracks3d/<id>, ~/events3d/<id>, ~/markers3d (README: 3D for planners)."),
+    "depth.max_dt_s": Spec(0.02, "Largest |depth stamp - colour stamp| matched when the stamps differ (0 = exact).",
+                           0.0, 1.0),
+    "depth.min_m": Spec(0.1, "Depth below this (metres) is invalid.", 0.0, 1000.0),
+    "depth.max_m": Spec(10.0, "Depth above this (metres) is invalid.", 0.001, 1000.0),
+    "depth.window_px": Spec(5, "Side of the square depth look-up window around a point, in colour pixels (scaled to "
+                               "the depth resolution).", 1, 101),
     "queries": Spec("", "Standing queries: YAML list of {id, task, text, topic} (see the package README). Shared "
                         "by every camera without its own <camera>.queries; reflects ManageQueries changes."),
 }
 
 # Per-camera parameters `<camera>.<name>`; defaults come from the global parameter of the same name ("queries":
 # empty = the shared list).
-CAMERA_PARAMS = ("qos", "input_compressed", "input_depth", "queries")
+CAMERA_PARAMS = ("qos", "input_compressed", "input_depth", "queries", "depth.enabled")
 ACTIVATE_TIME = frozenset({"qos", "input_compressed", "input_depth", "intake_deserialize_all"})
 RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "overlay.marker_lifetime_s", "track.gate_frac",
                      "track.lost_timeout_s", "event.max_gap_s", "max_points", "max_new_tokens", "schedule",
@@ -278,6 +288,8 @@ def check_all(values: dict[str, object]) -> str:
             return reason
     if values["window_s"] < values["stride_s"]:  # type: ignore[operator]
         return f"window_s ({values['window_s']}) must be >= stride_s ({values['stride_s']})"
+    if values["depth.min_m"] >= values["depth.max_m"]:  # type: ignore[operator]
+        return f"depth.min_m ({values['depth.min_m']}) must be < depth.max_m ({values['depth.max_m']})"
     return ""
 
 
@@ -314,7 +326,14 @@ def stream_config(v: dict) -> StreamConfig:
         slowfast=SlowFastConfig(enabled=v["slowfast.enabled"] and v["engine"] != "vllm", slow_pooling=(slow, slow),
                                 fast_pooling=(fast, fast),
                                 key_every=v["slowfast.key_every"]),
-        grounding=grounding_config(v), max_new_tokens=v["max_new_tokens"], max_query_chars=v["max_query_chars"])
+        grounding=grounding_config(v), max_new_tokens=v["max_new_tokens"], max_query_chars=v["max_query_chars"],
+        depth=depth_config(v))
+
+
+def depth_config(v: dict, enabled: bool | None = None) -> DepthConfig:
+    """`enabled`: a camera's own depth.enabled (None: the global one)."""
+    return DepthConfig(enabled=v["depth.enabled"] if enabled is None else enabled, max_dt_s=v["depth.max_dt_s"],
+                       min_m=v["depth.min_m"], max_m=v["depth.max_m"], window_px=v["depth.window_px"])
 
 
 def memory_setting(v: dict, queries: int, cuda: bool = True) -> memory_plan.Setting:

@@ -1,0 +1,127 @@
+"""Depth and CameraInfo of a bag for `molmo2-ros replay --depth`: the replay feeds a stream's depth store from the
+bag's aligned depth topic in stamp order, ahead of each colour frame, as the live node's depth subscription would.
+
+Topics: `--depth-topic`, else the bag's Image topic with "depth" in its name (first by name); `--camera-info-topic`,
+else the CameraInfo topic in the colour topic's namespace, else the first one. The first CameraInfo message is
+used (intrinsics do not change while recording). Without a CameraInfo topic the replay is 2D only (one warning).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..core.depth import BadDepth, CameraModel, depth_from_buffer
+from ..core.stream import Stream
+from ..core.types import NS_PER_S
+
+IMAGE = "sensor_msgs/msg/Image"
+CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
+
+
+def pick_depth_topics(connections, colour_topic: str, depth_topic: str = "", info_topic: str = "") -> tuple[str, str]:
+    """(depth topic, CameraInfo topic or ""); ValueError when the bag has no such depth topic."""
+    images = sorted({c.topic for c in connections if c.msgtype == IMAGE} - {colour_topic})
+    infos = sorted({c.topic for c in connections if c.msgtype == CAMERA_INFO})
+    known = ", ".join(sorted(f"{c.topic} [{c.msgtype}]" for c in connections))
+    if depth_topic:
+        if depth_topic not in images:
+            raise ValueError(f"depth topic '{depth_topic}' is not an Image topic of the bag (topics: {known})")
+    else:
+        depth_topic = next((t for t in images if "depth" in t), "")
+        if not depth_topic:
+            raise ValueError(f"the bag has no depth Image topic (none with 'depth' in its name; topics: {known}): "
+                             "pass --depth-topic")
+    if info_topic:
+        if info_topic not in infos:
+            raise ValueError(f"'{info_topic}' is not a CameraInfo topic of the bag (topics: {known})")
+    else:
+        sibling = colour_topic.rsplit("/", 1)[0] + "/camera_info"
+        info_topic = sibling if sibling in infos else (infos[0] if infos else "")
+    return depth_topic, info_topic
+
+
+class DepthFeeder:
+    """Reads the depth and CameraInfo topics of a bag for one stream (with depth enabled). `feed_until(stamp)`
+    adds every depth frame stamped up to `stamp + max_dt` that the stream can use; call it before pushing the
+    colour frame of that stamp. Bad depth frames are counted in the stream (depth_bad_<reason>) and warned once."""
+
+    def __init__(self, bag: str | Path, stream: Stream, colour_topic: str, depth_topic: str = "",
+                 info_topic: str = "", warn=lambda message: print(f"warning: {message}", file=sys.stderr)) -> None:
+        from rosbags.highlevel import AnyReader
+
+        self.stream = stream
+        self._warn = warn
+        self._warned: set[str] = set()
+        self._reader = AnyReader([Path(bag)])
+        self._reader.open()
+        try:
+            self.depth_topic, self.info_topic = pick_depth_topics(self._reader.connections, colour_topic,
+                                                                  depth_topic, info_topic)
+            self._read_camera_info()
+        except Exception:
+            self._reader.close()
+            raise
+        conns = [c for c in self._reader.connections if c.topic == self.depth_topic]
+        self._messages: Iterator[tuple[Any, int, bytes]] = self._reader.messages(connections=conns)
+        self._next: tuple[int, Any] | None = None
+        self._done = False
+
+    def _read_camera_info(self) -> None:
+        if not self.info_topic:
+            self._warn_once("no_info", "the bag has no CameraInfo topic: replaying 2D only (3D needs the colour "
+                                       "camera's intrinsics; pass --camera-info-topic)")
+            return
+        conns = [c for c in self._reader.connections if c.topic == self.info_topic]
+        for conn, _, raw in self._reader.messages(connections=conns):
+            msg = self._reader.deserialize(raw, conn.msgtype)
+            try:
+                self.stream.depth.set_camera(CameraModel.from_camera_info(
+                    int(msg.width), int(msg.height), msg.k, msg.d, msg.distortion_model, msg.header.frame_id))
+            except ValueError as error:
+                self._warn_once("bad_info", f"CameraInfo on {self.info_topic} is unusable ({error}): 2D only")
+            return
+        self._warn_once("no_info", f"no CameraInfo message on {self.info_topic}: replaying 2D only")
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._warn(message)
+
+    def _peek(self) -> tuple[int, Any] | None:
+        """(header stamp, message) of the next depth message, or None at the end."""
+        if self._next is None and not self._done:
+            item = next(self._messages, None)
+            if item is None:
+                self._done = True
+            else:
+                conn, _, raw = item
+                msg = self._reader.deserialize(raw, conn.msgtype)
+                self._next = (int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec), msg)
+        return self._next
+
+    def feed_until(self, colour_stamp_ns: int) -> None:
+        store = self.stream.depth.store
+        while (item := self._peek()) is not None and item[0] <= colour_stamp_ns + store.max_dt_ns:
+            self._next = None
+            stamp, msg = item
+            if not self.stream.wants_depth(stamp):
+                continue
+            try:
+                depth = depth_from_buffer(msg.encoding, int(msg.width), int(msg.height), int(msg.step),
+                                          msg.is_bigendian, msg.data, stamp, msg.header.frame_id)
+            except BadDepth as error:
+                self.stream.counters.add(f"depth_bad_{error.reason}")
+                self._warn_once(error.reason, f"depth on {self.depth_topic}: {error}; such frames are dropped")
+                continue
+            store.add_depth(depth)
+
+    def notices(self) -> None:
+        """Warn about the lifter's problems (not aligned, CameraInfo of another size), once each."""
+        for message in self.stream.depth.notices.take():
+            self._warn_once(message, message)
+
+    def close(self) -> None:
+        self.notices()
+        self._reader.close()
