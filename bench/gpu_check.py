@@ -194,8 +194,8 @@ def check_model(name: str, args, gpu: Gpu, out: dict) -> None:
                 row = window_split(gpu, engine, clip, QUERY_POOL[:n], args.max_new_tokens)
                 s = mp.Setting(dtype="bfloat16", queries=n, max_new_tokens=row["new_tokens"], window_s=window_s)
                 p = mp.plan(geo, s)
-                row.update(window=label, planner_per_node_gib=gib(p.per_node - p.reserve),
-                           planner_vs_peak_allocated=round((p.per_node - p.reserve) / max(gpu.peak(), 1), 3))
+                row.update(window=label, planner_gib=gib(p.peak - p.reserve),
+                           planner_vs_peak_allocated=round((p.peak - p.reserve) / max(gpu.peak(), 1), 3))
                 if n != 4:
                     row.pop("answers")
                 rec["windows"].append(row)
@@ -214,7 +214,7 @@ def check_model(name: str, args, gpu: Gpu, out: dict) -> None:
                                slow_pooling=SLOWFAST_PRESETS[preset].slow_pooling[0],
                                fast_pooling=SLOWFAST_PRESETS[preset].fast_pooling[0])
                 p = mp.plan(geo, s)
-                row.update(plan=preset, planner_per_node_gib=gib(p.per_node - p.reserve))
+                row.update(plan=preset, planner_gib=gib(p.peak - p.reserve))
                 row.pop("answers")
                 rec["slowfast"].append(row)
             except Exception as error:  # noqa: BLE001
@@ -361,7 +361,7 @@ def main() -> int:
         for row in rec.get("windows", []):
             print("  " + (f"{row['window']:<8} q={row['queries']} vision {row['vision_s']:.3f} s prefill "
                           f"{row['prefill_s']:.3f} s decode {row['decode_s']:.3f} s peak {row['peak_allocated_gib']} "
-                          f"GiB (planner {row['planner_per_node_gib']})" if "error" not in row else str(row)))
+                          f"GiB (planner {row['planner_gib']})" if "error" not in row else str(row)))
         for row in rec.get("slowfast", []):
             print("  " + (f"{row['plan']:<8} {row['frames']:>3} frames {row['visual_tokens']:>6} tokens prefill "
                           f"{row['prefill_s']:.3f} s peak {row['peak_allocated_gib']} GiB" if "error" not in row

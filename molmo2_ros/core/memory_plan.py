@@ -209,7 +209,10 @@ class Setting:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """Predicted memory of one node and of all cameras' nodes together, bytes."""
+    """Predicted memory of one node serving `setting.cameras` cameras with one model, bytes. kv_cache,
+    feature_cache and prefill_activations are per camera: the runtime decodes all cameras' queries in one batch
+    and prefills their clips in one batch, and keeps each camera's vision features; weights, the vision encoder's
+    activations (one clip at a time) and the reserve are the node's once."""
 
     model: str
     setting: Setting
@@ -230,12 +233,15 @@ class MemoryPlan:
         return max(self.vision_activations, self.prefill_activations)
 
     @property
-    def per_node(self) -> int:
-        return self.weights + self.kv_cache + self.feature_cache + self.activations + self.reserve
+    def per_camera(self) -> int:
+        """What each camera adds: its KV cache and feature cache (the prefill batch grows by one clip too)."""
+        return self.kv_cache + self.feature_cache
 
     @property
     def peak(self) -> int:
-        return self.setting.cameras * self.per_node
+        cameras = self.setting.cameras
+        return (self.weights + self.reserve + cameras * self.per_camera
+                + max(self.vision_activations, cameras * self.prefill_activations))
 
     def table(self) -> str:
         s = self.setting
@@ -255,8 +261,8 @@ class MemoryPlan:
             ("activations (peak)", f"{_gib(self.activations)} (vision encoder {_gib(self.vision_activations)}, "
                                    f"prefill {_gib(self.prefill_activations)})"),
             ("CUDA context + allocator", _gib(self.reserve)),
-            ("per node", _gib(self.per_node)),
-            (f"total ({s.cameras} camera(s))", _gib(self.peak)),
+            ("per camera (KV + features)", _gib(self.per_camera)),
+            (f"node peak ({s.cameras} camera(s), one model)", _gib(self.peak)),
         ]
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
@@ -267,7 +273,7 @@ class MemoryPlan:
                 "kv_per_token": self.kv_per_token, "prompt_tokens": self.prompt_tokens, "kv_cache": self.kv_cache,
                 "feature_cache": self.feature_cache, "vision_activations": self.vision_activations,
                 "prefill_activations": self.prefill_activations, "reserve": self.reserve,
-                "per_node": self.per_node, "peak": self.peak}
+                "per_camera": self.per_camera, "peak": self.peak}
 
 
 def _gib(n: float) -> str:
@@ -335,8 +341,9 @@ def refusal(model: str | dict | ModelGeometry, setting: Setting, free_bytes: int
         return ""
     s = setting
     head = (f"predicted GPU memory {_gib(p.peak)} for {p.model} does not fit the {_gib(free_bytes)} free of "
-            f"{_gib(total_bytes)} (weights {_gib(p.weights * s.cameras)}, KV cache {_gib(p.kv_cache * s.cameras)}, "
-            f"vision features {_gib(p.feature_cache * s.cameras)}, activations {_gib(p.activations * s.cameras)})")
+            f"{_gib(total_bytes)} (weights {_gib(p.weights)}, KV cache {_gib(p.kv_cache * s.cameras)}, "
+            f"vision features {_gib(p.feature_cache * s.cameras)}, activations "
+            f"{_gib(max(p.vision_activations, s.cameras * p.prefill_activations))})")
     fixed = plan(model, replace(s, max_frames=1, queries=1, max_new_tokens=1, feature_cache_frames=1))
     if fixed.peak > budget:
         options = [q for q in ("int8", "int4") if QUANTIZATIONS.index(q) > QUANTIZATIONS.index(s.quantization)

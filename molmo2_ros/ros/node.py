@@ -18,6 +18,7 @@ The `autostart` parameter (default true) walks the node to active by itself.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import threading
@@ -50,8 +51,8 @@ from .executor import HandOffExecutor
 from .outputs import CameraOutputs
 from .outputs_3d import DepthCameraOutputs
 from .params import (ACTIVATE_TIME, CAMERA_PARAMS, CONFIGURE_TIME, SPECS, camera_descriptor, check_all,
-                     check_value, depth_config, descriptor, grounding_config, parse_cameras, parse_queries,
-                     selected_engine_config, stream_config)
+                     check_value, depth_config, descriptor, grounding_config, memory_setting, parse_cameras,
+                     parse_queries, selected_engine_config, stream_config)
 from .query_server import QueryServer
 
 THROTTLE_S = 5.0
@@ -242,6 +243,7 @@ class Molmo2Node(LifecycleNode):
                      **{f"{c}.queries": self.get_parameter(f"{c}.queries").value for c in self.cameras if c}}
             queries = self._desired_queries(texts, values["max_query_chars"])
             config = stream_config(values)
+            self._check_memory(values, max((len(q) for q in queries.values()), default=0))
             self._model_state = "loading"
             started = time.monotonic()
             engine = make_engine(values["engine"], selected_engine_config(values), values["engine_plugin"])
@@ -275,6 +277,31 @@ class Molmo2Node(LifecycleNode):
         self.get_logger().info(f"configured: model '{engine.model_id}' loaded and warmed up in "
                                f"{time.monotonic() - started:.1f} s; {summary}")
         return TransitionCallbackReturn.SUCCESS
+
+    def _check_memory(self, values: dict, queries: int) -> None:
+        """Refuse a setting that cannot fit the GPU (core/memory_plan.py), before loading anything. Only for the
+        local transformers engine on CUDA; a model whose configuration is not known without downloading it is
+        checked after loading instead (a CUDA out-of-memory error then names the device)."""
+        if values["engine"] != "transformers" or values["engine_plugin"]:
+            return
+        import torch
+
+        from molmo2_ros.core import memory_plan
+        from molmo2_ros.core.engine import resolve_device
+
+        device = resolve_device(values["device"])
+        if device.type != "cuda":
+            return
+        setting = memory_setting(values, queries)
+        setting = dataclasses.replace(setting, cameras=len(self.cameras))
+        try:
+            model: str | dict = values["model"]
+            message = memory_plan.refusal(model, setting, *torch.cuda.mem_get_info(device))
+        except ValueError as error:
+            self.get_logger().info(f"memory plan skipped: {error}")
+            return
+        if message:
+            raise ValueError(f"the setting does not fit {device}: {message}")
 
     def _warm_up(self, engine: Engine, slowfast) -> None:
         """One tiny inference so that the first real clip does not pay for lazy initialisation."""
