@@ -51,7 +51,7 @@ def run_client(engine_kind: str, server_url: str, bag: str, seconds: float, star
     from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
     from molmo2_ros.core.engine_factory import make_engine
     from molmo2_ros.core.sampling import SlowFastConfig
-    from molmo2_ros.offline.replay import read_frames
+    from molmo2_ros.offline.bags import decoded_frames
     from molmo2_ros.offline.vllm_server import TINY_MODEL
 
     if engine_kind == "vllm":
@@ -67,8 +67,7 @@ def run_client(engine_kind: str, server_url: str, bag: str, seconds: float, star
         torch.set_num_threads(1)
         engine = make_engine("transformers", EngineConfig(model=str(TINY_MODEL), max_new_tokens=MAX_NEW_TOKENS))
     engine.load()
-    _, _, frames = read_frames(Path(bag))
-    frames = list(frames)
+    frames = decoded_frames(bag)
     buffer = ClipBuffer(BufferConfig(window_s=WINDOW_S, stride_s=STRIDE_S, sample_fps=SAMPLE_FPS),
                         SlowFastConfig(enabled=False))
     qs = queries()
@@ -262,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
                                     args.camera)))
         return 0
 
-    from molmo2_ros.offline.replay import read_frames
+    from molmo2_ros.offline.bags import decoded_frames
     from molmo2_ros.offline.scenario import generate_scenario
     from molmo2_ros.offline.vllm_server import VllmServer
 
@@ -271,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     # One scenario per camera (its own seed): identical frames would be served from the server's caches.
     bags = [generate_scenario(folder / f"scenario{i}", seconds=max(args.seconds, 20.0) + 5.0, fps=10.0, width=320,
                               height=240, seed=i) for i in range(max(counts))]
-    frames = list(read_frames(bags[0])[2])
+    frames = decoded_frames(bags[0])
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU", "model": "molmo2-tiny-synthetic",
               "clip": {"window_s": WINDOW_S, "stride_s": STRIDE_S, "sample_fps": SAMPLE_FPS, "queries": 2,
                        "max_new_tokens": MAX_NEW_TOKENS}, "seconds": args.seconds, "runs": []}

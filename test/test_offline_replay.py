@@ -45,13 +45,26 @@ def test_oracle_without_noise_is_perfect_and_bags_are_valid(scenario, tmp_path):
         # the node's topics (~/points/<id>, ~/counts/<id>, ...) for a node /molmo2
         assert types == {bag_topic(name): f"molmo2_ros/msg/{kind}" for q in queries(truth)
                          for name, kind in ((output_topics(q).main, output_topics(q).main_type),
-                                            (output_topics(q).answer, "Answer")) if name}
+                                            (output_topics(q).answer, "Answer")) if name} | {
+            "/molmo2/image": "sensor_msgs/msg/CompressedImage",
+            "/molmo2/annotations": "foxglove_msgs/msg/ImageAnnotations"}
         assert types["/molmo2/counts/square_count"] == "molmo2_ros/msg/PointArray"
         n = 0
         final: dict[str, int] = {}
+        images, annotated = set(), []
         for conn, log_ns, raw in reader.messages():
             msg = reader.deserialize(raw, conn.msgtype)
+            n += 1
+            if conn.msgtype == "foxglove_msgs/msg/ImageAnnotations":
+                # drawn on the image of the same stamp: points as circles, track trails, labels
+                stamps = {a.timestamp.sec * NS_PER_S + a.timestamp.nanosec
+                          for a in (*msg.circles, *msg.points, *msg.texts)}
+                assert stamps == {log_ns} and log_ns in images
+                annotated.append((len(msg.circles), len(msg.points), [t.text for t in msg.texts]))
+                continue
             stamp = msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
+            if conn.msgtype == "sensor_msgs/msg/CompressedImage":
+                images.add(stamp)
             assert log_ns in frames and stamp in frames
             # an event's header keeps its evidence stamp; the log time is the clip that reported it
             assert stamp == log_ns if conn.msgtype != "molmo2_ros/msg/Event" else stamp <= log_ns
@@ -61,8 +74,10 @@ def test_oracle_without_noise_is_perfect_and_bags_are_valid(scenario, tmp_path):
                 final.update((t.id, t.status) for t in msg.tracks)
             if conn.msgtype == "molmo2_ros/msg/Answer":
                 assert len(msg.frame_stamps) == msg.num_frames > 0 and math.isnan(msg.confidence)
-            n += 1
         assert n == summary.output_messages
+        assert len(images) == len(annotated) == summary.windows
+        assert any(c for c, _, _ in annotated) and any(p for _, p, _ in annotated)
+        assert any(any("/t" in t for t in texts) for _, _, texts in annotated)  # track ids on the image
         # the replay ended every open track and event: the last report of each is final
         assert any("/e" in k for k in final) and any("/t" in k for k in final)
         assert all(state == (EventState.ENDED if "/e" in k else TrackStatus.ENDED) for k, state in final.items())

@@ -35,7 +35,7 @@ from molmo2_ros.core.prompts import build_prompt
 from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.core.vllm_engine import ServerUnavailableError, VllmConfig, VllmEngine
-from molmo2_ros.offline.replay import read_frames
+from molmo2_ros.offline.bags import decoded_frames
 from molmo2_ros.offline.scenario import generate_scenario
 from molmo2_ros.offline.vllm_server import TINY_MODEL, free_port
 
@@ -58,8 +58,7 @@ def server(tmp_path_factory):
 def scenario(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenario")
     bag = generate_scenario(out, seconds=24.0, fps=10.0, width=320, height=240)
-    _, _, frames = read_frames(bag)
-    return bag, list(frames)
+    return bag, decoded_frames(bag)
 
 
 @pytest.fixture(scope="module")

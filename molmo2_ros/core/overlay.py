@@ -15,7 +15,7 @@ from .types import QueryResult
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
-def _color(key: str) -> tuple[int, int, int]:
+def color_rgb(key: str) -> tuple[int, int, int]:
     """A bright, stable RGB colour for a string."""
     h = zlib.crc32(key.encode("utf-8"))
     hsv = np.uint8([[[h % 180, 200 + (h >> 8) % 56, 255]]])
@@ -65,7 +65,7 @@ def draw_overlay(image: np.ndarray, results: list[QueryResult], max_trail: int =
         return labels <= max_labels
 
     for result in results:
-        qcolor = _color(result.query.id)
+        qcolor = color_rgb(result.query.id)
         newest = max((p.stamp_ns for p in result.points), default=None)
         for p in result.points:
             c = (int(round(p.x)), int(round(p.y)))
@@ -76,7 +76,7 @@ def draw_overlay(image: np.ndarray, results: list[QueryResult], max_trail: int =
             if p.label and can_label():
                 _label(img, p.label, (c[0] + radius + 2, c[1] - radius), qcolor)
         for track in result.tracks:
-            tcolor = _color(track.id)
+            tcolor = color_rgb(track.id)
             trail = track.trajectory[-max_trail:] if max_trail > 0 else []
             if not trail:
                 continue
@@ -93,5 +93,5 @@ def draw_overlay(image: np.ndarray, results: list[QueryResult], max_trail: int =
             (_, th), base = cv2.getTextSize("Ag", _FONT, scale, thick)
             y = 4 + (event_row + 1) * (th + base + 6)
             event_row += 1
-            _label(img, f"EVENT {event.description} {event.state.name}", (4, y), _color(event.id), box=True)
+            _label(img, f"EVENT {event.description} {event.state.name}", (4, y), color_rgb(event.id), box=True)
     return img

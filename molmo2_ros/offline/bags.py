@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.image_decode import decode_compressed, decode_raw
+from ..core.image_decode import BadImage, decode_compressed, decode_raw
 from ..core.types import NS_PER_S, Frame
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -162,3 +162,16 @@ class CameraBag:
         self.counters[key] += 1
         if self.counters[key] == 1 and self._on_drop is not None:
             self._on_drop(f"{self.topic}: {text} (dropped; further drops are only counted as {key})")
+
+
+def decoded_frames(path: str | Path, topic: str = "") -> list[Frame]:
+    """Every decodable frame of the bag's camera topic, decoded, in log-time order (benchmarks and tests that need
+    the pixels of every frame; replay decodes on demand instead)."""
+    with CameraBag(path, topic) as camera:
+        out = []
+        for item in camera.frames():
+            try:
+                out.append(item.decode())
+            except BadImage:
+                continue
+        return out

@@ -31,6 +31,8 @@ from ..core.schedule import EveryWindowPolicy
 from ..core.stream import Stream, StreamConfig
 from ..core.serialization import result_to_dict
 from ..core.types import Frame, Query, QueryResult, TaskKind
+from .annotations import ANNOTATIONS_TYPE, IMAGE_TYPE, AnnotationBuilder
+from .annotations import register as register_foxglove
 from .bags import BagError, BagFrame, CameraBag
 
 GIF_MAX_WIDTH = 320
@@ -109,6 +111,8 @@ class ResultBagWriter:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.store = project_typestore()
+        register_foxglove(self.store)
+        self._annotate = AnnotationBuilder(self.store)
         t = self.store.types
         self.types = MessageTypes(
             Time=t["builtin_interfaces/msg/Time"], Header=t["std_msgs/msg/Header"],
@@ -131,6 +135,14 @@ class ResultBagWriter:
         for out in result_messages(self.types, r):
             topic = bag_topic(topics.main if out.output == "main" else topics.answer)
             self._write(topic, f"molmo2_ros/msg/{out.type_name}", out.msg, r.stamp_ns)
+
+    def write_frame(self, frame: Frame, results: list[QueryResult], max_trail: int = 32) -> None:
+        """A window's newest frame (`/molmo2/image`, JPEG) and its results drawn as Foxglove image annotations
+        (`/molmo2/annotations`), both stamped (header and log time) with the frame's stamp."""
+        self._write(bag_topic("~/image"), IMAGE_TYPE, self._annotate.image(frame.image, frame.stamp_ns,
+                                                                          frame.frame_id), frame.stamp_ns)
+        self._write(bag_topic("~/annotations"), ANNOTATIONS_TYPE,
+                    self._annotate.annotations(results, frame.stamp_ns, max_trail), frame.stamp_ns)
 
     def close(self) -> None:
         self._writer.close()
@@ -280,6 +292,8 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
                         jsonl.write(json.dumps(result_to_dict(r)) + "\n")
                         writer.write(r)
                         _tally(summary.per_query[r.query.id], r)
+                    if results:
+                        writer.write_frame(clip.frames[-1].frame, results)
                     jsonl.flush()
                     summary.results += len(results)
                     summary.inference_s += max((r.inference_s for r in results), default=0.0)
