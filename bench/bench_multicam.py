@@ -39,7 +39,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
 from conftest import _claim_domain_id, ros_overrides  # noqa: E402
-from helpers.ros_client import SpunNode  # noqa: E402
+from helpers.ros_client import SpunNode, wait_until  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
 
@@ -104,20 +104,9 @@ class Watcher(SpunNode):
     def fresh(self, timeout: float = 5.0) -> dict[str, dict[str, str]]:
         with self.lock:
             count = self.count
-        wait_until(lambda: self.count > count, timeout, "fresh diagnostics")
+        wait_until(lambda: self.count > count, timeout, what="fresh diagnostics")
         with self.lock:
             return dict(self.diag)
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -146,7 +135,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
     try:
         ps = psutil.Process(node.pid)
         wait_until(lambda: node.poll() is not None or (watcher.diag and next(iter(watcher.diag.values())).get(
-            "state") == "active"), 180.0, "node active")
+            "state") == "active"), 180.0, what="node active")
         if node.poll() is not None:
             raise RuntimeError(f"node exited ({node.returncode}); see {log.name}")
         for name, extra in CAMERAS.items():
@@ -156,7 +145,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
                 stderr=subprocess.PIPE, text=True)
         t0 = time.monotonic()
         wait_until(lambda: time.monotonic() - t0 >= WINDOW_S + 2 * STRIDE_S or any(
-            c.poll() is not None for c in cameras.values()), WINDOW_S + 30, "warm-up")
+            c.poll() is not None for c in cameras.values()), WINDOW_S + 30, what="warm-up")
         rss_samples = [ps.memory_info().rss / 2**20]
         while any(c.poll() is None for c in cameras.values()):
             time.sleep(1.0)
@@ -172,7 +161,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         def drained() -> bool:
             d = watcher.fresh()
             return all(as_int(v, "pending_clips") == 0 for v in d.values())
-        wait_until(drained, 600.0, "node drained", interval=0.0)
+        wait_until(drained, 600.0, what="node drained", interval=0.0)
         diag = watcher.fresh()
     finally:
         for cam in cameras.values():

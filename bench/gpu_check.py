@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -231,11 +232,41 @@ def check_model(name: str, args, gpu: Gpu, out: dict) -> None:
         except Exception as error:  # noqa: BLE001
             rec["attention"].append({"attn_implementation": attn, "error": f"{type(error).__name__}: {error}"})
     model.set_attn_implementation("sdpa")
+    rec["cameras"] = check_cameras(gpu, engine, window_s, args.max_new_tokens)
     engine.unload()
     del engine, model
     gc.collect()
     if gpu.cuda:
         torch.cuda.empty_cache()
+
+
+def check_cameras(gpu: Gpu, engine, window_s: float, max_new_tokens: int) -> dict:
+    """4 cameras due together: one batched engine call (the runtime's default) vs one call per camera, same windows
+    and the same cached features before each; seconds, the ratio, and whether the answers are identical."""
+    from molmo2_ros.core.engine_interface import InferRequest
+
+    cams = [windows("default", window_s + 3, window_s, seed=seed) for seed in range(4)]
+    requests = [InferRequest(replace(c[-1], stream=f"cam{i}"), tuple(QUERY_POOL[:2]), max_new_tokens)
+                for i, c in enumerate(cams)]
+    previous = [replace(c[-2], stream=f"cam{i}") for i, c in enumerate(cams)]
+
+    def run(batched: bool):
+        engine.clear_cache()
+        for clip in previous:  # sliding windows: only the new frames are encoded
+            engine.encode(clip)
+        if batched:
+            return gpu.timed(lambda: engine.infer_batch(requests))
+        return gpu.timed(lambda: [engine.infer(r.clip, list(r.queries), r.max_new_tokens) for r in requests])
+    try:
+        run(True)  # warm-up
+        batched_s, batched = run(True)
+        single_s, single = run(False)
+        same = [[g.text for g in a.generations] == [g.text for g in b.generations] for a, b in zip(batched, single)]
+        return {"cameras": 4, "queries_per_camera": 2, "batched_s": round(batched_s, 3),
+                "one_call_per_camera_s": round(single_s, 3), "ratio": round(single_s / batched_s, 2),
+                "same_answers": sum(same), "peak_allocated_gib": gib(gpu.peak())}
+    except Exception as error:  # noqa: BLE001 - record and go on
+        return {"error": f"{type(error).__name__}: {error}"}
 
 
 def check_quantized(args, gpu: Gpu, out: dict, workdir: Path) -> str:

@@ -109,3 +109,13 @@ def ros_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
         yield env
     finally:
         os.close(lock_fd)
+
+
+@pytest.fixture
+def client(ros_env):
+    """An in-process ROS client node (test/helpers/ros_client.py) in this test's ROS environment."""
+    from helpers.ros_client import Client
+
+    c = Client()
+    yield c
+    c.close()

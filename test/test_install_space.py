@@ -29,12 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 CAMERA = {"qos": "reliable", "rate": 10, "dt": 0.5, "width": 64, "height": 48, "t0": 3000.0}
 
 
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
-
 
 @pytest.fixture
 def robot_env(ros_env, tmp_path) -> dict[str, str]:

@@ -17,7 +17,7 @@ from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
 from helpers.reliability import SCRIPTED, rgb_image, start_node, unique_names
-from helpers.ros_client import Client, wait_until
+from helpers.ros_client import wait_until
 from molmo2_ros.msg import GroundedPoint3D, PointArray, PointArray3D, TrackArray, TrackArray3D
 
 NAME, _ = unique_names()
@@ -60,12 +60,6 @@ def info_msg(i: int) -> CameraInfo:
                       width=W, height=H, distortion_model="plumb_bob", d=[0.0] * 5,
                       k=[FX, 0.0, CX, 0.0, FX, CY, 0.0, 0.0, 1.0])
 
-
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
 
 
 def start(client, ros_env, tmp_path, no_frame_warn_s=0.5, **params):

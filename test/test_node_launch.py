@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from _models import tiny_model_dir
-from helpers.ros_client import Client, NodeProcess, run_camera, wait_until
+from helpers.ros_client import NodeProcess, run_camera, wait_until
 from molmo2_ros.action import Query as QueryAction
 from molmo2_ros.msg import Answer, PointArray
 
@@ -43,12 +43,6 @@ def launch_commands(arguments: dict[str, str]) -> list[list[str]]:
         for name in [m for m in sys.modules if m == "launch" or m.startswith(("launch.", "launch_ros"))]:
             del sys.modules[name]
 
-
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
 
 
 def test_launch_file_starts_the_node_with_the_tiny_model(ros_env, client, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from builtin_interfaces.msg import Time
 
 from helpers.reliability import SCRIPTED, FrameSender, rgb_image, start_node, unique_names
-from helpers.ros_client import Client, run_camera, start_camera, wait_until
+from helpers.ros_client import run_camera, start_camera, wait_until
 from molmo2_ros.action import Query as QueryAction
 from molmo2_ros.msg import Answer, PointArray, StandingQuery
 from molmo2_ros.srv import ManageQueries
@@ -36,12 +36,6 @@ def spec(camera: str, t0: float, count: int = 8, **overrides) -> dict:
     return {"topic": topic(camera), "qos": "reliable", "rate": 10, "count": count, "t0": t0, "dt": 0.5,
             "frame_id": f"{camera}_optical", **CAMERAS[camera], **overrides}
 
-
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
 
 
 @pytest.fixture

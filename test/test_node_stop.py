@@ -5,26 +5,19 @@ and counts the stopped window, and a cancelled Query goal frees the worker withi
 from __future__ import annotations
 
 import signal
-import subprocess
 import time
 
 import pytest
 
 from _models import tiny_model_dir
 from helpers.reliability import start_node, unique_names
-from helpers.ros_client import Client, run_camera, wait_until
+from helpers.ros_client import run_camera, wait_until
 from molmo2_ros.action import Query as QueryAction
 
 NAME, TOPIC = unique_names()
 NODE = f"/{NAME}"
 SLOW = "helpers.slow_engine:SlowEngine"
 
-
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
 
 
 def slow_node(client, env, folder, queries="- {id: what, task: caption}"):
@@ -41,14 +34,7 @@ def test_signal_during_a_minute_long_generation_exits_at_once(ros_env, client, t
     node = slow_node(client, ros_env, tmp_path)
     feed(ros_env)
     wait_until(lambda: "slow_engine: generating" in node.output(), 30.0, what="a long generation in progress")
-    started = time.monotonic()
-    node.proc.send_signal(sig)
-    try:
-        code = node.proc.wait(timeout=5.0)
-    except subprocess.TimeoutExpired:
-        code = None
-    seconds = time.monotonic() - started
-    node.stop()
+    code, seconds = node.signal_exit(sig)
     print(f"{sig.name} during a ~60 s generation: exit code {code} after {seconds:.2f} s")
     assert code == 0 and seconds < 5.0, node.output()[-3000:]
     assert "did not stop within" not in node.output()  # the generation stopped at its flag, it was not abandoned

@@ -20,12 +20,6 @@ CLI = Path(sys.executable).parent / "molmo2-ros"
 TOPIC = "/camera/image_raw"
 
 
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
-
 
 @pytest.fixture(scope="module")
 def camera_bag(tmp_path_factory) -> tuple[str, str, list]:

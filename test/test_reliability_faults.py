@@ -6,7 +6,6 @@ exception escaping a plugin's `infer` is caught by the node's worker; the next w
 
 from __future__ import annotations
 
-import pytest
 
 from helpers.reliability import FAULT, FrameSender, delta, rgb_image, start_node, unique_names
 from helpers.ros_client import Client, wait_until
@@ -17,12 +16,6 @@ NAME, TOPIC = unique_names()
 NODE = f"/{NAME}"
 REQ = ManageQueries.Request
 
-
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
 
 
 class Stream:

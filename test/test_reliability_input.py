@@ -18,19 +18,13 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from helpers.reliability import SCRIPTED, FrameSender, delta, ns, rgb_image, stamp, start_node, unique_names
-from helpers.ros_client import Client, wait_until
+from helpers.ros_client import wait_until
 from molmo2_ros.msg import Answer, PointArray
 
 NAME, TOPIC = unique_names()
 NODE = f"/{NAME}"
 QUERIES = "- {id: what, task: question, text: what}\n- {id: ball, task: point, text: ball}"
 
-
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
 
 
 @pytest.fixture

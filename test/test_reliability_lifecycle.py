@@ -13,7 +13,7 @@ import time
 import pytest
 
 from helpers.reliability import FAULT, SCRIPTED, proc_stats, start_node, unique_names
-from helpers.ros_client import CAMERA_SCRIPT, Client, process_env, run_camera, wait_until
+from helpers.ros_client import CAMERA_SCRIPT, process_env, run_camera, wait_until
 from molmo2_ros.msg import Answer
 
 NAME, TOPIC = unique_names()
@@ -26,12 +26,6 @@ RSS_GROWTH_MAX_MB = 8.0  # after warm-up, over 45 cycles
 # stops within one decode step: test_node_stop.py.)
 SLOW_S = 60.0
 
-
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
 
 
 def test_activate_deactivate_cycles_leak_nothing(ros_env, client, tmp_path):
@@ -83,14 +77,7 @@ def test_signal_during_inference_exits_cleanly(ros_env, client, tmp_path, sig):
                       engine_plugin=FAULT, model="fault", window_s=2.0, stride_s=1.0)
     run_camera({"topic": TOPIC, "qos": "reliable", "rate": 20, "count": 3, "t0": 100.0, "dt": 1.0}, ros_env)
     wait_until(lambda: "fault_engine: inference started" in node.output(), 10.0, what="an inference in progress")
-    started = time.monotonic()
-    node.proc.send_signal(sig)
-    try:
-        code = node.proc.wait(timeout=5.0)
-    except subprocess.TimeoutExpired:
-        code = None
-    seconds = time.monotonic() - started
-    node.stop()
+    code, seconds = node.signal_exit(sig)
     print(f"{sig.name} during a {SLOW_S} s inference: exit code {code} after {seconds:.2f} s")
     assert code == 0 and seconds < 5.0, node.output()[-3000:]
     assert f"{NODE}: shut down cleanly" in node.output()

@@ -6,7 +6,6 @@ max_points / overlay.max_trail, whatever the model answers (the engine answers 4
 
 from __future__ import annotations
 
-import pytest
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import ImageMarker
 
@@ -23,12 +22,6 @@ REQ = ManageQueries.Request
 MAX_CHARS, MAX_POINTS, MAX_TRAIL = 120, 5, 4
 W, H = 64, 48
 
-
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
 
 
 def _add(client: Client, qid: str, task: str, text: str):

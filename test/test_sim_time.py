@@ -31,12 +31,6 @@ TOPICS = {"point": ("points", PointArray), "count": ("counts", PointArray), "tra
           "event": ("events", Event)}
 
 
-@pytest.fixture
-def client(ros_env):
-    c = Client()
-    yield c
-    c.close()
-
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory) -> Path:

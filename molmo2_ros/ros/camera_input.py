@@ -135,13 +135,19 @@ class CameraInput:
             with self._lock:
                 self._callback_ms.append((time.perf_counter() - started) * 1e3)
 
-    def _take(self, raw: bytes) -> None:
+    def _received(self, raw: bytes) -> int | None:
+        """Count a message and read its stamp (None: too short to hold one, counted as bad)."""
         self._last_frame = time.monotonic()
         self.counters.add("frames_received")
         try:
-            stamp = peek_stamp_ns(raw)
+            return peek_stamp_ns(raw)
         except TruncatedMessage as error:
             self._bad("truncated_message", f"serialized message too short ({error})")
+            return None
+
+    def _take(self, raw: bytes) -> None:
+        stamp = self._received(raw)
+        if stamp is None:
             return
         msg = None
         if self._deserialize_all:  # the comparison mode: what a plain (non-raw) subscription costs

@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from molmo2_ros.core.depth import BadDepth, CameraModel, depth_from_buffer
 from molmo2_ros.core.stream import Stream
 
-from .camera_input import CameraInput, TruncatedMessage, peek_stamp_ns
+from .camera_input import CameraInput
 
 INFO_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 
@@ -41,12 +41,8 @@ class _DepthSubscription(CameraInput):
         self._subscribe()
 
     def _take(self, raw: bytes) -> None:
-        self._last_frame = time.monotonic()
-        self.counters.add("frames_received")
-        try:
-            stamp = peek_stamp_ns(raw)
-        except TruncatedMessage as error:
-            self._bad("truncated_message", f"serialized message too short ({error})")
+        stamp = self._received(raw)
+        if stamp is None:
             return
         stream = self._stream_of(self.camera)
         if stream is None or stream.depth is None:

@@ -79,6 +79,18 @@ class NodeProcess:
         self._file.close()
         return self.proc.returncode, time.monotonic() - started
 
+    def signal_exit(self, sig: int, timeout: float = 5.0) -> tuple[int | None, float]:
+        """Send `sig`; (exit code, or None when still running after `timeout` s; seconds waited). Stops it after."""
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        seconds = time.monotonic() - started
+        self.stop()
+        return code, seconds
+
     def threads(self) -> int:
         return len(os.listdir(f"/proc/{self.proc.pid}/task"))
 
