@@ -74,10 +74,11 @@ def test_installed_entry_point_runs_the_node_with_a_relative_camera_topic(robot_
                    what="node active")
         assert node.proc.poll() is None, node.output()
         # with qos auto the subscription itself waits for a publisher, to match its reliability
-        assert "listening on /robot/camera/image_raw" in node.output(), node.output()
+        assert "waiting for a publisher on /robot/camera/image_raw" in node.output(), node.output()
         client.subscribe(Answer, "/robot/molmo2/answers/scene")
         client.wait_matched("/robot/molmo2/answers/scene")
         frames = run_camera({**CAMERA, "topic": "/robot/camera/image_raw", "count": 8}, robot_env)
+        wait_until(lambda: "subscribed to /robot/camera/image_raw" in node.output(), 20.0, what="subscription")
         wait_until(lambda: client.got("/robot/molmo2/answers/scene"), 60.0, what="an answer of the tiny model")
         answer = client.got("/robot/molmo2/answers/scene")[0]
         stamps = {f["stamp"] for f in frames}

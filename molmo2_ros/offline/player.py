@@ -15,6 +15,7 @@ from pathlib import Path
 from .bags import BagError, is_service_event, open_storage
 
 MATCH_SETTLE_S = 0.5
+ACK_TIMEOUT_S = 5.0
 
 
 def message_class(msgtype: str):
@@ -120,6 +121,12 @@ def play(bag: str | Path, *, rate: float = 1.0, clock: bool = True, topics: list
                 _publish_clock(clock_pub, clock_cls, log_ns)
             pubs[conn.topic].publish(bytes(raw))
             published += 1
+        # Reliable messages still in flight are lost when the publisher goes away: wait for their acknowledgement.
+        from rclpy.duration import Duration
+        for topic, pub in pubs.items():
+            if not pub.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S)):
+                print(f"note: {topic}: not every subscriber acknowledged the last messages within "
+                      f"{ACK_TIMEOUT_S:.0f} s", file=sys.stderr)
         node.destroy_node()
     finally:
         reader.close()

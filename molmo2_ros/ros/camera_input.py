@@ -101,6 +101,9 @@ class CameraInput:
         if mode == "auto":
             infos = self.node.get_publishers_info_by_topic(self.topic)
             if not infos:
+                if not self._recheck:
+                    self.node.get_logger().info(f"qos auto: waiting for a publisher on {self.topic} to match its "
+                                                "reliability")
                 self._recheck = True
                 return
             reliable = all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
