@@ -126,3 +126,20 @@ def test_replay_report_flag_on_a_bag_without_ground_truth(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text()
     assert 'id="per-query"' in page and 'id="headline"' not in page and "demo-video" in page
     assert (tmp_path / "out" / "demo.mp4").stat().st_size > 0
+
+
+def test_overlay_labels_never_overlap_and_stay_inside():
+    """Crowded points and tracks: every drawn label box is inside the image and clear of the others."""
+    import numpy as np
+
+    from molmo2_ros.core.overlay import LabelPlacer
+
+    img = np.zeros((240, 320, 3), np.uint8)
+    placer = LabelPlacer((0, 0, 320, 240), 0.4)
+    placed = sum(placer.place(img, f"#{i}", (150 + (i % 5) * 6, 100 + (i // 5) * 6), (255, 0, 0))
+                 for i in range(40))
+    assert 4 <= placed < 40  # crowded: some fit, the rest are left out rather than drawn over others
+    boxes = placer.boxes
+    assert all(0 <= b[0] and 0 <= b[1] and b[2] < 320 and b[3] < 240 for b in boxes)
+    assert not any(not (a[2] < b[0] or a[0] > b[2] or a[3] < b[1] or a[1] > b[3])
+                   for i, a in enumerate(boxes) for b in boxes[i + 1:])

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
+from ..core.overlay import LabelPlacer
 from ..core.types import NS_PER_S, QueryResult, TaskKind
 from .evaluate import clip_stamps
 from .scenario import GroundTruth
@@ -65,31 +66,6 @@ def build_views(results: list[QueryResult], stamps: list[int], truth: GroundTrut
         for s in clip_stamps(frames, r):
             v.first.setdefault(s, r)
     return list(views.values())
-
-
-class Labels:
-    """Places short labels without overlaps: candidate spots around an anchor, the first free one wins."""
-
-    def __init__(self, width: int, height: int, scale: float) -> None:
-        self.width, self.height, self.scale = width, height, scale
-        self.boxes: list[tuple[int, int, int, int]] = []
-
-    def place(self, img: np.ndarray, text: str, anchor: tuple[int, int], colour, gap: int = 7) -> bool:
-        (tw, th), base = cv2.getTextSize(text, FONT, self.scale, 1)
-        ax, ay = anchor
-        for dx, dy in ((gap, -gap), (gap, gap + th), (-gap - tw, -gap), (-gap - tw, gap + th),
-                       (-tw // 2, -gap - 4), (-tw // 2, gap + th + 4)):
-            x, y = ax + dx, ay + dy
-            box = (x - 2, y - th - 2, x + tw + 2, y + base)
-            if box[0] < 0 or box[1] < 0 or box[2] >= self.width or box[3] >= self.height:
-                continue
-            if any(not (box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3]) for b in self.boxes):
-                continue
-            self.boxes.append(box)
-            cv2.rectangle(img, box[:2], box[2:], (0, 0, 0), cv2.FILLED)
-            cv2.putText(img, text, (x, y), FONT, self.scale, colour, 1, cv2.LINE_AA)
-            return True
-        return False
 
 
 def _mark(img: np.ndarray, task: TaskKind, p: tuple[int, int], colour, r: int) -> None:
@@ -170,15 +146,13 @@ class DemoRenderer:
         t = (stamp - self.t0) / NS_PER_S
         canvas[self.title_h:self.title_h + self.ph, :self.pw] = panel
         cv2.putText(canvas, f"model: {self.model_name}", (6, 18), FONT, 0.5, TEXT, 1, cv2.LINE_AA)
-        labels = Labels(self.pw, self.title_h + self.ph, self.scale)
-        labels.boxes.append((0, 0, self.pw, self.title_h))
+        labels = LabelPlacer((0, self.title_h, self.pw, self.title_h + self.ph), self.scale)
         status = {v.qid: self._draw_model(canvas, v, sample, labels) for v in self.views}
         if self.truth is not None:
             ox = self.pw + 8
             canvas[self.title_h:self.title_h + self.ph, ox:ox + self.pw] = panel
             cv2.putText(canvas, "ground truth", (ox + 6, 18), FONT, 0.5, TEXT, 1, cv2.LINE_AA)
-            tl = Labels(ox + self.pw, self.title_h + self.ph, self.scale)
-            tl.boxes += [(0, 0, ox + self.pw, self.title_h), (0, 0, ox - 1, self.title_h + self.ph)]
+            tl = LabelPlacer((ox, self.title_h, ox + self.pw, self.title_h + self.ph), self.scale)
             for v in self.views:
                 self._draw_truth(canvas, v, stamp, ox, tl)
         cv2.putText(canvas, f"t = {t:4.1f} s", (self.width - 96, 18), FONT, 0.5, TEXT, 1, cv2.LINE_AA)
@@ -187,7 +161,7 @@ class DemoRenderer:
             self._timeline(canvas, stamp)
         return canvas
 
-    def _draw_model(self, img: np.ndarray, v: QueryView, sample: int | None, labels: Labels) -> str:
+    def _draw_model(self, img: np.ndarray, v: QueryView, sample: int | None, labels: LabelPlacer) -> str:
         """Draws the query's answer on the model panel; returns its legend status."""
         r = v.first.get(sample) if sample is not None else None
         if r is None:
@@ -224,7 +198,7 @@ class DemoRenderer:
             return "now" if points else "-"
         return f"{len(points)} point{'s' if len(points) != 1 else ''}" if points else "none"
 
-    def _draw_truth(self, img: np.ndarray, v: QueryView, stamp: int, ox: int, labels: Labels) -> None:
+    def _draw_truth(self, img: np.ndarray, v: QueryView, stamp: int, ox: int, labels: LabelPlacer) -> None:
         c, rad = v.colour, self.marker_r
         labelled = False
         for oid, (x, y) in self._truth_objects(v, stamp):
