@@ -143,3 +143,18 @@ def test_overlay_labels_never_overlap_and_stay_inside():
     assert all(0 <= b[0] and 0 <= b[1] and b[2] < 320 and b[3] < 240 for b in boxes)
     assert not any(not (a[2] < b[0] or a[0] > b[2] or a[3] < b[1] or a[1] > b[3])
                    for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_demo_command_writes_video_report_and_ends_with_the_json_line(tmp_path):
+    """`molmo2-ros demo` (the shipped model, a short scenario): progress on stderr, the paths, then one JSON line
+    whose paths exist."""
+    run = subprocess.run([str(CLI), "demo", "--out", str(tmp_path / "demo"), "--seconds", "6"],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    last = json.loads(run.stdout.strip().splitlines()[-1])
+    for key in ("report", "video", "gif", "output_bag"):
+        assert Path(last[key]).exists(), key
+    assert {"point_hit_rate", "point_recall", "absence_correct", "count_exact", "mota", "event_f1"} <= last.keys()
+    assert "report: " in run.stdout and "video: " in run.stdout
+    assert "%|" in run.stderr  # the video's progress bar (the replay's own bar is on stderr too)

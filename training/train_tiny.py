@@ -738,7 +738,8 @@ def main() -> int:
                     help="share of batches from random worlds: point/count/track/event over 1-12 frame clips")
     ap.add_argument("--video-clips", type=int, default=2, help="clips per video batch")
     ap.add_argument("--questions", type=int, default=3,
-                    help="questions (distinct tasks) per clip of a video batch; the clip is encoded once")
+                    help="questions per clip of a video batch (distinct tasks while there are enough; each draws "
+                         "its own label); the clip and the prompt prefix are computed once")
     ap.add_argument("--freeze-vit", action="store_true", help="do not train the ViT (the adapter still trains)")
     ap.add_argument("--task-weights", default="point=0.3,count=0.2,track=0.25,event=0.25",
                     help="task mix of the video batches")
@@ -832,7 +833,8 @@ def main() -> int:
             w, h = SIZES[int(video.rng.integers(len(SIZES)))]
             n_frames = 8 if video.rng.random() < args.p_eight else int(video.rng.integers(1, 13))
             samples = [s for _ in range(args.video_clips) for s in video.samples(
-                w, h, n_frames, [str(t) for t in video.rng.choice(tasks, size=args.questions, replace=False, p=task_p)],
+                w, h, n_frames, [str(t) for t in video.rng.choice(tasks, size=args.questions,
+                                                                  replace=args.questions > len(tasks), p=task_p)],
                 str(video.rng.choice(plans, p=plan_p)), args.p_none_video)]
         elif args.p_track and sampler.rng.random() < args.p_track:
             n_frames = 8 if sampler.rng.random() < 0.6 else int(sampler.rng.integers(2, 8))
