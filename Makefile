@@ -63,7 +63,7 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 COLCON_LOG := $(BUILD_DIR)/colcon_build.log
 
 .PHONY: setup build test demo bench bench-realsize gpu-check gpu-check-dry-run soak clean distclean fix-wheels check-tools \
-	setup-vllm serve-vllm bench-fleet
+	setup-vllm serve-vllm bench-fleet browser
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP)
 	@echo "setup: ready (run tests with 'make test', commands with 'scripts/with_ros CMD')"
@@ -126,8 +126,15 @@ build: fix-wheels check-tools $(SOURCE_LIST)
 test: setup
 	scripts/with_ros $(PY) -m pytest test -q -ra $(PYTEST_ARGS)
 
+# Debian's Chromium and chromedriver: test/test_report.py opens the HTML report in a real headless browser.
+# Installs only when missing (needs root: CI does it, .ci/run calls this target).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }
+
 # --- demo and benchmarks ---------------------------------------------------------------------------------
-# make demo [ORACLE=1] [MODEL=allenai/Molmo2-4B DEVICE=cuda]: scenario bag -> replay -> GIF, output bag, eval.
+# make demo [ORACLE=1] [MODEL=allenai/Molmo2-4B DEVICE=cuda]: scenario bag -> replay -> eval -> video (MP4, GIF)
+# and report.html in out/demo; the last line is a JSON summary.
 DEMO_OUT ?= out/demo
 demo: setup
 	rm -rf $(DEMO_OUT)

@@ -8,10 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-# The best checkpoint the repository ships (training/README.md). It points in single frames and tracks over 2-8
-# frame clips; it runs on 1-frame clips (for its pointing) unless --window/--stride say otherwise.
+# The best checkpoint the repository ships (training/README.md), trained on 1-12 frame clips at 2 fps; it runs on
+# 8-frame clips (window 4 s, stride 1 s) unless --window/--stride say otherwise, and answers need up to ~400 tokens.
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "molmo2-tiny-synthetic"
-SHIPPED_CLIP = (0.4, 0.5)
+SHIPPED_CLIP = (4.0, 1.0)
+SHIPPED_MAX_NEW_TOKENS = 400
+DEFAULT_MAX_NEW_TOKENS = 64
 DEFAULT_CLIP = (8.0, 1.0)
 SHIPPED_NOTE = ("NOTE: default model: molmo2-tiny-synthetic, a 0.9 M-parameter Molmo2 trained by this project in the "
                 "synthetic world on single-frame pointing (held-out point hit rate 0.85, 1-frame clips) and tracking "
@@ -45,7 +47,9 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oracle", default="", metavar="SCENARIO_JSON",
                    help="answer from ground truth (evaluation instrument, not a model)")
     p.add_argument("--noise", choices=("none", "default"), default="none", help="oracle noise")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help=f"generation limit (default {SHIPPED_MAX_NEW_TOKENS} with the shipped model, else "
+                        f"{DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--window", type=float, default=None,
                    help="clip length, s (default 8; 0.4 = 1-frame clips with the shipped default model)")
     p.add_argument("--stride", type=float, default=None, help="time between clips, s (default 1; 0.5 likewise)")
@@ -75,7 +79,7 @@ def _engine(args):
         shipped = _uses_shipped_model(args)
         model, note = (str(SHIPPED_MODEL), SHIPPED_NOTE) if shipped else (str(ensure_tiny_model()), RANDOM_WARNING)
         print(note, file=sys.stderr)
-    engine = Molmo2Engine(EngineConfig(model=model, device=args.device, max_new_tokens=args.max_new_tokens))
+    engine = Molmo2Engine(EngineConfig(model=model, device=args.device, max_new_tokens=_max_new_tokens(args)))
     engine.load()
     return engine, note
 
@@ -86,13 +90,19 @@ def _vllm_engine(args):
 
     config = VllmConfig(server_url=args.server_url, model=args.model, api_key_env=args.api_key_env,
                         api_key_file=args.api_key_file, request_timeout_s=args.request_timeout,
-                        max_inflight=args.max_inflight, max_new_tokens=args.max_new_tokens)
+                        max_inflight=args.max_inflight, max_new_tokens=_max_new_tokens(args))
     try:
         engine = make_engine("vllm", config)
         engine.load()
     except ServerUnavailableError as error:
         raise SystemExit(f"error: {error}") from None
     return engine
+
+
+def _max_new_tokens(args) -> int:
+    if args.max_new_tokens is not None:
+        return args.max_new_tokens
+    return SHIPPED_MAX_NEW_TOKENS if _uses_shipped_model(args) else DEFAULT_MAX_NEW_TOKENS
 
 
 def _stream_config(args):
@@ -104,9 +114,9 @@ def _stream_config(args):
     if getattr(args, "engine", "") == "vllm":  # the server pools every frame alike: no SlowFast
         from .core.sampling import SlowFastConfig
 
-        return StreamConfig(buffer=buffer, slowfast=SlowFastConfig(enabled=False), max_new_tokens=args.max_new_tokens,
-                            depth=_depth_config(args))
-    return StreamConfig(buffer=buffer, max_new_tokens=args.max_new_tokens, depth=_depth_config(args))
+        return StreamConfig(buffer=buffer, slowfast=SlowFastConfig(enabled=False),
+                            max_new_tokens=_max_new_tokens(args), depth=_depth_config(args))
+    return StreamConfig(buffer=buffer, max_new_tokens=_max_new_tokens(args), depth=_depth_config(args))
 
 
 def _depth_config(args):
@@ -114,6 +124,11 @@ def _depth_config(args):
 
     return DepthConfig(enabled=bool(getattr(args, "depth", False)),
                        max_dt_s=getattr(args, "depth_max_dt", DepthConfig.max_dt_s))
+
+
+def _scenario_next_to(bag: Path) -> Path | None:
+    """scenario.json in the bag folder or next to it (what `generate` writes), else None."""
+    return next((c for c in (bag / "scenario.json", bag.parent / "scenario.json") if c.is_file()), None)
 
 
 def _queries(args, bag: Path):
@@ -126,10 +141,10 @@ def _queries(args, bag: Path):
         except Exception as error:  # noqa: BLE001 - missing file, YAML syntax, missing keys: one clear line
             raise CliError(f"cannot read queries from '{args.queries}' ({type(error).__name__}: {error}): pass a "
                            f"YAML list of {{id, task, text}}") from error
-    for candidate in (bag / "scenario.json", bag.parent / "scenario.json"):
-        if candidate.is_file():
-            data = json.loads(candidate.read_text())
-            return [Query(q["id"], TaskKind(q["task"]), q.get("text", "")) for q in data["queries"]]
+    scenario = _scenario_next_to(bag)
+    if scenario is not None:
+        data = json.loads(scenario.read_text())
+        return [Query(q["id"], TaskKind(q["task"]), q.get("text", "")) for q in data["queries"]]
     raise CliError("no queries: pass --queries YAML (list of {id, task, text}) or put scenario.json next to the bag")
 
 
@@ -158,11 +173,12 @@ def _run_replay(args, bag: Path, out: Path):
         raise CliError(f"'{out}' already holds a replay's output bag (molmo2_bag): pass a new --out folder or "
                        f"delete it")
     queries = _queries(args, bag)
+    config = _stream_config(args)
     try:
         with CameraBag(bag, args.topic):  # a bag that cannot be read fails before the model is loaded
             pass
         engine, note = _engine(args)
-        summary = replay(bag, out, engine, queries, config=_stream_config(args), topic=args.topic,
+        summary = replay(bag, out, engine, queries, config=config, topic=args.topic,
                          gif=not args.no_gif, progress=not args.quiet, depth_topic=getattr(args, "depth_topic", ""),
                          camera_info_topic=getattr(args, "camera_info_topic", ""))
     except BagError as error:
@@ -170,7 +186,35 @@ def _run_replay(args, bag: Path, out: Path):
     print(summary.table())
     if note:
         print(note)
+    if getattr(args, "report", False):
+        _write_report(args, bag, summary, out, config)
     return summary, note
+
+
+def _write_report(args, bag: Path, summary, out: Path, config, truth_path: Path | None = None) -> dict:
+    """Video (MP4 + GIF) and report.html of a replay in OUT, scored against scenario.json when there is one."""
+    from .offline.report import build_report
+    from .offline.scenario import GroundTruth
+
+    truth_path = truth_path or (_scenario_next_to(bag) if not args.queries else None)
+    truth = GroundTruth.load(truth_path) if truth_path else None
+    slowfast = config.slowfast
+    settings = {"model": summary.model_id, "bag": str(bag), "topic": summary.topic,
+                "window": f"{config.buffer.window_s:g} s", "stride": f"{config.buffer.stride_s:g} s",
+                "sample rate": f"{config.buffer.sample_fps:g} fps",
+                "SlowFast": (f"key frames every {slowfast.key_every} at {slowfast.slow_pooling[0]}x"
+                             f"{slowfast.slow_pooling[1]}, others {slowfast.fast_pooling[0]}x{slowfast.fast_pooling[1]}"
+                             if slowfast.enabled else f"off ({slowfast.fast_pooling[0]}x{slowfast.fast_pooling[1]})"),
+                "windows": summary.windows, "ground truth": str(truth_path) if truth_path else "none"}
+    try:
+        paths = build_report(bag, Path(summary.results_path), out, truth=truth, settings=settings,
+                             title=f"molmo2_ros replay of {bag.name}", model_name=Path(summary.model_id).name,
+                             topic=args.topic, progress=not args.quiet)
+    except ValueError as error:  # e.g. a bag shorter than one window: no results to show
+        print(f"report: not written: {error}")
+        return {}
+    print(f"report: {paths['report']}\nvideo:  {paths['video']}\ngif:    {paths['gif']}")
+    return paths
 
 
 def cmd_replay(args) -> int:
@@ -232,6 +276,7 @@ def cmd_play(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    from .offline.answer_metrics import answer_metrics, headline
     from .offline.evaluate import evaluate, format_table, load_results
     from .offline.scenario import GroundTruth, generate_scenario
 
@@ -243,20 +288,27 @@ def cmd_demo(args) -> int:
     truth_path = out / "scenario" / "scenario.json"
     if args.use_oracle:
         args.oracle = str(truth_path)
-    args.topic, args.no_gif, args.queries = "", False, ""
+    args.topic, args.no_gif, args.queries, args.report = "", True, "", False
     summary, note = _run_replay(args, bag, out / "replay")
-    report = evaluate(load_results(summary.results_path), GroundTruth.load(truth_path))
+    truth = GroundTruth.load(truth_path)
+    results = load_results(summary.results_path)
+    report = evaluate(results, truth)
+    extra = answer_metrics(results, truth)
+    head = headline(report, extra)
     print(format_table(report))
-    (out / "eval.json").write_text(json.dumps(report, indent=1))
-    print(f"gif: {summary.gif}\noutput bag: {summary.output_bag}\nevaluation: {out / 'eval.json'}")
+    (out / "eval.json").write_text(json.dumps({"headline": head, "report": report, "answer_metrics": extra},
+                                              indent=1))
+    paths = _write_report(args, bag, summary, out, _stream_config(args), truth_path)
+    print(f"output bag: {summary.output_bag}\nevaluation: {out / 'eval.json'}")
     if note:
         print(note)
-    o = report["overall"]
-    print(json.dumps({"model": summary.model_id + (" (random weights)" if note == RANDOM_WARNING else ""),
-                      "point_hit_rate": o["point_hit_rate"], "count_mae": o["count_mae"], "mota": o["mota"],
-                      "id_switches_per_track_per_min": o["id_switches_per_track_per_min"],
-                      "event_f1": o["event_f1"], "gif": summary.gif, "output_bag": summary.output_bag,
-                      "wall_s": round(time.perf_counter() - started, 2)}))
+    line = {"model": summary.model_id + (" (random weights)" if note == RANDOM_WARNING else ""),
+            **{k: head[k] for k in ("point_hit_rate", "point_recall", "absence_correct", "count_exact", "count_mae",
+                                    "mota", "id_switches_per_track_per_min", "event_f1", "event_start_error_s",
+                                    "event_end_error_s")},
+            "report": str(paths["report"]), "video": str(paths["video"]), "gif": str(paths["gif"]),
+            "output_bag": summary.output_bag, "wall_s": round(time.perf_counter() - started, 2)}
+    print(json.dumps(line))
     return 0
 
 
@@ -299,8 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", choices=("rgb8", "bgr8", "mono8", "jpeg"), default="rgb8")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--world", choices=("default", "two_colours"), default="default",
-                   help="default: balls, squares, a triangle; two_colours: a red and a blue ball crossing")
+    p.add_argument("--world", choices=("default", "two_colours", "random"), default="default",
+                   help="default: balls, squares, a triangle; two_colours: a red and a blue ball crossing; "
+                        "random: objects, motions and events drawn from --seed")
     p.add_argument("--depth", action="store_true", help="also aligned depth, CameraInfo and 3D ground truth")
     p.add_argument("--depth-encoding", choices=("16UC1", "32FC1"), default="16UC1")
     p.add_argument("--depth-scale", type=float, default=1.0, help="depth resolution / colour resolution (0 < s <= 1)")
@@ -320,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera-info-topic", default="", help="colour CameraInfo topic (default: next to the camera "
                                                             "topic, else the first)")
     p.add_argument("--depth-max-dt", type=float, default=0.02, help="largest depth-colour stamp difference, s")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUT/report.html, OUT/demo.mp4 and OUT/demo.gif (scored against scenario.json "
+                        "when it is next to the bag and no --queries is given)")
     _add_engine_args(p)
     p.set_defaults(func=cmd_replay)
 
@@ -355,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--match-timeout", type=float, default=10.0)
     p.set_defaults(func=cmd_play)
 
-    p = sub.add_parser("demo", help="generate a scenario, replay it, evaluate")
+    p = sub.add_parser("demo", help="generate a scenario, replay it, evaluate; write a video and an HTML report")
     p.add_argument("--out", default="molmo2_demo")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--width", type=int, default=320)

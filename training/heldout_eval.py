@@ -1,13 +1,18 @@
-"""Held-out evaluation of an exported checkpoint through the product CLI (generate -> replay -> eval).
+"""Held-out evaluation of a checkpoint on fresh synthetic scenarios, with the demo's settings.
 
-Writes a fresh scenario (seed not used in training: training frames come from `SceneSampler`, never from a
-scenario bag), adds a point (or track) query for each label to a copy of its scenario.json, replays the bag and
-scores it with `molmo2-ros eval`. Points: 1-frame clips (window 0.4 s, stride 0.5 s, 2 fps). Tracks: 8-frame
-clips (window 3.9 s at 2 fps, stride 1 s), scored by track_point_hit_rate.
+Each scenario is written by `generate_scenario` (seeds never used in training: training draws its worlds from
+`VideoTaskSampler`, never from a scenario bag), replayed with the pipeline the CLI's `replay` runs (8-frame clips:
+window 4 s at 2 fps, stride 1 s, 400 new tokens) and scored by `evaluate` (the CLI's `eval`) plus
+`answer_metrics` (absence, exact counts). The SlowFast plan is passed explicitly (default: key frames every 4th
+sample at 3x3, the others at 5x5), so the figures do not depend on the node's default.
 
     PYTHONPATH=. .venv/bin/python training/heldout_eval.py models/molmo2-tiny-synthetic --out /tmp/heldout
-    PYTHONPATH=. .venv/bin/python training/heldout_eval.py MODEL --task track --out /tmp/heldout_track
-    PYTHONPATH=. .venv/bin/python training/heldout_eval.py MODEL --world two_colours --out /tmp/heldout_2c
+    PYTHONPATH=. .venv/bin/python training/heldout_eval.py training/runs/v2/ckpt_004000.pt --out /tmp/h4000
+
+MODEL is an exported folder or a training checkpoint (`ckpt*.pt`, exported to OUT/model first). Scenarios:
+`--scenarios world:seed:WxH,...` (default: the default world at seeds 7 and 11, 320x240 and 640x480, and three
+random worlds). Writes OUT/<scenario>/eval.json and OUT/summary.json; prints one line of headline figures per
+scenario and their mean.
 """
 
 from __future__ import annotations
@@ -15,57 +20,111 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
+import time
 from pathlib import Path
 
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
-CLI = [sys.executable, "-m", "molmo2_ros.cli"]
+for p in (ROOT, ROOT / "training"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from molmo2_ros.core.clip_buffer import BufferConfig  # noqa: E402
+from molmo2_ros.core.engine import EngineConfig, Molmo2Engine  # noqa: E402
+from molmo2_ros.core.pipeline import PipelineConfig  # noqa: E402
+from molmo2_ros.core.sampling import SlowFastConfig  # noqa: E402
+from molmo2_ros.core.types import Query, TaskKind  # noqa: E402
+from molmo2_ros.offline.answer_metrics import answer_metrics, headline  # noqa: E402
+from molmo2_ros.offline.evaluate import evaluate, load_results  # noqa: E402
+from molmo2_ros.offline.replay import replay  # noqa: E402
+from molmo2_ros.offline.scenario import GroundTruth, generate_scenario  # noqa: E402
+
+DEFAULT_SCENARIOS = "default:7:320x240,default:11:640x480,random:101:320x240,random:102:320x240,random:103:640x480"
+PLANS = {"key3_fast5": SlowFastConfig(slow_pooling=(3, 3), fast_pooling=(5, 5), key_every=4),
+         "key2_fast3": SlowFastConfig(slow_pooling=(2, 2), fast_pooling=(3, 3), key_every=4),
+         "uniform3": SlowFastConfig(enabled=False, fast_pooling=(3, 3))}
+SHOWN = ("point_hit_rate", "point_recall", "absence_correct", "count_exact", "mota",
+         "id_switches_per_track_per_min", "event_f1", "event_start_error_s", "event_end_error_s")
 
 
-def run(cmd: list[str]) -> None:
-    print("+", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+def model_folder(model: str, out: Path) -> str:
+    """An exported folder as is; a training checkpoint exported to OUT/model."""
+    if not model.endswith(".pt"):
+        return model
+    import torch
+
+    import train_tiny as T
+
+    processor = T.build_processor()
+    net = T.build_model(processor)
+    net.load_state_dict(torch.load(model, weights_only=False)["model"])
+    T.export(net, processor, out / "model")
+    return str(out / "model")
+
+
+def run_scenario(engine: Molmo2Engine, spec: str, out: Path, config: PipelineConfig, seconds: float) -> dict:
+    world, seed, size = spec.split(":")
+    width, height = (int(v) for v in size.split("x"))
+    folder = out / spec.replace(":", "_")
+    if not (folder / "scenario" / "scenario.json").is_file():
+        generate_scenario(folder / "scenario", seconds=seconds, width=width, height=height, seed=int(seed),
+                          world=world)
+    truth = GroundTruth.load(folder / "scenario" / "scenario.json")
+    queries = [Query(q["id"], TaskKind(q["task"]), q["text"]) for q in truth.data["queries"]]
+    engine.clear_cache()  # every scenario's stamps start at the same time: never reuse another's features
+    if (folder / "replay").exists():
+        import shutil
+
+        shutil.rmtree(folder / "replay")
+    summary = replay(folder / "scenario" / "bag", folder / "replay", engine, queries, config=config, gif=False,
+                     progress=False)
+    results = load_results(summary.results_path)
+    report = evaluate(results, truth)
+    extra = answer_metrics(results, truth)
+    head = headline(report, extra)
+    (folder / "eval.json").write_text(json.dumps({"headline": head, "report": report, "answer_metrics": extra,
+                                                  "wall_s": summary.wall_s}, indent=1))
+    return head
+
+
+def fmt(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("--out", default="/tmp/molmo2_heldout")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--scenarios", default=DEFAULT_SCENARIOS)
     ap.add_argument("--seconds", type=float, default=20.0)
-    ap.add_argument("--width", type=int, default=320)
-    ap.add_argument("--height", type=int, default=240)
-    ap.add_argument("--task", choices=("point", "track"), default="point")
-    ap.add_argument("--world", choices=("default", "two_colours"), default="default")
-    ap.add_argument("--window", type=float, default=None,
-                    help="clip length, s (default: 0.4 = 1-frame clips for point, 3.9 = 8 frames for track)")
-    ap.add_argument("--stride", type=float, default=None, help="s between clips (default 0.5 point, 1.0 track)")
+    ap.add_argument("--window", type=float, default=4.0)
+    ap.add_argument("--stride", type=float, default=1.0)
+    ap.add_argument("--plan", choices=tuple(PLANS), default="key3_fast5")
+    ap.add_argument("--max-new-tokens", type=int, default=400)
     args = ap.parse_args()
-    window = args.window or (0.4 if args.task == "point" else 3.9)
-    stride = args.stride or (0.5 if args.task == "point" else 1.0)
+    import torch
+
+    torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    scen = out / "scenario"
-    if not (scen / "scenario.json").exists():
-        run(CLI + ["generate", str(scen), "--seconds", str(args.seconds), "--width", str(args.width),
-                   "--height", str(args.height), "--seed", str(args.seed), "--world", args.world])
-    truth = json.loads((scen / "scenario.json").read_text())
-    by_label: dict[str, list[str]] = {}
-    for o in truth["objects"]:
-        by_label.setdefault(o["label"], []).append(o["id"])
-    queries = [{"id": lab.replace(" ", "_") + "_" + args.task, "task": args.task, "text": lab, "objects": ids}
-               for lab, ids in by_label.items()]
-    truth["queries"] = [q for q in truth["queries"] if q["task"] not in ("point", "track")] + queries
-    (out / "scenario_queries.json").write_text(json.dumps(truth))
-    (out / "queries.json").write_text(json.dumps([{k: q[k] for k in ("id", "task", "text")} for q in queries]))
-    replay = out / "replay"
-    run(CLI + ["replay", str(scen / "bag"), "--out", str(replay), "--model", args.model, "--device", "cpu",
-               "--window", str(window), "--stride", str(stride),
-               "--max-new-tokens", "64" if args.task == "point" else "400",
-               "--queries", str(out / "queries.json"), "--no-gif", "--quiet"])
-    run(CLI + ["eval", str(replay / "results.jsonl"), str(out / "scenario_queries.json"),
-               "--json", str(out / "eval.json")])
+    engine = Molmo2Engine(EngineConfig(model=model_folder(args.model, out), device="cpu",
+                                       max_new_tokens=args.max_new_tokens))
+    engine.load()
+    config = PipelineConfig(buffer=BufferConfig(window_s=args.window, stride_s=args.stride),
+                            slowfast=PLANS[args.plan], max_new_tokens=args.max_new_tokens)
+    rows = {}
+    print(f"{'scenario':<24} " + " ".join(f"{k[:12]:>12}" for k in SHOWN) + "   wall_s", flush=True)
+    for spec in args.scenarios.split(","):
+        t0 = time.time()
+        rows[spec] = run_scenario(engine, spec, out, config, args.seconds)
+        print(f"{spec:<24} " + " ".join(f"{fmt(rows[spec][k]):>12}" for k in SHOWN) + f"   {time.time() - t0:.0f}",
+              flush=True)
+    mean = {k: (sum(v) / len(v) if (v := [r[k] for r in rows.values() if r[k] is not None]) else None) for k in SHOWN}
+    print(f"{'mean':<24} " + " ".join(f"{fmt(mean[k]):>12}" for k in SHOWN), flush=True)
+    (out / "summary.json").write_text(json.dumps({"model": args.model, "plan": args.plan, "window": args.window,
+                                                  "stride": args.stride, "scenarios": rows, "mean": mean}, indent=1))
     return 0
 
 

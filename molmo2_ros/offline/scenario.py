@@ -8,6 +8,10 @@ visibility and event spans are exact for every frame stamp. Sizes scale with the
 
 World "two_colours": a red ball and a blue ball, the same shape, that cross each other (only the colour tells
 them apart), with point and track queries for each.
+
+World "random": the same kinds of motion drawn from the seed (objects that rest, move in straight lines, enter and
+leave, fall off shelves, or approach each other, touch and bounce apart), with point, count, track and event
+queries for every label: held-out scenes for a model trained on this synthetic world.
 """
 
 from __future__ import annotations
@@ -62,8 +66,8 @@ def _bounce(x0: float, x_meet: float, y: float, t_meet: float):
     return f
 
 
-def build_world(seconds: float, width: int, height: int) -> list[_Object]:
-    """The objects of the default scenario for a clip of `seconds` and this image size."""
+def build_world(seconds: float, width: int, height: int, rng: np.random.Generator | None = None) -> list[_Object]:
+    """The objects of the default scenario for a clip of `seconds` and this image size (`rng` is not used)."""
     d = seconds
     r = 0.05
     gap = 1.8 * r * min(width, height) / width  # the squares' centres meet at 90% of their touching distance
@@ -81,13 +85,112 @@ def build_world(seconds: float, width: int, height: int) -> list[_Object]:
     ]
 
 
-def build_two_colour_world(seconds: float, width: int, height: int) -> list[_Object]:
-    """Two balls that differ only by colour, on diagonals that cross below the occluder mid-clip."""
+def build_two_colour_world(seconds: float, width: int, height: int,
+                           rng: np.random.Generator | None = None) -> list[_Object]:
+    """Two balls that differ only by colour, on diagonals that cross below the occluder mid-clip (`rng` is not
+    used)."""
     r = 0.05
     return [
         _Object("red_ball", "red ball", "ball", "red", r, _linear((0.1, 0.35), (0.9, 0.75), 0.0, seconds)),
         _Object("blue_ball", "blue ball", "ball", "blue", r, _linear((0.9, 0.35), (0.1, 0.75), 0.0, seconds)),
     ]
+
+
+def _approach(far: tuple[float, float], meet: tuple[float, float], t_meet: float, half_s: float):
+    """At `far` until t_meet - half_s, straight to `meet` at t_meet, straight back to `far` by t_meet + half_s."""
+    def f(t: float) -> tuple[float, float]:
+        u = min(abs(t - t_meet) / half_s, 1.0)
+        return meet[0] + (far[0] - meet[0]) * u, meet[1] + (far[1] - meet[1]) * u
+    return f
+
+
+KINDS = ("ball", "square", "triangle")
+
+
+def build_random_world(seconds: float, width: int, height: int, rng: np.random.Generator | None = None,
+                       palette: tuple[tuple[str, str], ...] = ()) -> list[_Object]:
+    """1-9 objects with random labels (colour x kind) and the default world's kinds of motion, drawn from `rng`:
+    resting, straight moves that may start or end outside the image (enter, leave), falls from rest (1.5 s,
+    landing inside), and pairs that approach, touch (centres at 75-95 % of the touching distance) and bounce
+    apart. Times are spread over [-1 s, seconds + 1 s], so a window of the clip may hold none, part or all of an
+    event. Objects other than a touching pair are redrawn (up to 30 times) when they would come within touching
+    distance of another object, except for 20 % of the moving ones (crossings). `palette`: (colour, kind) pairs
+    to draw labels from (several objects of one label are then common); empty: any colour and kind."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    px = min(width, height)
+    grid = np.arange(-1.0, seconds + 1.0, 0.1)
+    objects: list[_Object] = []
+    paths: list[np.ndarray] = []  # pixel positions of each object on `grid`
+
+    def path(motion) -> np.ndarray:
+        return np.array([motion(float(t)) for t in grid]) * (width, height)
+
+    def clear(p: np.ndarray, s: float) -> bool:
+        return all(np.hypot(*(p - q).T).min() >= (s + o.size) * px for o, q in zip(objects, paths))
+
+    def add(make, crossing_ok: bool = False, colour: str = "", kind: str = "") -> None:
+        """make() -> (motion, size, falls); redrawn while it would touch another object."""
+        for _ in range(30):
+            motion, s, falls = make()
+            p = path(motion)
+            if crossing_ok or clear(p, s):
+                break
+        else:
+            return
+        if palette and not (colour and kind):
+            colour, kind = palette[int(rng.integers(len(palette)))]
+        colour = colour or str(rng.choice(list(COLORS)))
+        kind = kind or str(rng.choice(KINDS))
+        n = sum(o.kind == kind for o in objects) + 1
+        objects.append(_Object(f"{kind}_{n}", f"{colour} {kind}", kind, colour, s, motion, tuple(falls)))
+        paths.append(p)
+
+    def size() -> float:
+        return float(rng.uniform(0.04, 0.065))
+
+    if rng.random() < 0.5:  # a pair that meets, touches and bounces apart
+        colour, kind = palette[int(rng.integers(len(palette)))] if palette else (
+            str(rng.choice(list(COLORS))), str(rng.choice(KINDS)))
+        sa, sb = size(), size()
+        angle = float(rng.choice([0.0, math.pi / 2, rng.uniform(0, 2 * math.pi)]))
+        gap = float(rng.uniform(0.75, 0.95)) * (sa + sb) * px  # centre distance at the meeting, pixels
+        cx, cy = float(rng.uniform(0.2, 0.8)) * width, float(rng.uniform(0.2, 0.8)) * height
+        dx, dy = math.cos(angle) * gap / 2, math.sin(angle) * gap / 2
+        travel = float(rng.uniform(0.1, 0.3)) * px
+        half_s = travel / (float(rng.uniform(0.03, 0.1)) * px)
+        t_meet = float(rng.uniform(-1.0, seconds + 1.0))
+        for sign, s in ((-1, sa), (1, sb)):
+            meet = ((cx + sign * dx) / width, (cy + sign * dy) / height)
+            far = ((cx + sign * (dx + math.cos(angle) * travel)) / width,
+                   (cy + sign * (dy + math.sin(angle) * travel)) / height)
+            same = rng.random() < 0.7
+            add(lambda m=_approach(far, meet, t_meet, half_s), s=s: (m, s, ()), True,
+                colour if same else "", kind if same else "")
+
+    def fall():
+        y0 = float(rng.uniform(0.06, 0.4))
+        y1 = float(rng.uniform(max(y0 + 0.3, 0.6), 0.92))
+        t0 = float(rng.uniform(-1.0, seconds - 0.5))
+        return _fall(float(rng.uniform(0.06, 0.94)), y0, y1, t0), size(), ((t0, t0 + FALL_S),)
+
+    def move():
+        p0 = (float(rng.uniform(-0.1, 1.1)), float(rng.uniform(-0.1, 1.1)))
+        p1 = (float(rng.uniform(-0.1, 1.1)), float(rng.uniform(-0.1, 1.1)))
+        speed = float(rng.uniform(0.04, 0.15))  # image sizes per second
+        t0 = float(rng.uniform(-1.0, seconds + 1.0)) - seconds / 2
+        return _linear(p0, p1, t0, t0 + max(math.dist(p0, p1) / speed, 0.5)), size(), ()
+
+    def rest():
+        p = (float(rng.uniform(0.04, 0.96)), float(rng.uniform(0.04, 0.96)))
+        return _linear(p, p, 0.0, 1.0), size(), ()
+
+    for _ in range(int(rng.integers(0, 3))):
+        add(fall)
+    for _ in range(int(rng.integers(0, 4))):
+        add(move, crossing_ok=rng.random() < 0.2)
+    for _ in range(int(rng.integers(0 if objects else 1, 3))):
+        add(rest)
+    return objects
 
 
 def _visible(x: float, y: float, width: int, height: int) -> bool:
@@ -184,14 +287,23 @@ def render_frame(background: np.ndarray, objects: list[_Object], positions: dict
 
 
 def default_queries(objects: list[_Object]) -> list[dict]:
-    """Standing queries of the default scenario and the objects they refer to."""
+    """Standing queries of the default scenario and the objects they refer to: one per task, an event query per
+    event type (asked as Molmo2 is asked: "Point to any {text} in the video"), the triangle (hidden behind the
+    occluder or outside the image part of the time) and a label that is never there (green ball)."""
     balls = [o.id for o in objects if o.label == "red ball"]
     squares = [o.id for o in objects if o.label == "blue square"]
+    triangles = [o.id for o in objects if o.label == "green triangle"]
     return [
         {"id": "ball_point", "task": "point", "text": "red ball", "objects": balls},
         {"id": "square_count", "task": "count", "text": "blue squares", "objects": squares},
         {"id": "ball_track", "task": "track", "text": "red ball", "objects": balls},
         {"id": "ball_fall", "task": "event", "text": "ball falling", "objects": balls, "event_type": "fall"},
+        {"id": "square_touch", "task": "event", "text": "squares touching", "objects": squares,
+         "event_type": "touch"},
+        {"id": "ball_leave", "task": "event", "text": "ball leaving the frame", "objects": balls,
+         "event_type": "leave"},
+        {"id": "triangle_point", "task": "point", "text": "green triangle", "objects": triangles},
+        {"id": "green_ball_point", "task": "point", "text": "green ball", "objects": []},
     ]
 
 
@@ -201,7 +313,32 @@ def two_colour_queries(objects: list[_Object]) -> list[dict]:
             for o in objects for task in ("point", "track")]
 
 
-WORLDS = {"default": (build_world, default_queries), "two_colours": (build_two_colour_world, two_colour_queries)}
+EVENT_TEXT = {"fall": "{kind} falling", "touch": "{kind}s touching", "leave": "{kind} leaving the frame"}
+
+
+def random_queries(objects: list[_Object]) -> list[dict]:
+    """For every label: point, count and track; for every kind: one event query per event type; plus a point
+    query for a label that is not in the scene (when one is left)."""
+    labels = sorted({o.label for o in objects})
+    queries = []
+    for label in labels:
+        ids = [o.id for o in objects if o.label == label]
+        key = label.replace(" ", "_")
+        queries += [{"id": f"{key}_point", "task": "point", "text": label, "objects": ids},
+                    {"id": f"{key}_count", "task": "count", "text": label + "s", "objects": ids},
+                    {"id": f"{key}_track", "task": "track", "text": label, "objects": ids}]
+    for kind in sorted({o.kind for o in objects}):
+        ids = [o.id for o in objects if o.kind == kind]
+        queries += [{"id": f"{kind}_{etype}", "task": "event", "text": text.format(kind=kind), "objects": ids,
+                     "event_type": etype} for etype, text in EVENT_TEXT.items()]
+    absent = [f"{c} {k}" for c in COLORS for k in KINDS if f"{c} {k}" not in labels]
+    if absent:
+        queries.append({"id": "absent_point", "task": "point", "text": absent[0], "objects": []})
+    return queries
+
+
+WORLDS = {"default": (build_world, default_queries), "two_colours": (build_two_colour_world, two_colour_queries),
+          "random": (build_random_world, random_queries)}
 
 
 def _image_message(typestore, img: np.ndarray, encoding: str, stamp_ns: int, frame_id: str, jpeg_quality: int):
@@ -257,7 +394,7 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
     times = [k / fps for k in range(n)]
     stamps = [START_NS + round(k * NS_PER_S / fps) for k in range(n)]
     build, queries = WORLDS[world]
-    objects = build(seconds, width, height)
+    objects = build(seconds, width, height, np.random.default_rng([seed, 1]))
     tracks = {o.id: [(o.motion(t)[0] * width, o.motion(t)[1] * height) for t in times] for o in objects}
     topic = "/camera/image_raw/compressed" if encoding == "jpeg" else "/camera/image_raw"
     msgtype = "sensor_msgs/msg/CompressedImage" if encoding == "jpeg" else "sensor_msgs/msg/Image"
@@ -329,8 +466,12 @@ class GroundTruth:
         return self.queries.get(query_id) or next((q for q in self.queries.values() if q["text"] == text), None)
 
     def query_events(self, query: dict) -> list[dict]:
-        """Ground-truth events an event query asks for: its event_type, else any event of its objects."""
+        """Ground-truth events an event query asks for: those of its event_type whose objects are all among the
+        query's objects (any of that type when it lists none; "squares touching" is not a square touching a
+        ball), else any event of its objects."""
         kind = query.get("event_type")
         objects = set(query.get("objects", []))
-        return [e for e in self.events
-                if (e["type"] == kind if kind else bool(objects & set(e["object_ids"])))]
+        if kind:
+            return [e for e in self.events
+                    if e["type"] == kind and (not objects or set(e["object_ids"]) <= objects)]
+        return [e for e in self.events if objects & set(e["object_ids"])]
