@@ -32,6 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # Importing any generated ROS message pulls in rosidl_parser -> lark, which imports the deprecated
     # sre_parse/sre_constants modules (upstream, harmless).
     config.addinivalue_line("filterwarnings", "ignore:module 'sre_(parse|constants)' is deprecated:DeprecationWarning")
+    config.addinivalue_line("markers", "ros_free: the module imports nothing from ROS and starts no ROS process, so "
+                                       "its result does not depend on the distribution; .ci/run runs these once, "
+                                       "in the Kilted pass (both venvs install the same requirements/core.txt)")
     config.addinivalue_line("markers", "soak: long-running reliability test; skipped unless selected with -m soak "
                                        "(or `make soak` for the soak script itself)")
 

@@ -7,6 +7,8 @@ from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
 from molmo2_ros.core.sampling import SLOWFAST_PRESETS, SlowFastConfig
 from molmo2_ros.core.types import NS_PER_S, Frame
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 T0 = 1_700_000_000 * NS_PER_S
 
 

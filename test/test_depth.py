@@ -19,6 +19,8 @@ from molmo2_ros.core.serialization import result_from_dict, result_to_dict
 from molmo2_ros.core.stream import Stream, StreamConfig
 from molmo2_ros.core.types import NS_PER_S, Frame, Generation, GroundedPoint, Inference, LiftStatus, Query, TaskKind
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 W, H = 640, 480
 
 

@@ -18,6 +18,8 @@ from molmo2_ros.core.types import NS_PER_S, Frame, Query, TaskKind
 
 from _models import tiny_model_dir
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 QUERIES = [Query("a", TaskKind.POINT, "red ball"), Query("b", TaskKind.COUNT, "cubes"),
            Query("c", TaskKind.TRACK, "person"), Query("d", TaskKind.QUESTION, "What is moving?")]
 T0 = 1_700_000_000 * NS_PER_S

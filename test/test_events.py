@@ -1,9 +1,12 @@
 """EventMerger: one stable event per occurrence across overlapping windows."""
 
 import numpy as np
+import pytest
 
 from molmo2_ros.core.events import MAX_EVIDENCE, EventMerger
 from molmo2_ros.core.types import NS_PER_S, Clip, ClipFrame, EventState, Frame, GroundedPoint, Query, TaskKind
+
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
 
 T0 = 1_700_000_000 * NS_PER_S
 DT = NS_PER_S // 2  # 2 fps

@@ -7,6 +7,8 @@ from molmo2_ros.core.grounding import ground_points
 from molmo2_ros.core.parsing import parse_answer
 from molmo2_ros.core.types import NS_PER_S, Clip, ClipFrame, Frame, GroundedPoint
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 T0 = 1_700_000_000 * NS_PER_S
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from molmo2_ros.core.image_decode import BadImage, decode_compressed, decode_raw
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (6, 8, 3), dtype=np.uint8)
 

@@ -5,6 +5,8 @@ import pytest
 from molmo2_ros.core.parsing import parse_answer
 from molmo2_ros.core.types import RawPoint
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 PENGUINS = '<points coords="0.5 1 100 200 2 555 602;2.0 3 900 100">penguins</points>'
 PEOPLE = ('<tracks coords="0.0 1 156 417 2 625 625;0.5 1 188 438 2 594 646;1.0 2 562 667;'
           '1.5 1 234 479 3 016 979">people</tracks>')

@@ -2,11 +2,14 @@
 
 import time
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from molmo2_ros.core.parsing import parse_answer
 from molmo2_ros.core.types import ParsedAnswer
+
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
 
 _PIECES = ["<points", "<tracks", "</points>", "</tracks>", " coords=", " alt=", '"', ">", "<", ";", "\t", " ",
            "0.5", "1", "-3", "1000", "1001", "016", "99999999999999999999", ".", "There are ", "none",

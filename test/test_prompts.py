@@ -9,6 +9,8 @@ from _models import tiny_model_dir
 from molmo2_ros.core.prompts import QueryTextError, build_prompt, sanitize_text, special_tokens
 from molmo2_ros.core.types import NS_PER_S, Clip, ClipFrame, Frame, Query, TaskKind
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 # Shapes of the released Molmo2 tokenizer's added tokens (BRIEF section 6): digits and a `|<...>|` frame.
 EXTRA = [f"|<EXTRA_TOKENS_{i}>|" for i in (0, 7, 266)]
 

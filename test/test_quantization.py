@@ -17,6 +17,8 @@ from molmo2_ros.core.types import NS_PER_S, Frame, Query, TaskKind
 from _models import tiny_model_dir
 from released_models import video_features
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 QUERIES = [Query("a", TaskKind.POINT, "red ball"), Query("b", TaskKind.QUESTION, "What is moving?")]
 
 

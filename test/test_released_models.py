@@ -20,6 +20,8 @@ from molmo2_ros.core.types import NS_PER_S, Frame, Query, TaskKind
 
 from released_models import build_processor, build_tokenizer, hub_config, reference_answer, save_model
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 QUERIES = [Query("a", TaskKind.POINT, "red ball"), Query("b", TaskKind.TRACK, "person")]
 T0 = 1_700_000_000 * NS_PER_S
 MAX_NEW = 6

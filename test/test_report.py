@@ -15,12 +15,14 @@ import cv2
 import pytest
 
 from molmo2_ros.core.clip_buffer import BufferConfig
-from molmo2_ros.core.pipeline import PipelineConfig
+from molmo2_ros.core.stream import StreamConfig
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.offline.oracle import NO_NOISE, OracleEngine
 from molmo2_ros.offline.replay import replay
 from molmo2_ros.offline.report import build_report
 from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
+
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "out" / "test_artifacts"
@@ -35,7 +37,7 @@ def oracle_report(tmp_path_factory) -> dict:
     truth = GroundTruth.load(out / "scenario" / "scenario.json")
     queries = [Query(q["id"], TaskKind(q["task"]), q["text"]) for q in truth.data["queries"]]
     summary = replay(bag, out / "replay", OracleEngine(truth, NO_NOISE), queries,
-                     config=PipelineConfig(buffer=BufferConfig(window_s=4.0, stride_s=1.0)), gif=False,
+                     config=StreamConfig(buffer=BufferConfig(window_s=4.0, stride_s=1.0)), gif=False,
                      progress=False)
     paths = build_report(bag, Path(summary.results_path), out / "replay", truth=truth, title="test report",
                          settings={"model": "oracle"}, model_name="oracle", progress=False)

@@ -3,6 +3,9 @@ soak hand to their ROS processes (conftest.ros_overrides). ROS-free: the names a
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,25 @@ def test_this_run_knows_its_distro(ros_env):
         rclpy.try_shutdown(context=context)
     loaded = {2: "libfastrtps.so.2" in maps, 3: "libfastdds.so.3" in maps}
     assert loaded == {2: uses_fastdds2(distro), 3: not uses_fastdds2(distro)}, loaded
+
+
+def test_ros_free_modules_import_nothing_from_ros():
+    """The modules marked `ros_free` (run once in CI, not per distribution) load no ROS package when imported
+    and do not start ROS processes."""
+    test_dir = Path(__file__).parent
+    marked = sorted(p.stem for p in test_dir.glob("test_*.py")
+                    if re.search(r"^pytestmark = pytest\.mark\.ros_free", p.read_text(), re.M))
+    assert len(marked) >= 10, marked
+    code = ("import sys; sys.path[:0] = [sys.argv[1]]; import importlib\n"
+            "for m in sys.argv[2:]: importlib.import_module(m)\n"
+            "print(' '.join(sorted(n for n in sys.modules if n.split('.')[0] in ('rclpy', 'rosidl_parser', "
+            "'sensor_msgs', 'std_msgs', 'builtin_interfaces', 'rcl_interfaces') or n.startswith(('molmo2_ros.ros', "
+            "'molmo2_ros.msg', 'molmo2_ros.srv', 'molmo2_ros.action')))))")
+    out = subprocess.run([sys.executable, "-c", code, str(test_dir), *marked], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    # molmo2_ros.ros.environment (environment variables only, no ROS import) comes in through conftest
+    assert set(out.stdout.split()) <= {"molmo2_ros.ros", "molmo2_ros.ros.environment"}, out.stdout
+    for name in marked:
+        source = (test_dir / f"{name}.py").read_text()
+        assert not any(s in source for s in ("with_ros", "NodeProcess", "ros_env", "ros_client")), name

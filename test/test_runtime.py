@@ -19,6 +19,8 @@ from molmo2_ros.core.types import NS_PER_S, Frame, Generation, Inference, Query,
 
 from _models import tiny_model_dir
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 T0 = 1_700_000_000 * NS_PER_S
 POINT = Query("pt", TaskKind.POINT, "ball")
 

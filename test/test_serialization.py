@@ -3,9 +3,13 @@
 import json
 import math
 
+import pytest
+
 from molmo2_ros.core.serialization import result_from_dict, result_to_dict
 from molmo2_ros.core.types import (Event, EventState, GroundedPoint, Query, QueryResult, TaskKind, Track,
                                    TrackStatus)
+
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
 
 
 def make_result(**kw) -> QueryResult:

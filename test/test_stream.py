@@ -12,6 +12,8 @@ from molmo2_ros.core.stream import Stream, StreamConfig
 from molmo2_ros.core.types import (NS_PER_S, EventState, Frame, Generation, Inference, Query, TaskKind,
                                    TrackStatus)
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 T0 = 1_700_000_000 * NS_PER_S
 W, H = 640, 480
 

@@ -1,9 +1,12 @@
 """TrackAssociator: persistent track ids across overlapping windows whose answers renumber objects."""
 
 import numpy as np
+import pytest
 
 from molmo2_ros.core.tracks import TrackAssociator
 from molmo2_ros.core.types import NS_PER_S, Clip, ClipFrame, Frame, GroundedPoint, TrackStatus
+
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
 
 T0 = 1_700_000_000 * NS_PER_S
 DT = NS_PER_S // 2  # 2 fps

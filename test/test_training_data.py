@@ -12,6 +12,8 @@ import train_tiny as T  # noqa: E402
 from molmo2_ros.core.molmo2_inputs import Molmo2InputBuilder  # noqa: E402
 from molmo2_ros.core.parsing import parse_answer  # noqa: E402
 
+pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
+
 
 @pytest.fixture(scope="module")
 def batcher() -> T.Batcher:

@@ -33,7 +33,7 @@ for p in (ROOT, ROOT / "training"):
 
 from molmo2_ros.core.clip_buffer import BufferConfig  # noqa: E402
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine  # noqa: E402
-from molmo2_ros.core.pipeline import PipelineConfig  # noqa: E402
+from molmo2_ros.core.stream import StreamConfig  # noqa: E402
 from molmo2_ros.core.sampling import SlowFastConfig  # noqa: E402
 from molmo2_ros.core.types import Query, TaskKind  # noqa: E402
 from molmo2_ros.offline.answer_metrics import answer_metrics, headline  # noqa: E402
@@ -64,7 +64,7 @@ def model_folder(model: str, out: Path) -> str:
     return str(out / "model")
 
 
-def run_scenario(engine: Molmo2Engine, spec: str, out: Path, config: PipelineConfig, seconds: float) -> dict:
+def run_scenario(engine: Molmo2Engine, spec: str, out: Path, config: StreamConfig, seconds: float) -> dict:
     world, seed, size = spec.split(":")
     width, height = (int(v) for v in size.split("x"))
     folder = out / spec.replace(":", "_")
@@ -112,8 +112,8 @@ def main() -> int:
     engine = Molmo2Engine(EngineConfig(model=model_folder(args.model, out), device="cpu",
                                        max_new_tokens=args.max_new_tokens))
     engine.load()
-    config = PipelineConfig(buffer=BufferConfig(window_s=args.window, stride_s=args.stride),
-                            slowfast=PLANS[args.plan], max_new_tokens=args.max_new_tokens)
+    config = StreamConfig(buffer=BufferConfig(window_s=args.window, stride_s=args.stride),
+                          slowfast=PLANS[args.plan], max_new_tokens=args.max_new_tokens)
     rows = {}
     print(f"{'scenario':<24} " + " ".join(f"{k[:12]:>12}" for k in SHOWN) + "   wall_s", flush=True)
     for spec in args.scenarios.split(","):

@@ -22,7 +22,7 @@ def absence(truth: GroundTruth, results: list[QueryResult], objects: list[str]) 
     """Absence metrics of one point or count query's answers."""
     absent = correct = present = said_none = 0
     for r in results:
-        seen = any(truth.visible(o, s) is not None for s in clip_stamps(truth, r) for o in objects)
+        seen = any(truth.visible(o, s) is not None for s in clip_stamps(r) for o in objects)
         empty = not r.points and not r.count
         if seen:
             present += 1

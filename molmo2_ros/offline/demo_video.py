@@ -15,13 +15,14 @@ panel, or not drawn. Written as MP4 (VP9 in MP4 through OpenCV's FFmpeg: it play
 from __future__ import annotations
 
 import bisect
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import cv2
 import numpy as np
 
+from ..core.image_decode import BadImage
 from ..core.overlay import LabelPlacer
 from ..core.types import NS_PER_S, QueryResult, TaskKind
 from .evaluate import clip_stamps
@@ -52,9 +53,8 @@ class QueryView:
     results: list[QueryResult] = field(default_factory=list)
 
 
-def build_views(results: list[QueryResult], stamps: list[int], truth: GroundTruth | None) -> list[QueryView]:
-    """Views in order of first appearance; `stamps`: every camera frame stamp of the bag (sorted)."""
-    frames = SimpleNamespace(frames=stamps)  # clip_stamps needs only the frame list of a GroundTruth
+def build_views(results: list[QueryResult], truth: GroundTruth | None) -> list[QueryView]:
+    """Views in order of first appearance."""
     views: dict[str, QueryView] = {}
     for r in results:
         v = views.get(r.query.id)
@@ -63,7 +63,7 @@ def build_views(results: list[QueryResult], stamps: list[int], truth: GroundTrut
             v = views[r.query.id] = QueryView(r.query.id, r.query.task, r.query.text,
                                               PALETTE[len(views) % len(PALETTE)], spec)
         v.results.append(r)
-        for s in clip_stamps(frames, r):
+        for s in clip_stamps(r):
             v.first.setdefault(s, r)
     return list(views.values())
 
@@ -135,7 +135,7 @@ class DemoRenderer:
         if self.truth is None or v.spec is None:
             return None
         objects = v.spec.get("objects", [])
-        return len({o for s in clip_stamps(self.truth, r) for o in objects if self.truth.visible(o, s)})
+        return len({o for s in clip_stamps(r) for o in objects if self.truth.visible(o, s)})
 
     # ---- drawing -----------------------------------------------------------------------------------------
     def frame(self, image: np.ndarray, stamp: int) -> np.ndarray:
@@ -306,29 +306,42 @@ def render_replay_video(bag: Path, results: list[QueryResult], truth: GroundTrut
     the bag's frame stamps. Camera frames are decimated to at most `fps` (2: the sampled frames); the GIF takes
     at most 2 frames per second and 60 frames. The bag is read twice (stamps, then images) so that memory stays
     bounded by one frame. `progress`: a callable(done, total) or None."""
-    from .replay import read_frames
+    from .bags import CameraBag
 
-    _, _, frames = read_frames(Path(bag), topic)
-    stamps, keep, last, size = [], set(), None, None
-    for f in frames:  # at most `fps` frames per second of stamps
-        stamps.append(f.stamp_ns)
-        size = size or f.image.shape[:2]
-        if last is None or f.stamp_ns - last >= NS_PER_S / fps * 0.98:
-            keep.add(f.stamp_ns)
-            last = f.stamp_ns
+    stamps, keep, last = [], set(), None
+    with CameraBag(bag, topic) as camera:  # stamps only: nothing decoded yet
+        for f in camera.frames():  # at most `fps` frames per second of stamps
+            stamps.append(f.stamp_ns)
+            if last is None or f.stamp_ns - last >= NS_PER_S / fps * 0.98:
+                keep.add(f.stamp_ns)
+                last = f.stamp_ns
     if not stamps:
         raise ValueError(f"{bag} has no camera frames")
     stamps.sort()
-    renderer = DemoRenderer(build_views(results, stamps, truth), stamps, truth, size[1], size[0],
-                            model_name=model_name)
     gif_frames: list[np.ndarray] = []
     gif_every = max(1, int(round(fps / 2)))
 
+    def images():
+        with CameraBag(bag, topic) as camera:
+            for f in camera.frames():
+                if f.stamp_ns not in keep:
+                    continue
+                try:
+                    yield f.decode()
+                except BadImage:  # the replay counted it; the video skips it
+                    continue
+
+    frames = images()
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{bag} has no decodable camera frames")
+    height, width = first.image.shape[:2]
+    renderer = DemoRenderer(build_views(results, truth), stamps, truth, width, height,
+                            model_name=model_name)
+
     def rendered():
         done = 0
-        for f in read_frames(Path(bag), topic)[2]:
-            if f.stamp_ns not in keep:
-                continue
+        for f in itertools.chain([first], frames):
             img = f.image if f.image.ndim == 3 else cv2.cvtColor(f.image, cv2.COLOR_GRAY2RGB)
             out = renderer.frame(img, f.stamp_ns)
             if done % gif_every == 0 and len(gif_frames) < 60:

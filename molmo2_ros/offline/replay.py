@@ -217,7 +217,9 @@ class ReplaySummary:
         lines += [f"  warning: {w}" for w in self.warnings]
         if self.error:
             lines.append(f"  ERROR: {self.error}")
-        lines += [f"  results: {self.results_path}", f"  bag:     {self.output_bag}", f"  gif:     {self.gif}"]
+        lines += [f"  results: {self.results_path}", f"  bag:     {self.output_bag}"]
+        if self.gif:
+            lines.append(f"  gif:     {self.gif}")
         return "\n".join(lines)
 
 

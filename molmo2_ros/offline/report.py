@@ -196,7 +196,7 @@ def plots(results: list[QueryResult], truth: GroundTruth | None, t0: int, t_max:
 
 
 def _truth_count(truth: GroundTruth, r: QueryResult, objects: list[str]) -> int:
-    return len({o for s in clip_stamps(truth, r) for o in objects if truth.visible(o, s) is not None})
+    return len({o for s in clip_stamps(r) for o in objects if truth.visible(o, s) is not None})
 
 
 CSS = """body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px auto;max-width:1000px;
