@@ -62,7 +62,7 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 	VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH" AMENT_PREFIX_PATH=$(VENV)
 COLCON_LOG := $(BUILD_DIR)/colcon_build.log
 
-.PHONY: setup build test demo bench bench-realsize gpu-check gpu-check-dry-run soak clean distclean fix-wheels check-tools \
+.PHONY: setup requirements build test demo bench bench-realsize gpu-check gpu-check-dry-run soak clean distclean fix-wheels check-tools \
 	setup-vllm serve-vllm bench-fleet browser
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP)
@@ -80,6 +80,10 @@ $(REQ_STAMP): $(REQUIREMENTS) | $(PY)
 # The ROS wheels' CMake exports name the wheel builder's include folders; point them at ours (idempotent).
 fix-wheels: $(REQ_STAMP)
 	@$(PY) scripts/fix_ros_wheels.py --prefix $(VENV) | tail -n 1
+
+# Only the venv and its requirements (no editable install, no colcon build): .ci/run fills the Jazzy venv with it
+# while the Kilted workspace builds, since pip into two venvs touches nothing in the source tree.
+requirements: $(REQ_STAMP) fix-wheels
 
 # ROS-free core as an editable install: `import molmo2_ros.core` and the molmo2-ros command work in the venv
 # without sourcing anything.
@@ -146,6 +150,7 @@ demo: setup
 bench: setup
 	scripts/with_ros $(PY) -m bench.bench_engine --threads 1
 	scripts/with_ros $(PY) -m bench.bench_node --seconds 60
+	scripts/with_ros $(PY) -m bench.bench_multicam --seconds 60
 	$(PY) -m bench.bench_depth --seconds 30
 
 # The released Molmo2 configs at real width (random weights, 2 text + 3 ViT layers) on the CPU, one at a time

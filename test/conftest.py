@@ -39,6 +39,24 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "(or `make soak` for the soak script itself)")
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _remove_stale_shm("before the session")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _remove_stale_shm("after the session")
+
+
+def _remove_stale_shm(when: str) -> None:
+    """Segments of killed nodes and vLLM servers hold RAM until removed (test/helpers/shm.py)."""
+    from helpers.shm import remove_stale_segments
+
+    removed, freed = remove_stale_segments()
+    if removed:
+        print(f"\nconftest: removed {removed} stale shared-memory segments ({freed / 2**20:.0f} MiB) from /dev/shm "
+              f"{when}")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `soak` run only when the marker expression names them (pytest -m soak)."""
     if "soak" in (config.getoption("markexpr", "") or ""):

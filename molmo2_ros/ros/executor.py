@@ -19,8 +19,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from rclpy.executors import (ConditionReachedException, Executor, ExternalShutdownException, ShutdownException,
-                             TimeoutException)
+from rclpy.executors import (ConditionReachedException, Executor, ExternalShutdownException, InvalidHandle,
+                             ShutdownException, TimeoutException)
 
 START_WAIT_S = 1.0  # longest the spin thread waits for a pool thread to start a callback before it goes on
 
@@ -48,6 +48,7 @@ class HandOffExecutor(Executor):
         self._stopping = False
         self._running: list = []  # rclpy Tasks handed over and not seen finished yet
         self.submitted = 0  # callbacks handed over (tests compare it with the callbacks run)
+        self.stale_handles = 0  # wait sets rebuilt because an entity was destroyed while one was built
         self._threads = [threading.Thread(target=self._serve, name=f"ros_callback_{i}", daemon=True)
                          for i in range(num_threads)]
         for thread in self._threads:
@@ -87,6 +88,12 @@ class HandOffExecutor(Executor):
         try:
             handler, _, _ = self.wait_for_ready_callbacks(timeout_sec, None, wait_condition)
         except (ShutdownException, ExternalShutdownException, TimeoutException, ConditionReachedException):
+            return
+        except InvalidHandle:
+            # A subscription's QoS event handler destroyed by another thread (deactivate, a qos re-subscribe) while
+            # this thread built the wait set: rclpy (Jazzy 7.1, Kilted 9.1) skips it when entering the handles but
+            # then adds it to the wait set anyway. The node has already forgotten it: wait again without it.
+            self.stale_handles += 1
             return
         with self._idle_changed:
             self._idle_changed.wait_for(lambda: self._idle or self._stopping)  # both change under notify_all

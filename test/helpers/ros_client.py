@@ -117,13 +117,15 @@ class SpunNode:
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self._spin_lock = threading.Lock()  # held by the spin thread while it waits and runs callbacks
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
         while self.context.ok():
             try:
-                self.executor.spin_once(timeout_sec=0.05)
+                with self._spin_lock:
+                    self.executor.spin_once(timeout_sec=0.05)
             except Exception:  # noqa: BLE001 - shutting down
                 if not self.context.ok():
                     return
@@ -223,4 +225,8 @@ class Client(SpunNode):
                           timeout, what="diagnostics")
 
     def action_client(self, action_type, name: str) -> ActionClient:
-        return ActionClient(self.node, action_type, name)
+        # rclpy 9.1 (Kilted) ActionClient registers itself with the node before it creates its lock: a spin
+        # thread that collects the node's waitables in between dies with AttributeError '_lock'. Build it while
+        # the spin thread is between two waits.
+        with self._spin_lock:
+            return ActionClient(self.node, action_type, name)
