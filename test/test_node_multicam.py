@@ -105,7 +105,8 @@ def test_a_camera_going_away_or_sending_bad_frames_leaves_the_others_running(nod
     for camera in CAMERAS:
         client.subscribe(PointArray, outputs(camera)[0][0])
         client.wait_matched(outputs(camera)[0][0])
-    front = start_camera(spec("front", t0=5000.0, count=60), ros_env)
+    # 20 s of frames: the front camera still sends after the two other camera processes ran (seconds each)
+    front = start_camera(spec("front", t0=5000.0, count=200), ros_env)
     # the rear camera sends a few frames, then its process exits (publisher gone)
     run_camera(spec("rear", t0=7000.0, count=4), os.environ.copy())
     # the wrist camera sends bad frames only (truncated data): counted there, nowhere else

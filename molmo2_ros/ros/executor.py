@@ -46,6 +46,7 @@ class HandOffExecutor(Executor):
         self._idle: list[_PoolThread] = []  # most recently idle last
         self._idle_changed = threading.Condition()
         self._stopping = False
+        self._shutting_down = False
         self._running: list = []  # rclpy Tasks handed over and not seen finished yet
         self.submitted = 0  # callbacks handed over (tests compare it with the callbacks run)
         self.stale_handles = 0  # wait sets rebuilt because an entity was destroyed while one was built
@@ -115,11 +116,14 @@ class HandOffExecutor(Executor):
             (done if task.done() else running).append(task)
         self._running = running
         for task in done:
+            if self._shutting_down and isinstance(task.exception(), InvalidHandle):
+                continue  # the callback ended after shutdown destroyed the guard condition its task wakes
             task.result()
 
     def shutdown(self, timeout_sec: float | None = None, *, wait_for_threads: bool = True) -> bool:
         """Stop spinning (rclpy's shutdown, waiting up to timeout_sec for callbacks), then end the pool threads;
         wait_for_threads: join them (busy ones end after their callback)."""
+        self._shutting_down = True
         success = super().shutdown(timeout_sec)
         with self._idle_changed:
             self._stopping = True
