@@ -6,6 +6,7 @@ install space and `molmo2_ros.core` from the source tree (see molmo2_ros/__init_
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -109,27 +110,37 @@ def ros_overrides(domain_id: int, ros_home: Path) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def ros_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """An environment for ROS processes that keeps all traffic on this host and away from other tests.
-
-    Returns a dict for subprocess.Popen(env=...) and sets the same variables in os.environ for the test's
-    duration (restored afterwards), so in-process rclpy.init() uses them too.
-    """
+@contextlib.contextmanager
+def ros_environment(ros_home: Path) -> Iterator[dict[str, str]]:
+    """Claim a ROS_DOMAIN_ID and set this host's ROS variables (ros_overrides) in os.environ, without the variables
+    that conflict with them (e.g. ROS_LOCALHOST_ONLY after Humble: deprecated in Jazzy and ignored by Kilted, never
+    let it suggest otherwise); yields the environment for subprocess.Popen(env=...), so in-process rclpy.init()
+    and child processes use the same. Restores os.environ and releases the domain afterwards."""
     domain_id, lock_fd = _claim_domain_id()
-    ros_home = tmp_path / "ros_home"
-    ros_home.mkdir()
+    ros_home.mkdir(parents=True, exist_ok=True)
     overrides = ros_overrides(domain_id, ros_home)
-    # e.g. ROS_LOCALHOST_ONLY after Humble: deprecated in Jazzy and ignored by Kilted, never let it suggest otherwise.
-    for key in conflicting_variables():
-        monkeypatch.delenv(key, raising=False)
-    for key, value in overrides.items():
-        monkeypatch.setenv(key, value)
-    env = dict(os.environ)
+    removed = [key for key in conflicting_variables() if key not in overrides]
+    saved = {key: os.environ.get(key) for key in [*overrides, *removed]}
+    for key in removed:
+        os.environ.pop(key, None)
+    os.environ.update(overrides)
     try:
-        yield env
+        yield dict(os.environ)
     finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         os.close(lock_fd)
+
+
+@pytest.fixture
+def ros_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment for ROS processes that keeps all traffic on this host and away from other tests
+    (ros_environment, for the test's duration)."""
+    with ros_environment(tmp_path / "ros_home") as env:
+        yield env
 
 
 @pytest.fixture

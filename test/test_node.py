@@ -15,7 +15,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import ImageMarker
 
-from conftest import _claim_domain_id, ros_overrides
+from conftest import ros_environment
 from helpers.ros_client import Client, NodeProcess, run_camera, start_camera, wait_until
 from molmo2_ros.action import Query as QueryAction
 from molmo2_ros.msg import Answer, Event, PointArray, StandingQuery, Track, TrackArray
@@ -49,19 +49,8 @@ def ns(t: Time) -> int:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
-    domain_id, lock_fd = _claim_domain_id()
-    home = tmp_path_factory.mktemp("ros_home")
-    overrides = ros_overrides(domain_id, home)
-    saved = {k: os.environ.get(k) for k in [*overrides, "ROS_LOCALHOST_ONLY"]}
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)
-    os.environ.update(overrides)
-    yield {k: v for k, v in os.environ.items()}
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    os.close(lock_fd)
+    with ros_environment(tmp_path_factory.mktemp("ros_home")) as environment:
+        yield environment
 
 
 @pytest.fixture(scope="module")

@@ -245,23 +245,13 @@ NODE_QUERIES = "- {id: ball, task: point, text: red ball}\n- {id: people, task: 
 
 @pytest.fixture(scope="module")
 def ros(tmp_path_factory):
-    from conftest import _claim_domain_id, ros_overrides
+    from conftest import ros_environment
     from helpers.ros_client import Client
 
-    domain_id, lock_fd = _claim_domain_id()
-    overrides = ros_overrides(domain_id, tmp_path_factory.mktemp("ros_home"))
-    saved = {k: os.environ.get(k) for k in [*overrides, "ROS_LOCALHOST_ONLY"]}
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)
-    os.environ.update(overrides)
-    client = Client()
-    yield dict(os.environ), client
-    client.close()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    os.close(lock_fd)
+    with ros_environment(tmp_path_factory.mktemp("ros_home")) as env:
+        client = Client()
+        yield env, client
+        client.close()
 
 
 def start_node(env, folder: Path, server_url: str, name: str = "molmo2"):
