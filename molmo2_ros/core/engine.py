@@ -358,12 +358,8 @@ class Molmo2Engine(Engine):
         fresh: dict[int, torch.Tensor] = {}
         if missing:
             patches = self.builder.frame_patches(np.stack([clip.frames[i].frame.image for i in missing]))
-            patches = patches.to(self.device)
-            by_pooling: dict[tuple[int, int], list[int]] = {}
-            for row, i in enumerate(missing):
-                by_pooling.setdefault(clip.frames[i].pooling, []).append(row)
-            for pooling, rows in by_pooling.items():
-                fresh.update(zip((missing[r] for r in rows), self._encode(patches[rows], pooling)))
+            fresh = dict(zip(missing, self._encode(patches.to(self.device),
+                                                   [clip.frames[i].pooling for i in missing])))
         parts = []
         for i, key in enumerate(keys):
             if i in fresh:
@@ -379,15 +375,14 @@ class Molmo2Engine(Engine):
             self._features.popitem(last=False)
         return torch.cat(parts), len(missing)
 
-    def _encode(self, patches: torch.Tensor, pooling: tuple[int, int]) -> list[torch.Tensor]:
-        """Vision features of frames that share one pooling: one tensor [tokens, hidden] per frame."""
-        n, per_frame = patches.shape[0], patches.shape[1]
-        table = self.builder.pooling_table(pooling).to(self.device)
-        tables = [torch.where(table >= 0, table + i * per_frame, table) for i in range(n)]
-        rows, cols = self.builder.pooling_grid(pooling)
-        grids = torch.tensor([[n, rows, cols]], device=self.device)
-        pooled = self.model.get_video_features(patches, torch.cat(tables), grids).pooler_output[0]
-        return list(pooled.split(rows * cols))
+    def _encode(self, patches: torch.Tensor, poolings: list[tuple[int, int]]) -> list[torch.Tensor]:
+        """Vision features of frames, all in one ViT call whatever their poolings (as the reference encodes a
+        whole clip: bfloat16 GEMMs are not batch-invariant, so encoding the key frames apart changed features by
+        one ulp): one tensor [tokens, hidden] per frame."""
+        vision = self.builder.vision_inputs(patches, poolings)
+        pooled = self.model.get_video_features(patches, vision["video_token_pooling"].to(self.device),
+                                               vision["video_grids"].to(self.device)).pooler_output[0]
+        return list(pooled.split([rows * cols for rows, cols in map(self.builder.pooling_grid, poolings)]))
 
     def _generation_kwargs(self, max_new_tokens: int, stop: StopFlag, recorder: ChosenLogProb) -> dict:
         return dict(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,

@@ -72,9 +72,13 @@ class Molmo2InputBuilder:
 
     def clip_vision_inputs(self, clip: Clip, patches: torch.Tensor) -> dict[str, torch.Tensor]:
         """Whole-clip vision inputs (pixel_values_videos, video_token_pooling, video_grids) for `patches`
-        [T, P, D] of the clip's frames. Mixed poolings are padded to one width and declared as one grid row."""
+        [T, P, D] of the clip's frames."""
+        return self.vision_inputs(patches, [f.pooling for f in clip.frames])
+
+    def vision_inputs(self, patches: torch.Tensor, poolings: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        """Vision inputs for `patches` [T, P, D] of T frames pooled as `poolings` (one per frame), for one ViT call.
+        Mixed poolings are padded to one width and declared as one grid row."""
         per_frame = patches.shape[1]
-        poolings = [f.pooling for f in clip.frames]
         width = max(p[0] * p[1] for p in poolings)
         rows = []
         for i, pooling in enumerate(poolings):

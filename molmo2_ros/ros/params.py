@@ -120,10 +120,10 @@ SPECS: dict[str, Spec] = {
     "input_depth": Spec(15, "Input queue (KEEP_LAST depth): frames held while the executor is busy (15 = 0.5 s at "
                             "30 Hz). For bag replay under use_sim_time, where every frame counts, raise it (e.g. 100).",
                         1, 1000),
-    "gil_switch_interval_ms": Spec(0.5, "Python's GIL switch interval for the node process (Python's own default "
-                                        "is 5 ms). Shorter lets image callbacks take the interpreter from the "
-                                        "inference thread sooner: at 5 ms a 1080p 30 Hz camera lost frames and "
-                                        "inference ran 2x slower in bench_node (README). Set at start-up.",
+    "gil_switch_interval_ms": Spec(5.0, "Python's GIL switch interval for the node process (5 ms is Python's "
+                                        "default). Before the raw intake, 0.5 ms kept a 1080p 30 Hz camera from "
+                                        "losing frames; since then the bench shows no gain for one camera and 10 % "
+                                        "more engine time for four (bench/README.md). Set at start-up.",
                                    0.05, 100.0, read_only=True),
     "intake_deserialize_all": Spec(False, "Deserialize every camera message (a comparison mode for bench_node). "
                                           "Default: read the stamp from the serialized message and deserialize "
