@@ -20,6 +20,7 @@ batched >= 1.5x faster than unbatched (node and core figures both reported; the 
 where both modes get the same CPU).
 
 Run: `scripts/with_ros .venv/bin/python -m bench.bench_multicam [--seconds 60]`; writes bench/out/multicam.json.
+`--live-only [--param NAME:=VALUE ...]`: the live run alone (A/B of a node parameter, long RSS runs).
 """
 
 from __future__ import annotations
@@ -122,6 +123,21 @@ class Watcher(SpunNode):
             return dict(self.diag)
 
 
+def rss_split(pid: int) -> dict[str, float]:
+    """The kernel's split of a process's RSS (MB): anonymous (heap, malloc arenas, torch), file-backed (code,
+    mapped files) and shared memory (the DDS data-sharing segments it maps)."""
+    fields = ("RssAnon", "RssFile", "RssShmem")
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in fields:
+                out[name] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return out
+
+
 def pct(values: list[float], q: float) -> float | None:
     return sorted(values)[min(len(values) - 1, int(len(values) * q))] if values else None
 
@@ -133,7 +149,8 @@ def as_int(d: dict[str, str], key: str) -> int:
         return 0
 
 
-def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: Path, tmp: Path) -> dict:
+def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: Path, tmp: Path,
+        extra: tuple[str, ...] = ()) -> dict:
     """One node run with all cameras streaming for `seconds`; returns its measurements."""
     params = tmp / "params.yaml"
     params.write_text(PARAMS)
@@ -141,6 +158,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
     cmd = [sys.executable, str(REPO / "scripts" / "molmo2_node"), "--ros-args", "-r", "__node:=molmo2",
            "--params-file", str(params), "-p", f"model:={model}", "-p", f"schedule:={schedule}",
            "-p", f"batch_cameras:={'true' if batch else 'false'}", "-p", "input_depth:=30",
+           *[arg for e in extra for arg in ("-p", e)],
            *[arg for c in CAMERAS for arg in ("-r", f"{c}/image:={topic(c)}")]]
     node = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     watcher = Watcher()
@@ -151,18 +169,20 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
             "state") == "active"), 180.0, what="node active")
         if node.poll() is not None:
             raise RuntimeError(f"node exited ({node.returncode}); see {log.name}")
-        for name, extra in CAMERAS.items():
+        for name, camera_args in CAMERAS.items():
             cameras[name] = subprocess.Popen(
                 [sys.executable, "-m", "bench.camera", "--topic", topic(name), "--seconds", str(seconds),
-                 "--frame-id", f"{name}_optical", *extra], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                 "--frame-id", f"{name}_optical", *camera_args], env=env, cwd=REPO, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True)
         t0 = time.monotonic()
         wait_until(lambda: time.monotonic() - t0 >= WINDOW_S + 2 * STRIDE_S or any(
             c.poll() is not None for c in cameras.values()), WINDOW_S + 30, what="warm-up")
         rss_samples = [ps.memory_info().rss / 2**20]  # one per second after the warm-up
+        rss_parts = [rss_split(node.pid)]
         while any(c.poll() is None for c in cameras.values()):
             time.sleep(1.0)
             rss_samples.append(ps.memory_info().rss / 2**20)
+            rss_parts.append(rss_split(node.pid))
         sent = {}
         for name, cam in cameras.items():
             out, err = cam.communicate(timeout=30)
@@ -200,7 +220,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
     rss_start = statistics.median(rss_samples[:10])
     rss_end = statistics.median(rss_samples[-10:])
     return {
-        "schedule": schedule, "batch_cameras": batch, "cameras": list(CAMERAS),
+        "schedule": schedule, "batch_cameras": batch, "cameras": list(CAMERAS), "extra_params": list(extra),
         "frames_sent": sum(sent.values()), "frames_received": sum(p["frames_received"] for p in per_camera.values()),
         "frames_decoded": sum(p["frames_decoded"] for p in per_camera.values()),
         "windows_processed": sum(p["windows_processed"] for p in per_camera.values()),
@@ -212,6 +232,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         "callback_ms_p99": max(p["callback_ms_p99"] for p in per_camera.values()),
         "rss_mb_start": round(rss_start, 1), "rss_mb_end": round(rss_end, 1),
         "rss_mb_peak": round(max(rss_samples), 1), "rss_mb_every_5s": [round(r, 1) for r in rss_samples[::5]],
+        "rss_split_mb_start": rss_parts[0], "rss_split_mb_end": rss_parts[-1],
         "per_camera": per_camera, "outputs_received": len(outputs),
     }
 
@@ -253,6 +274,11 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description="4 cameras into one molmo2 node (tiny model, CPU)")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
+                        help="extra node parameter for every run (e.g. gil_switch_interval_ms:=0.5)")
+    parser.add_argument("--live-only", action="store_true",
+                        help="only the live run (an A/B of a node parameter, a long RSS run): "
+                             "writes bench/out/multicam_live.json, no targets")
     args = parser.parse_args()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_bench_multicam_"))
@@ -263,9 +289,14 @@ def main() -> int:
     os.environ.update(env)
     try:
         model = build_tiny_model(tmp / "tiny")
-        live = run(args.seconds, "live", True, env, model, tmp)
-        batched = run(args.seconds, "every_window", True, env, model, tmp)
-        unbatched = run(args.seconds, "every_window", False, env, model, tmp)
+        extra = tuple(args.param)
+        live = run(args.seconds, "live", True, env, model, tmp, extra)
+        if args.live_only:
+            (OUT_DIR / "multicam_live.json").write_text(json.dumps(live, indent=2) + "\n")
+            print(json.dumps({k: v for k, v in live.items() if k != "per_camera"}))
+            return 0
+        batched = run(args.seconds, "every_window", True, env, model, tmp, extra)
+        unbatched = run(args.seconds, "every_window", False, env, model, tmp, extra)
         core = [core_ab(model, args.seconds, tokens) for tokens in (MAX_NEW_TOKENS, 64)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
