@@ -45,6 +45,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
+from bench.bench_node import rss_parts_mb  # noqa: E402
 from conftest import _claim_domain_id, ros_overrides  # noqa: E402
 from helpers.ros_client import SpunNode, wait_until  # noqa: E402
 from molmo2_ros.core.clip_buffer import BufferConfig  # noqa: E402
@@ -123,21 +124,6 @@ class Watcher(SpunNode):
             return dict(self.diag)
 
 
-def rss_split(pid: int) -> dict[str, float]:
-    """The kernel's split of a process's RSS (MB): anonymous (heap, malloc arenas, torch), file-backed (code,
-    mapped files) and shared memory (the DDS data-sharing segments it maps)."""
-    fields = ("RssAnon", "RssFile", "RssShmem")
-    out = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, value = line.partition(":")
-            if name in fields:
-                out[name] = round(int(value.split()[0]) / 1024, 1)
-    except OSError:
-        pass
-    return out
-
-
 def pct(values: list[float], q: float) -> float | None:
     return sorted(values)[min(len(values) - 1, int(len(values) * q))] if values else None
 
@@ -178,11 +164,11 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         wait_until(lambda: time.monotonic() - t0 >= WINDOW_S + 2 * STRIDE_S or any(
             c.poll() is not None for c in cameras.values()), WINDOW_S + 30, what="warm-up")
         rss_samples = [ps.memory_info().rss / 2**20]  # one per second after the warm-up
-        rss_parts = [rss_split(node.pid)]
+        rss_parts = [rss_parts_mb(node.pid)]
         while any(c.poll() is None for c in cameras.values()):
             time.sleep(1.0)
             rss_samples.append(ps.memory_info().rss / 2**20)
-            rss_parts.append(rss_split(node.pid))
+            rss_parts.append(rss_parts_mb(node.pid))
         sent = {}
         for name, cam in cameras.items():
             out, err = cam.communicate(timeout=30)
