@@ -164,11 +164,11 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         wait_until(lambda: time.monotonic() - t0 >= WINDOW_S + 2 * STRIDE_S or any(
             c.poll() is not None for c in cameras.values()), WINDOW_S + 30, what="warm-up")
         rss_samples = [ps.memory_info().rss / 2**20]  # one per second after the warm-up
-        rss_parts = [rss_parts_mb(node.pid)]
+        rss_split_start = rss_parts_mb(node.pid)
         while any(c.poll() is None for c in cameras.values()):
             time.sleep(1.0)
             rss_samples.append(ps.memory_info().rss / 2**20)
-            rss_parts.append(rss_parts_mb(node.pid))
+        rss_split_end = rss_parts_mb(node.pid)
         sent = {}
         for name, cam in cameras.items():
             out, err = cam.communicate(timeout=30)
@@ -218,7 +218,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         "callback_ms_p99": max(p["callback_ms_p99"] for p in per_camera.values()),
         "rss_mb_start": round(rss_start, 1), "rss_mb_end": round(rss_end, 1),
         "rss_mb_peak": round(max(rss_samples), 1), "rss_mb_every_5s": [round(r, 1) for r in rss_samples[::5]],
-        "rss_split_mb_start": rss_parts[0], "rss_split_mb_end": rss_parts[-1],
+        "rss_split_mb_start": rss_split_start, "rss_split_mb_end": rss_split_end,
         "per_camera": per_camera, "outputs_received": len(outputs),
     }
 
