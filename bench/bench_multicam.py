@@ -46,7 +46,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
 from bench.bench_node import rss_parts_mb  # noqa: E402
-from conftest import _claim_domain_id, ros_overrides  # noqa: E402
+from conftest import ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, wait_until  # noqa: E402
 from molmo2_ros.core.clip_buffer import BufferConfig  # noqa: E402
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine  # noqa: E402
@@ -268,22 +268,19 @@ def main() -> int:
     args = parser.parse_args()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_bench_multicam_"))
-    domain_id, _lock = _claim_domain_id()
-    home = tmp / "ros_home"
-    home.mkdir()
-    env = {**os.environ, **ros_overrides(domain_id, home), "PYTHONUNBUFFERED": "1"}
-    os.environ.update(env)
     try:
-        model = build_tiny_model(tmp / "tiny")
-        extra = tuple(args.param)
-        live = run(args.seconds, "live", True, env, model, tmp, extra)
-        if args.live_only:
-            (OUT_DIR / "multicam_live.json").write_text(json.dumps(live, indent=2) + "\n")
-            print(json.dumps({k: v for k, v in live.items() if k != "per_camera"}))
-            return 0
-        batched = run(args.seconds, "every_window", True, env, model, tmp, extra)
-        unbatched = run(args.seconds, "every_window", False, env, model, tmp, extra)
-        core = [core_ab(model, args.seconds, tokens) for tokens in (MAX_NEW_TOKENS, 64)]
+        with ros_environment(tmp / "ros_home") as ros:
+            env = {**ros, "PYTHONUNBUFFERED": "1"}
+            model = build_tiny_model(tmp / "tiny")
+            extra = tuple(args.param)
+            live = run(args.seconds, "live", True, env, model, tmp, extra)
+            if args.live_only:
+                (OUT_DIR / "multicam_live.json").write_text(json.dumps(live, indent=2) + "\n")
+                print(json.dumps({k: v for k, v in live.items() if k != "per_camera"}))
+                return 0
+            batched = run(args.seconds, "every_window", True, env, model, tmp, extra)
+            unbatched = run(args.seconds, "every_window", False, env, model, tmp, extra)
+            core = [core_ab(model, args.seconds, tokens) for tokens in (MAX_NEW_TOKENS, 64)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     ratio = unbatched["engine_busy_s"] / batched["engine_busy_s"] if batched["engine_busy_s"] else None
