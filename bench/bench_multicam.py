@@ -220,6 +220,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         "rss_mb_peak": round(max(rss_samples), 1), "rss_mb_every_5s": [round(r, 1) for r in rss_samples[::5]],
         "rss_split_mb_start": rss_split_start, "rss_split_mb_end": rss_split_end,
         "per_camera": per_camera, "outputs_received": len(outputs),
+        "heap_trim": {k: first.get(k) for k in ("heap_trim_calls", "heap_trim_ms_mean", "heap_trim_ms_max")},
     }
 
 

@@ -69,7 +69,7 @@ def node(env, client, tmp_path_factory) -> NodeProcess:
     proc = NodeProcess(["--ros-args", "-r", "__node:=molmo2", "-r", f"image:={TOPIC}", "--params-file", str(params),
                         "-p", "engine_plugin:=helpers.scripted_engine:ScriptedEngine", "-p", "model:=scripted",
                         "-p", "window_s:=2.0", "-p", "stride_s:=1.0", "-p", "no_frame_warn_s:=1.0",
-                        "-p", "gil_switch_interval_ms:=0.25"],
+                        "-p", "gil_switch_interval_ms:=0.25", "-p", "heap_trim_period_s:=1.0"],
                        env, folder / "node.log")
     try:
         wait_until(lambda: client.state(NODE) == "active", 60.0, what="node active")
@@ -151,6 +151,7 @@ def test_diagnostics(node, client):
         assert key in d
     assert d["input_qos"] == "sensor_data"  # qos=auto matched the best-effort camera
     assert d["gil_switch_interval_ms"] == "0.250"  # applied to the node's interpreter at start-up
+    assert int(d["heap_trim_calls"]) >= 1 and float(d["heap_trim_ms_max"]) >= 0  # heap_trim_period_s 1 s
 
 
 ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "yuv422", "uyvy", "yuyv", "bayer_rggb8", "rgb16"]

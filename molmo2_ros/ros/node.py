@@ -38,6 +38,7 @@ from rclpy.parameter import Parameter
 
 from molmo2_ros.core.engine_factory import make_engine
 from molmo2_ros.core.engine_interface import Engine
+from molmo2_ros.core.heap import HeapTrimmer
 from molmo2_ros.core.runtime import Runtime
 from molmo2_ros.core.sampling import plan_clip
 from molmo2_ros.core.schedule import make_policy
@@ -57,6 +58,7 @@ from .query_server import QueryServer
 
 THROTTLE_S = 5.0
 STOP_TIMEOUT_S = 2.0  # how long deactivate/shutdown wait for an engine call that cannot stop within a token
+TICK_S = 1.0  # inputs' health checks, diagnostics and heap trims
 
 
 def dump_queries(queries: list[Query]) -> str:
@@ -93,6 +95,7 @@ class Molmo2Node(LifecycleNode):
         self._outputs: dict[str, CameraOutputs] = {}
         self._stats: dict[str, diagnostics.WindowStats] = {}
         self._rises = diagnostics.Rises()
+        self._heap, self._heap_trimmed = HeapTrimmer(), time.monotonic()
 
         self._service_group = ReentrantCallbackGroup()
         self._timer_group = MutuallyExclusiveCallbackGroup()
@@ -102,7 +105,7 @@ class Molmo2Node(LifecycleNode):
                               for c in self.cameras}
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(1.0, self._on_tick, self._timer_group, clock=steady)
+        self._diag_timer = self.create_timer(TICK_S, self._on_tick, self._timer_group, clock=steady)
         self._query_server = QueryServer(self, self._service_group)
         self._autostart_timer = None
         if self.get_parameter("autostart").value:
@@ -413,6 +416,10 @@ class Molmo2Node(LifecycleNode):
         now = time.monotonic()
         for camera_input in (*self._inputs.values(), *self._depth_inputs.values()):
             camera_input.tick(now, self.lifecycle_state == "active")
+        period = self.get_parameter("heap_trim_period_s").value
+        if period > 0 and now - self._heap_trimmed >= period - TICK_S / 2:  # on the tick nearest the period
+            self._heap.trim()
+            self._heap_trimmed = now
         self._diag_pub.publish(self._diagnostics())
 
     def _diagnostics(self) -> DiagnosticArray:
@@ -425,7 +432,7 @@ class Molmo2Node(LifecycleNode):
             "model_loads": self._model_loads, "schedule": self.get_parameter("schedule").value,
             "active_goals": self._query_server.active_goals,
             "threads": threading.active_count(), "last_error": self._error,
-            "gil_switch_interval_ms": f"{sys.getswitchinterval() * 1e3:.3f}",
+            "gil_switch_interval_ms": f"{sys.getswitchinterval() * 1e3:.3f}", **self._heap.values(),
         }
         level, message = diagnostics.OK, self.lifecycle_state if self.lifecycle_state != "active" else "ok"
         camera_statuses = []

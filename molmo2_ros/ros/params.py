@@ -18,7 +18,7 @@ When a parameter takes effect:
 - CONFIGURE_TIME: read by the configure transition (model, engine, sampling). Set them while unconfigured.
 - ACTIVATE_TIME: read by activate (input subscriptions). Set them while unconfigured or inactive.
 - RUNTIME: applied at once, from the next window on, without reloading the model (tracker, events, max_points,
-  max_new_tokens, schedule, overlay, queries).
+  max_new_tokens, schedule, overlay, queries, heap_trim_period_s).
 - read-only: set at start-up only (cameras, engine_plugin, autostart, gil_switch_interval_ms).
 """
 
@@ -125,6 +125,12 @@ SPECS: dict[str, Spec] = {
                                         "losing frames; since then the bench shows no gain for one camera and 10 % "
                                         "more engine time for four (bench/README.md). Set at start-up.",
                                    0.05, 100.0, read_only=True),
+    "heap_trim_period_s": Spec(2.0, "Give freed heap memory back to the OS this often (glibc malloc_trim; 0 = "
+                                    "never; rounded to the node's 1 s tick). Without it a four-camera node's RSS "
+                                    "grew 3-12 % a minute from freed frame buffers glibc kept. A call takes ~5 ms "
+                                    "and delays image callbacks meanwhile (four cameras: callback p99 ~9 ms instead "
+                                    "of ~5); 10 s keeps the p99 but lets RSS saw-tooth by ~100 MB "
+                                    "(bench/README.md).", 0.0, 3600.0),
     "intake_deserialize_all": Spec(False, "Deserialize every camera message (a comparison mode for bench_node). "
                                           "Default: read the stamp from the serialized message and deserialize "
                                           "only the frames the clip buffer keeps (2 of every 30 at 30 Hz)."),
@@ -159,7 +165,7 @@ CAMERA_PARAMS = ("qos", "input_compressed", "input_depth", "queries", "depth.ena
 ACTIVATE_TIME = frozenset({"qos", "input_compressed", "input_depth", "intake_deserialize_all"})
 RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "overlay.marker_lifetime_s", "track.gate_frac",
                      "track.lost_timeout_s", "event.max_gap_s", "max_points", "max_new_tokens", "schedule",
-                     "max_pending_mb", "batch_cameras", "queries"})
+                     "max_pending_mb", "batch_cameras", "queries", "heap_trim_period_s"})
 READ_ONLY = frozenset(name for name, spec in SPECS.items() if spec.read_only)
 CONFIGURE_TIME = frozenset(SPECS) - ACTIVATE_TIME - RUNTIME - READ_ONLY
 
