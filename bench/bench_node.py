@@ -38,8 +38,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
-from conftest import FASTDDS_PROFILE, _claim_domain_id, ros_overrides  # noqa: E402
-from helpers.ros_client import SpunNode  # noqa: E402
+from conftest import FASTDDS_PROFILE, ros_environment  # noqa: E402
+from helpers.ros_client import SpunNode, wait_until  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
 
@@ -114,31 +114,11 @@ class Watcher(SpunNode):
     def fresh_diagnostics(self, timeout: float = 5.0) -> dict[str, str]:
         """The first diagnostics published after this call."""
         count, _ = self.diagnostics()
-        wait_until(lambda: self.diagnostics()[0] > count, timeout, "fresh diagnostics")
+        wait_until(lambda: self.diagnostics()[0] > count, timeout, what="fresh diagnostics")
         return self.diagnostics()[1]
 
     def outputs_matched(self) -> bool:
         return all(self.node.count_publishers(t) > 0 for t in OUTPUTS)
-
-
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-def ros_env(tmp: Path, domain_id: int) -> dict[str, str]:
-    home = tmp / "ros_home"
-    home.mkdir(exist_ok=True)
-    overrides = {**ros_overrides(domain_id, home), "PYTHONUNBUFFERED": "1"}
-    os.environ.pop("ROS_LOCALHOST_ONLY", None)  # ignored by the PyPI wheels: never rely on it
-    os.environ.update(overrides)
-    return {**os.environ}
 
 
 def rss_mb(proc: psutil.Process) -> float:
@@ -172,13 +152,9 @@ def other_load() -> list[dict]:
     return busy
 
 
-def run(args: argparse.Namespace, tmp: Path) -> dict:
+def run(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> dict:
     from molmo2_ros.core.tiny_model import build_tiny_model
 
-    domain_id = args.domain_id
-    if not domain_id:  # claim a free id the way the tests do, so a bench never talks to a test's nodes
-        domain_id, _lock_fd = _claim_domain_id()
-    env = ros_env(tmp, domain_id)
     model = build_tiny_model(tmp / "tiny")
     params = tmp / "params.yaml"
     params.write_text(PARAMS)
@@ -194,11 +170,11 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         node_ps = psutil.Process(node.pid)
         started = time.monotonic()
         wait_until(lambda: node.poll() is not None or watcher.diagnostics()[1].get("state") == "active", 120.0,
-                   "node active")
+                   what="node active")
         if node.poll() is not None:
             raise RuntimeError(f"node exited ({node.returncode}); see bench/out/node.log")
         startup_s = time.monotonic() - started
-        wait_until(watcher.outputs_matched, 10.0, "output publishers matched")
+        wait_until(watcher.outputs_matched, 10.0, what="output publishers matched")
         rss_idle = rss_mb(node_ps)
         for p in psutil.process_iter():  # prime cpu_percent for other_load()
             try:
@@ -218,7 +194,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         reader = threading.Thread(target=read_camera, daemon=True)
         reader.start()
         wait_until(lambda: any(e["event"] in ("first", "error") for e in events) or camera.poll() is not None,
-                   90.0, "camera matched and publishing")
+                   90.0, what="camera matched and publishing")
         if not any(e["event"] == "first" for e in events):
             raise RuntimeError(f"camera failed: {events} {camera.stderr.read()[-2000:]}")
         t_first = time.monotonic()
@@ -227,7 +203,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
         # rss at the first frame(s), then after warm-up: the first full window buffered plus two strides
         rss_first = rss_mb(node_ps)
         wait_until(lambda: time.monotonic() - t_first >= WINDOW_S + 2 * STRIDE_S or camera.poll() is not None,
-                   WINDOW_S + 10, "warm-up")
+                   WINDOW_S + 10, what="warm-up")
         rss_start = rss_mb(node_ps)
         rss_parts_start = rss_parts_mb(node_ps.pid)
         rss_samples = [(round(time.monotonic() - t_first, 1), round(rss_start, 1))]
@@ -254,7 +230,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict:
             quiet = time.monotonic() - last[1] >= 2.0
             return (got >= sent or quiet) and d.get("pending_clips") == "0"
 
-        wait_until(settled, 30.0, "node drained", interval=0.0)
+        wait_until(settled, 30.0, what="node drained", interval=0.0)
         diag = watcher.fresh_diagnostics()
         # RSS swings by +-50 MB with the 6 MB frames in flight: compare the medians of the first and the last
         # 10 one-second samples of the streaming phase rather than two single samples.
@@ -341,15 +317,14 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=30.0, help="camera rate (Hz)")
     parser.add_argument("--executor", choices=sorted(NODE_ENTRY), default="handoff",
                         help="the node's executor: its default (handoff) or rclpy's MultiThreadedExecutor")
-    parser.add_argument("--domain-id", type=int, default=0,
-                        help="ROS_DOMAIN_ID of the three processes (0: claim a free one like the tests)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE",
                         help="extra node parameter (repeatable), e.g. --param input_depth:=30")
     args = parser.parse_args()
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_bench_node_"))
     try:
-        result = run(args, tmp)
+        with ros_environment(tmp / "ros_home") as ros:  # a free domain id, claimed like the tests do
+            result = run(args, tmp, {**ros, "PYTHONUNBUFFERED": "1"})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     (OUT_DIR / "node.json").write_text(json.dumps(result, indent=2) + "\n")

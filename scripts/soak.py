@@ -35,11 +35,10 @@ sys.path.insert(0, str(REPO / "test"))
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 
-from conftest import _claim_domain_id, ros_overrides  # noqa: E402
+from conftest import ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode  # noqa: E402
 from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
-from molmo2_ros.ros.environment import conflicting_variables  # noqa: E402
 
 NODE_NAME = f"molmo2_soak_{os.getpid()}"
 TOPIC = f"/soak_{os.getpid()}/image"
@@ -97,14 +96,15 @@ def main() -> int:
     seconds = float(os.environ.get("SOAK_S", "1800"))
     warmup = float(os.environ.get("SOAK_WARMUP_S", str(min(120.0, seconds / 4))))
     growth = float(os.environ.get("SOAK_GROWTH", "0.05"))
-    domain_id, lock_fd = _claim_domain_id()
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_soak_"))
-    overrides = ros_overrides(domain_id, tmp / "ros_home")
-    for key in conflicting_variables():  # e.g. ROS_LOCALHOST_ONLY after Humble
-        os.environ.pop(key, None)
-    os.environ.update(overrides)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
+    with ros_environment(tmp / "ros_home") as ros:
+        env = {**ros, "PYTHONUNBUFFERED": "1",
+               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), ros.get("PYTHONPATH", "")) if p)}
+        return soak(env, tmp, seconds, warmup, growth)
+
+
+def soak(env: dict[str, str], tmp: Path, seconds: float, warmup: float, growth: float) -> int:
+    """Node and camera processes in `env` for `seconds`; prints the summary, returns the exit code."""
     model = build_tiny_model(tmp / "tiny", TinySpec(seed=0))
     node_log = open(tmp / "node.log", "wb")
     node = subprocess.Popen([sys.executable, str(REPO / "scripts" / "molmo2_node"), "--ros-args",
@@ -128,7 +128,7 @@ def main() -> int:
         camera = subprocess.Popen([sys.executable, str(REPO / "test" / "helpers" / "camera_publisher.py"),
                                    json.dumps(spec)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         log(f"node pid {node.pid} active; camera: {count} frames {WIDTH}x{HEIGHT} at {RATE_HZ:.0f} Hz "
-            f"({seconds:.0f} s), domain {domain_id}, logs in {tmp}")
+            f"({seconds:.0f} s), domain {env['ROS_DOMAIN_ID']}, logs in {tmp}")
         t_cam = time.monotonic()
         while as_int(diag.get(), "windows_processed") == 0:
             if node.poll() is not None or camera.poll() is not None or time.monotonic() - t_cam > 120:
@@ -201,7 +201,6 @@ def main() -> int:
                 summary["exit_code"] = code
         node_log.close()
         diag.close()
-        os.close(lock_fd)
     failures = []
     if summary["crashes"]:
         failures.append("the node crashed")

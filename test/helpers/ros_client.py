@@ -113,7 +113,8 @@ class SpunNode:
 
     def __init__(self, name: str) -> None:
         self.context = rclpy.Context()
-        rclpy.init(context=self.context)
+        # args=[]: not sys.argv, where a bench's own `--param NAME:=VALUE` would read as a (deprecated) remap rule
+        rclpy.init(args=[], context=self.context)
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
