@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
 from bench.bench_node import rss_parts_mb  # noqa: E402
 from conftest import ros_environment  # noqa: E402
-from helpers.ros_client import SpunNode, wait_until  # noqa: E402
+from helpers.ros_client import SpunNode, terminate, wait_until  # noqa: E402
 from molmo2_ros.core.clip_buffer import BufferConfig  # noqa: E402
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine  # noqa: E402
 from molmo2_ros.core.runtime import Runtime  # noqa: E402
@@ -186,11 +186,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         for cam in cameras.values():
             if cam.poll() is None:
                 cam.kill()
-        node.terminate()
-        try:
-            node.wait(10.0)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        terminate(node)
         log.close()
         watcher.close()
     with watcher.lock:

@@ -39,7 +39,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
 
 from conftest import FASTDDS_PROFILE, ros_environment  # noqa: E402
-from helpers.ros_client import SpunNode, wait_until  # noqa: E402
+from helpers.ros_client import SpunNode, terminate, wait_until  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
 
@@ -243,11 +243,7 @@ def run(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> dict:
     finally:
         if camera is not None and camera.poll() is None:
             camera.kill()
-        node.terminate()
-        try:
-            node.wait(10.0)
-        except subprocess.TimeoutExpired:
-            node.kill()
+        terminate(node)
         node_log.close()
         watcher.close()
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 
 from conftest import ros_environment  # noqa: E402
-from helpers.ros_client import SpunNode  # noqa: E402
+from helpers.ros_client import SpunNode, terminate  # noqa: E402
 from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
 
@@ -190,12 +189,7 @@ def soak(env: dict[str, str], tmp: Path, seconds: float, warmup: float, growth: 
             camera.kill()
             camera.wait()
         if node.poll() is None:
-            node.send_signal(signal.SIGTERM)
-            try:
-                code = node.wait(10.0)
-            except subprocess.TimeoutExpired:
-                node.kill()
-                code = node.wait()
+            code = terminate(node)
             if code != 0:
                 summary["crashes"] = 1
                 summary["exit_code"] = code

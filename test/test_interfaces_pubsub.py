@@ -8,20 +8,11 @@ import sys
 import time
 from pathlib import Path
 
+from helpers.ros_client import terminate
 from helpers.sample_msgs import sample_messages, to_dict
 
 HELPERS = Path(__file__).resolve().parent / "helpers"
 TIMEOUT_S = 40.0
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_all_message_types_between_processes(ros_env, tmp_path):
@@ -41,8 +32,8 @@ def test_all_message_types_between_processes(ros_env, tmp_path):
             pub_out, pub_err = pub.communicate(timeout=TIMEOUT_S)
             _, sub_err = sub.communicate(timeout=TIMEOUT_S)
         finally:
-            _stop(pub)
-            _stop(sub)
+            terminate(pub)
+            terminate(sub)
         elapsed = time.monotonic() - t0
 
     lines = sub_out.read_text().splitlines()

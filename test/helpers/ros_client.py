@@ -47,6 +47,17 @@ def wait_until(predicate, timeout: float = 10.0, interval: float = 0.02, what: s
         time.sleep(interval)
 
 
+def terminate(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    """SIGTERM a process, SIGKILL it if it is still running after `timeout` s; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
 def process_env(env: dict[str, str]) -> dict[str, str]:
     """env for node/camera processes: test/ on PYTHONPATH (the scripted engine plugin lives there)."""
     path = os.pathsep.join(p for p in (str(TEST_DIR), env.get("PYTHONPATH", "")) if p)
@@ -69,15 +80,9 @@ class NodeProcess:
     def stop(self, timeout: float = 5.0) -> tuple[int, float]:
         """SIGTERM; returns (exit code, seconds until exit)."""
         started = time.monotonic()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        code = terminate(self.proc, timeout)
         self._file.close()
-        return self.proc.returncode, time.monotonic() - started
+        return code, time.monotonic() - started
 
     def signal_exit(self, sig: int, timeout: float = 5.0) -> tuple[int | None, float]:
         """Send `sig`; (exit code, or None when still running after `timeout` s; seconds waited). Stops it after."""
