@@ -3,6 +3,7 @@ node's RSS growth, bench/README.md), and reports its cost."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -42,7 +43,7 @@ def test_trim_gives_back_freed_heap():
     if not trimmer.available:
         pytest.skip("this C library has no malloc_trim")
     out = subprocess.run([sys.executable, "-c", FRAGMENT], capture_output=True, text=True, timeout=60, check=True)
-    result = __import__("json").loads(out.stdout)
+    result = json.loads(out.stdout)
     assert result["kept_mb"] > 150, result  # glibc kept the freed 1 MiB buffers resident ...
     assert result["given_back_mb"] > 150 and result["released"], result  # ... and the trim returned them
     assert result["heap_trim_calls"] == "1" and float(result["heap_trim_ms_max"]) >= 0

@@ -35,7 +35,6 @@ class HeapTrimmer:
         self._trim = _malloc_trim()
         self._lock = threading.Lock()
         self.calls = 0
-        self.released = 0  # calls that gave memory back
         self._ms_total = 0.0
         self._ms_max = 0.0
 
@@ -52,7 +51,6 @@ class HeapTrimmer:
         ms = (time.perf_counter() - started) * 1e3
         with self._lock:
             self.calls += 1
-            self.released += released
             self._ms_total += ms
             self._ms_max = max(self._ms_max, ms)
         return released
