@@ -10,9 +10,7 @@ model serves both.
 
 Measured per N and engine: windows/s processed (all clients), output age (result time - arrival time of the
 clip's newest frame) p50/max, requests failed, cached prompt-token fraction (server), client RSS; once:
-agreement of 1-frame and 8-frame answers with the transformers engine (`agreement_*`: as shipped, visual tokens
-one bidirectional block; `agreement_*_same_attention`: with the causal visual attention vLLM's CPU backend
-implements), and whether a killed and restarted server is used again by the same engine (restart_recovered).
+agreement of 1-frame and 8-frame answers with the transformers engine as shipped (`agreement_*`), and whether a killed and restarted server is used again by the same engine (restart_recovered).
 
 Run: `make bench-fleet` (or `scripts/with_ros .venv/bin/python -m bench.bench_fleet [--seconds 20]
 [--clients 1,2,4,8]`); writes bench/out/fleet.json. A measurement, not a test: exit code 0 unless a run failed.
@@ -183,35 +181,16 @@ def agreement(server_url: str, frames: list) -> dict:
         full = int(round(window * 2.0)) or 1  # whole windows only
         clips = [c for c in (buffer.push(f) for f in frames) if c is not None and len(c.frames) >= full][:limit]
         answers = [remote.infer(clip, queries(), MAX_NEW_TOKENS) for clip in clips]
-        for suffix, causal in (("", False), ("_same_attention", True)):
-            same = total = 0
-            for clip, b in zip(clips, answers):
-                a = _infer(local, clip, causal)
-                for ga, gb in zip(a.generations, b.generations):
-                    same += ga.text == gb.text
-                    total += 1
-            out[key + suffix] = round(same / total, 3) if total else None
+        same = total = 0
+        for clip, b in zip(clips, answers):
+            a = local.infer(clip, queries(), MAX_NEW_TOKENS)
+            for ga, gb in zip(a.generations, b.generations):
+                same += ga.text == gb.text
+                total += 1
+        out[key] = round(same / total, 3) if total else None
         out[key.replace("agreement", "answers")] = total
     remote.unload()
     return out
-
-
-def _infer(engine, clip, causal_visual_attention: bool):
-    """The transformers engine as shipped (visual tokens: one bidirectional block), or with the attention vLLM's
-    CPU backend implements (mm_token_type_ids all 0: causal), to separate that difference from the rest."""
-    if not causal_visual_attention:
-        return engine.infer(clip, queries(), MAX_NEW_TOKENS)
-    import torch
-
-    from molmo2_ros.core.molmo2_inputs import ClipTokens
-
-    original = engine.builder.tokens
-    engine.builder.tokens = lambda c, prompt: (lambda t: ClipTokens(t.input_ids, torch.zeros_like(
-        t.mm_token_type_ids)))(original(c, prompt))
-    try:
-        return engine.infer(clip, queries(), MAX_NEW_TOKENS)
-    finally:
-        del engine.builder.tokens
 
 
 def restart_recovered(server, frames: list) -> dict:

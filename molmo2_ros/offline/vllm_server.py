@@ -51,6 +51,9 @@ def server_command(model: str, host: str, port: int, served_name: str, python: P
             "--trust-request-mm-kwargs",
             # usage.prompt_tokens_details.cached_tokens: what the prefix cache saved, for diagnostics
             "--enable-prompt-tokens-details",
+            # the plugin's visual attention block needs all of a video's tokens in one scheduler step, and a
+            # step must then hold the longest video (128 frames: ~10.6k tokens for the tiny model, ~11k for 4B)
+            "--disable-chunked-mm-input", "--max-num-batched-tokens", "16384",
             *extra]
 
 

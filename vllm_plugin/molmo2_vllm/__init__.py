@@ -7,8 +7,10 @@ core, workers. It
   the Ai2 remote-code names vLLM's Molmo2 reads;
 - re-registers the architecture `Molmo2ForConditionalGeneration` with a subclass of vLLM's own class
   (model.py) that adds visual features to the `<im_patch>` embedding, writes frame delimiters as
-  `use_frame_special_tokens` says, and keeps several images of one request apart.
-What stays different (attention among visual tokens) is documented in the project README, "Serving on vLLM".
+  `use_frame_special_tokens` says, keeps several images of one request apart and, on vLLM's CPU attention
+  backend, gives visual tokens the reference's bidirectional block (attention.py).
+What stays different (attention among visual tokens on GPU backends) is documented in the project README,
+"Serving on vLLM".
 """
 
 __version__ = "0.1.0"

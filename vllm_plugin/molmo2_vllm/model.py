@@ -11,12 +11,16 @@ Fixed here (each reproduced against transformers, see README "Serving on vLLM"):
    engine dies). Each image's indices are made relative to its own patches, which is also what vLLM's per-item
    multimodal cache needs.
 Also: `image_col_id`/`image_low_res_id`, which the native config lacks, are looked up in the tokenizer.
-Not fixable here: attention among visual tokens (reference: one bidirectional block over all visual tokens of a
-prompt; vLLM: causal on CPU, per-frame blocks on GPU backends).
+4. Attention among visual tokens on vLLM's CPU backend (attention.py): the reference makes all visual tokens of a
+   prompt one bidirectional block; the CPU kernel is causal, so its visual query rows are recomputed with the
+   reference's mask.
+Not changed here: vLLM's GPU backends, which make one bidirectional block per run of `<im_patch>` embeddings.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 
 import torch
@@ -27,8 +31,14 @@ from vllm.model_executor.models.molmo2 import (
     Molmo2ProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
+from vllm.tokenizers import cached_tokenizer_from_config
+from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
 
+from .attention import VISUAL_TOKENS, StepVisualTokens, VisualBlockCPUAttention
 from .config import add_remote_code_names
+
+VISUAL_BLOCK_ENV = "MOLMO2_VLLM_VISUAL_BLOCK"  # "0": leave vLLM's causal CPU attention (faster, not the reference)
+log = logging.getLogger(f"vllm.{__name__}")  # under vLLM's logger: its handlers, its format
 
 
 class Molmo2ReferenceProcessor(Molmo2MultiModalProcessor):
@@ -86,11 +96,26 @@ def _per_image_indices(pooling: torch.Tensor, rows_per_image: torch.Tensor,
 @MULTIMODAL_REGISTRY.register_processor(Molmo2ReferenceProcessor, info=Molmo2ProcessingInfo,
                                         dummy_inputs=Molmo2DummyInputsBuilder)
 class Molmo2ReferenceForConditionalGeneration(Molmo2ForConditionalGeneration):
-    """vLLM's Molmo2 whose visual tokens are `embedding(<im_patch>) + feature`, as in the reference."""
+    """vLLM's Molmo2 whose visual tokens are `embedding(<im_patch>) + feature` and, on the CPU backend, one
+    bidirectional attention block, as in the reference."""
 
     def __init__(self, *, vllm_config, prefix: str = ""):
         add_remote_code_names(vllm_config.model_config.hf_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
+        vocab = cached_tokenizer_from_config(vllm_config.model_config).get_vocab()
+        self._visual_step = StepVisualTokens([vocab[t] for t in VISUAL_TOKENS if t in vocab])
+        layers = [m.impl for m in self.modules() if isinstance(getattr(m, "impl", None), CPUAttentionBackendImpl)]
+        if layers and os.environ.get(VISUAL_BLOCK_ENV, "1") == "0":
+            log.info("molmo2_vllm: %s=0: visual tokens attend causally (vLLM's CPU backend as it is)",
+                     VISUAL_BLOCK_ENV)
+        elif layers:
+            installed = sum(VisualBlockCPUAttention.install(impl, self._visual_step) for impl in layers)
+            log.info("molmo2_vllm: reference visual attention block on %d of %d CPU attention layers",
+                     installed, len(layers))
+
+    def embed_input_ids(self, input_ids, multimodal_embeddings=None, *, is_multimodal=None):
+        self._visual_step.record(input_ids)
+        return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)
 
     def _process_image_input(self, image_input) -> tuple[torch.Tensor, ...]:
         return self._add_patch_embedding(super()._process_image_input(image_input), image_input["image_tokens"],
