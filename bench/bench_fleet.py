@@ -9,8 +9,11 @@ the shared server) or `transformers` (its own Molmo2Engine on the CPU, torch on 
 model serves both.
 
 Measured per N and engine: windows/s processed (all clients), output age (result time - arrival time of the
-clip's newest frame) p50/max, requests failed, cached prompt-token fraction (server), client RSS; once:
-agreement of 1-frame and 8-frame answers with the transformers engine as shipped (`agreement_*`), and whether a killed and restarted server is used again by the same engine (restart_recovered).
+clip's newest frame) p50/max, requests failed, cached prompt-token fraction (server), client RSS, CPU seconds per
+window (clients + server: what says why one path sustains more windows/s than the other on a CPU-bound machine);
+once: agreement of 1-frame and 8-frame answers with the transformers engine as shipped (`agreement_*`), and
+whether a killed and restarted server is used again by the same engine (restart_recovered). The table ends with
+the "4+ clients" target per N: met or missed, and the CPU-seconds arithmetic behind it.
 
 Run: `make bench-fleet` (or `scripts/with_ros .venv/bin/python -m bench.bench_fleet [--seconds 20]
 [--clients 1,2,4,8]`); writes bench/out/fleet.json. A measurement, not a test: exit code 0 unless a run failed.
@@ -96,6 +99,7 @@ def run_client(engine_kind: str, server_url: str, bag: str, seconds: float, star
         time.sleep(0.01)
     thread.start()
     t0, first = time.monotonic(), frames[0].stamp_ns
+    cpu0 = sum(psutil.Process().cpu_times()[:2])
     offset_ns = camera * 3_000_000_000  # cameras are out of phase: their windows fall at different times
     for frame in frames:
         due_at = t0 + (frame.stamp_ns - first) / 1e9
@@ -116,7 +120,8 @@ def run_client(engine_kind: str, server_url: str, bag: str, seconds: float, star
         done.set()
         lock.notify()
     thread.join(timeout=60.0)
-    out = {**stats, "elapsed_s": elapsed, "rss_mb": psutil.Process().memory_info().rss / 2**20}
+    out = {**stats, "elapsed_s": elapsed, "rss_mb": psutil.Process().memory_info().rss / 2**20,
+           "cpu_s": sum(psutil.Process().cpu_times()[:2]) - cpu0}
     if engine_kind == "vllm":
         s = engine.stats()
         out.update(prompt_tokens=s["prompt_tokens"], cached_tokens=s["cached_prompt_tokens"],
@@ -126,8 +131,11 @@ def run_client(engine_kind: str, server_url: str, bag: str, seconds: float, star
 
 
 # ---- the benchmark --------------------------------------------------------------------------------------------------
-def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], seconds: float) -> dict:
-    """N client processes at once, camera i replaying bags[i]; aggregated measurements."""
+def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], seconds: float,
+              server_pid: int | None = None) -> dict:
+    """N client processes at once, camera i replaying bags[i]; aggregated measurements. With `server_pid`, the
+    CPU time of the server's process tree is counted in the CPU seconds per window."""
+    server_cpu0 = _tree_cpu_s(server_pid)
     start_at = time.monotonic() + 45.0 + 10.0 * n  # time for every client to import torch and load its engine
     procs = [subprocess.Popen([sys.executable, "-m", "bench.bench_fleet", "--client", engine_kind, "--server-url",
                                server_url, "--bag", str(bags[i]), "--seconds", str(seconds), "--start-at", str(start_at),
@@ -142,6 +150,8 @@ def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], secon
             results.append(json.loads(lines[-1]))  # measured; a crash at exit is still reported below
         if p.returncode != 0:
             crashed.append(f"exit {p.returncode}: {err.strip()[-300:]}")
+    server_cpu_s = _tree_cpu_s(server_pid) - server_cpu0
+    processed = sum(r["processed"] for r in results)
     ages = sorted(a for r in results for a in r["ages"])
     prompt = sum(r.get("prompt_tokens", 0) for r in results)
     return {
@@ -156,9 +166,28 @@ def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], secon
         "cached_prompt_tokens_fraction": round(sum(r.get("cached_tokens", 0) for r in results) / prompt, 3)
         if prompt else None,
         "rss_mb_client": round(max(r["rss_mb"] for r in results), 1),
+        # clients' CPU while replaying + the server's over the whole run (its idle while clients load is ~0)
+        "cpu_s_per_window": round((sum(r["cpu_s"] for r in results) + server_cpu_s) / processed, 3)
+        if processed else None,
         "errors": [e for r in results for e in r["errors"]][:3],
         "clients_crashed": crashed,
     }
+
+
+def _tree_cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process and its children (0 without a pid)."""
+    if pid is None:
+        return 0.0
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        try:
+            total += sum(proc.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
 
 
 def agreement(server_url: str, frames: list) -> dict:
@@ -271,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         _write(report)
         for n in counts:
             for kind in args.engines.split(","):
-                row = run_fleet(kind, n, server.url, bags[n], args.seconds)
+                row = run_fleet(kind, n, server.url, bags[n], args.seconds,
+                                server.proc.pid if kind == "vllm" else None)
                 report["runs"].append(row)
                 print(json.dumps(row), flush=True)
                 _write(report)  # a later failure keeps what was measured
@@ -302,7 +332,22 @@ def format_table(report: dict) -> str:
     lines.append(f"server: {report.get('server')}; agreement 1-frame {report.get('agreement_1frame')}, "
                  f"multi-frame {report.get('agreement_multiframe')}; restart recovered "
                  f"{report.get('restart_recovered')}")
+    runs = {(r["engine"], r["clients"]): r for r in report["runs"]}
+    for n in sorted({n for _, n in runs if n >= 4}):
+        server, local = runs.get(("vllm", n)), runs.get(("transformers", n))
+        if not server or not local:
+            continue
+        verdict = "MET" if server["windows_per_s"] > local["windows_per_s"] else "MISS"
+        lines.append(f"target, {n} clients: server {server['windows_per_s']:.2f} vs local {local['windows_per_s']:.2f} "
+                     f"windows/s: {verdict}; CPU seconds per window (clients + server): server "
+                     f"{server['cpu_s_per_window']} vs local {local['cpu_s_per_window']}, so with all "
+                     f"{os.cpu_count()} cores busy at most {_rate(server)} vs {_rate(local)} windows/s")
     return "\n".join(lines)
+
+
+def _rate(run: dict) -> str:
+    cpu = run.get("cpu_s_per_window")
+    return f"{os.cpu_count() / cpu:.1f}" if cpu else "?"
 
 
 if __name__ == "__main__":

@@ -21,17 +21,37 @@ video or image is safe). Cost: one extra attention per layer over the visual que
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 import torch.nn.functional as F
+from vllm.tokenizers import cached_tokenizer_from_config
 from vllm.v1.attention.backend import AttentionType
 from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
 
 log = logging.getLogger(f"vllm.{__name__}")  # under vLLM's logger: its handlers, its format
+VISUAL_BLOCK_ENV = "MOLMO2_VLLM_VISUAL_BLOCK"  # "0": leave vLLM's causal CPU attention (faster, not the reference)
 
 # transformers' Molmo2Processor.image_token_ids: the tokens whose mm_token_type_ids is 1
 VISUAL_TOKENS = ("<im_patch>", "<im_col>", "<im_start>", "<low_res_im_start>", "<frame_start>", "<im_end>",
                  "<frame_end>", "<im_low>")
+
+
+def install_visual_block(model: torch.nn.Module, vllm_config) -> StepVisualTokens | None:
+    """Give the model's CPU attention layers the reference's visual block. Returns the record of the step's visual
+    tokens the model must keep up to date, or None where nothing was installed."""
+    layers = [m.impl for m in model.modules() if isinstance(getattr(m, "impl", None), CPUAttentionBackendImpl)]
+    if not layers:
+        return None
+    if os.environ.get(VISUAL_BLOCK_ENV, "1") == "0":
+        log.info("molmo2_vllm: %s=0: visual tokens attend causally (vLLM's CPU backend as it is)", VISUAL_BLOCK_ENV)
+        return None
+    vocab = cached_tokenizer_from_config(vllm_config.model_config).get_vocab()
+    step = StepVisualTokens([vocab[t] for t in VISUAL_TOKENS if t in vocab])
+    installed = sum(VisualBlockCPUAttention.install(impl, step) for impl in layers)
+    log.info("molmo2_vllm: reference visual attention block on %d of %d CPU attention layers", installed,
+             len(layers))
+    return step if installed else None
 
 
 class StepVisualTokens:

@@ -19,8 +19,6 @@ Not changed here: vLLM's GPU backends, which make one bidirectional block per ru
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Mapping
 
 import torch
@@ -31,14 +29,9 @@ from vllm.model_executor.models.molmo2 import (
     Molmo2ProcessingInfo,
 )
 from vllm.multimodal import MULTIMODAL_REGISTRY
-from vllm.tokenizers import cached_tokenizer_from_config
-from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
+from vllm.platforms import current_platform
 
-from .attention import VISUAL_TOKENS, StepVisualTokens, VisualBlockCPUAttention
 from .config import add_remote_code_names
-
-VISUAL_BLOCK_ENV = "MOLMO2_VLLM_VISUAL_BLOCK"  # "0": leave vLLM's causal CPU attention (faster, not the reference)
-log = logging.getLogger(f"vllm.{__name__}")  # under vLLM's logger: its handlers, its format
 
 
 class Molmo2ReferenceProcessor(Molmo2MultiModalProcessor):
@@ -102,19 +95,15 @@ class Molmo2ReferenceForConditionalGeneration(Molmo2ForConditionalGeneration):
     def __init__(self, *, vllm_config, prefix: str = ""):
         add_remote_code_names(vllm_config.model_config.hf_config)
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        vocab = cached_tokenizer_from_config(vllm_config.model_config).get_vocab()
-        self._visual_step = StepVisualTokens([vocab[t] for t in VISUAL_TOKENS if t in vocab])
-        layers = [m.impl for m in self.modules() if isinstance(getattr(m, "impl", None), CPUAttentionBackendImpl)]
-        if layers and os.environ.get(VISUAL_BLOCK_ENV, "1") == "0":
-            log.info("molmo2_vllm: %s=0: visual tokens attend causally (vLLM's CPU backend as it is)",
-                     VISUAL_BLOCK_ENV)
-        elif layers:
-            installed = sum(VisualBlockCPUAttention.install(impl, self._visual_step) for impl in layers)
-            log.info("molmo2_vllm: reference visual attention block on %d of %d CPU attention layers",
-                     installed, len(layers))
+        self._visual_step = None
+        if current_platform.is_cpu():
+            from .attention import install_visual_block  # imports vLLM's CPU attention backend: CPU builds only
+
+            self._visual_step = install_visual_block(self, vllm_config)
 
     def embed_input_ids(self, input_ids, multimodal_embeddings=None, *, is_multimodal=None):
-        self._visual_step.record(input_ids)
+        if self._visual_step is not None:
+            self._visual_step.record(input_ids)
         return super().embed_input_ids(input_ids, multimodal_embeddings, is_multimodal=is_multimodal)
 
     def _process_image_input(self, image_input) -> tuple[torch.Tensor, ...]:
