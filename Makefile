@@ -127,8 +127,9 @@ build: fix-wheels check-tools $(SOURCE_LIST)
 	@touch $(BUILD_STAMP)
 
 # --- tests -----------------------------------------------------------------------------------------------
+# --durations: the slowest tests in every CI log (the whole .ci/run must stay under 40 minutes)
 test: setup
-	scripts/with_ros $(PY) -m pytest test -q -ra $(PYTEST_ARGS)
+	scripts/with_ros $(PY) -m pytest test -q -ra --durations=15 $(PYTEST_ARGS)
 
 # Debian's Chromium and chromedriver: test/test_report.py opens the HTML report in a real headless browser.
 # Installs only when missing (needs root: CI does it, .ci/run calls this target).
