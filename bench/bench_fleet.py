@@ -131,13 +131,13 @@ def run_client(engine_kind: str, server_url: str, bag: str, seconds: float, star
 
 
 # ---- the benchmark --------------------------------------------------------------------------------------------------
-def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], seconds: float,
-              server_pid: int | None = None) -> dict:
-    """N client processes at once, camera i replaying bags[i]; aggregated measurements. With `server_pid`, the
-    CPU time of the server's process tree from the replay's start on is counted in the CPU seconds per window."""
+def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], seconds: float, server=None) -> dict:
+    """N client processes at once, camera i replaying bags[i]; aggregated measurements. With `server` (a
+    VllmServer), its processes' CPU time from the replay's start on is counted in the CPU seconds per window."""
     start_at = time.monotonic() + 45.0 + 10.0 * n  # time for every client to import torch and load its engine
     server_cpu0: list[float] = []  # sampled when the replay starts: vLLM's engine loop is not free while idle
-    sampler = threading.Timer(start_at - time.monotonic(), lambda: server_cpu0.append(_tree_cpu_s(server_pid)))
+    server_cpu = server.cpu_s if server else lambda: 0.0
+    sampler = threading.Timer(start_at - time.monotonic(), lambda: server_cpu0.append(server_cpu()))
     sampler.start()
     procs = [subprocess.Popen([sys.executable, "-m", "bench.bench_fleet", "--client", engine_kind, "--server-url",
                                server_url, "--bag", str(bags[i]), "--seconds", str(seconds), "--start-at", str(start_at),
@@ -153,7 +153,7 @@ def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], secon
         if p.returncode != 0:
             crashed.append(f"exit {p.returncode}: {err.strip()[-300:]}")
     sampler.join()
-    server_cpu_s = _tree_cpu_s(server_pid) - server_cpu0[0]
+    server_cpu_s = server_cpu() - server_cpu0[0]
     processed = sum(r["processed"] for r in results)
     ages = sorted(a for r in results for a in r["ages"])
     prompt = sum(r.get("prompt_tokens", 0) for r in results)
@@ -175,22 +175,6 @@ def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], secon
         "errors": [e for r in results for e in r["errors"]][:3],
         "clients_crashed": crashed,
     }
-
-
-def _tree_cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of a process and its children (0 without a pid)."""
-    if pid is None:
-        return 0.0
-    import psutil
-
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        try:
-            total += sum(proc.cpu_times()[:2])
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def agreement(server_url: str, frames: list) -> dict:
@@ -303,8 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(report)
         for n in counts:
             for kind in args.engines.split(","):
-                row = run_fleet(kind, n, server.url, bags[n], args.seconds,
-                                server.proc.pid if kind == "vllm" else None)
+                row = run_fleet(kind, n, server.url, bags[n], args.seconds, server if kind == "vllm" else None)
                 report["runs"].append(row)
                 print(json.dumps(row), flush=True)
                 _write(report)  # a later failure keeps what was measured

@@ -144,21 +144,41 @@ class VllmServer:
             proc.wait()
 
     def rss_mb(self) -> float:
-        """Resident memory of the server's process group, MiB (Linux /proc)."""
-        if self.proc is None:
-            return 0.0
-        total = 0
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
+        """Resident memory of the server's process group, MiB."""
+        pages = sum(int(statm.split()[1]) for statm in self._group_files("statm"))
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the server's live processes so far."""
+        ticks = 0
+        for stat in self._group_files("stat"):
+            fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5) fields 14 and 15)
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def _group_files(self, name: str) -> list[str]:
+        """/proc/PID/NAME of every live process of the server's process group (empty before start)."""
+        out = []
+        for pid in self._group_pids():
             try:
-                if os.getpgid(int(pid)) != self.proc.pid:
-                    continue
-                with open(f"/proc/{pid}/statm") as f:
-                    total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            except (OSError, ValueError):
+                with open(f"/proc/{pid}/{name}") as f:
+                    out.append(f.read())
+            except OSError:  # exited meanwhile
                 continue
-        return total / 2**20
+        return out
+
+    def _group_pids(self) -> list[int]:
+        """The processes of the server's process group (Linux /proc; empty before start)."""
+        if self.proc is None:
+            return []
+        pids = []
+        for name in os.listdir("/proc"):
+            try:
+                if name.isdigit() and os.getpgid(int(name)) == self.proc.pid:
+                    pids.append(int(name))
+            except OSError:
+                continue
+        return pids
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -212,3 +232,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
