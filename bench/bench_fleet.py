@@ -140,9 +140,10 @@ def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], secon
     sampler = threading.Timer(start_at - time.monotonic(), lambda: server_cpu0.append(server_cpu()))
     sampler.start()
     procs = [subprocess.Popen([sys.executable, "-m", "bench.bench_fleet", "--client", engine_kind, "--server-url",
-                               server_url, "--bag", str(bags[i]), "--seconds", str(seconds), "--start-at", str(start_at),
-                               "--camera", str(i)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+                               server_url, "--bag", str(bags[i]), "--seconds", str(seconds),
+                               "--start-at", str(start_at), "--camera", str(i)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
              for i in range(n)]
     results, crashed = [], []
     for p in procs:
@@ -179,7 +180,7 @@ def run_fleet(engine_kind: str, n: int, server_url: str, bags: list[Path], secon
 
 def agreement(server_url: str, frames: list) -> dict:
     """Fraction of answers identical between the engines: 1-frame clips and 8-frame clips."""
-    from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
+    from molmo2_ros.core.clip_buffer import BufferConfig, whole_clips
     from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
     from molmo2_ros.core.sampling import SlowFastConfig
     from molmo2_ros.core.vllm_engine import VllmConfig, VllmEngine
@@ -192,10 +193,8 @@ def agreement(server_url: str, frames: list) -> dict:
     out = {}
     for key, (window, stride, limit) in {"agreement_1frame": (0.4, 0.5, 20),
                                          "agreement_multiframe": (3.9, 2.0, 8)}.items():
-        buffer = ClipBuffer(BufferConfig(window_s=window, stride_s=stride, sample_fps=2.0),
-                            SlowFastConfig(enabled=False))
-        full = int(round(window * 2.0)) or 1  # whole windows only
-        clips = [c for c in (buffer.push(f) for f in frames) if c is not None and len(c.frames) >= full][:limit]
+        clips = whole_clips(frames, BufferConfig(window_s=window, stride_s=stride, sample_fps=2.0),
+                            SlowFastConfig(enabled=False), limit)
         answers = [remote.infer(clip, queries(), MAX_NEW_TOKENS) for clip in clips]
         same = total = 0
         for clip, b in zip(clips, answers):

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
+from molmo2_ros.core.clip_buffer import BufferConfig, whole_clips
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
 from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.types import Query, TaskKind
@@ -98,9 +98,8 @@ def main() -> int:
 def _clips(frames, n_frames: int, limit: int) -> list:
     """The first `limit` whole clips of `n_frames` frames (uniform pooling, as the vllm engine sends them)."""
     window_s, stride_s = CLIPS[n_frames]
-    buffer = ClipBuffer(BufferConfig(window_s=window_s, stride_s=stride_s, sample_fps=2.0, max_frames=128),
-                        SlowFastConfig(enabled=False))
-    return [c for c in (buffer.push(f) for f in frames) if c is not None and len(c.frames) == n_frames][:limit]
+    return whole_clips(frames, BufferConfig(window_s=window_s, stride_s=stride_s, sample_fps=2.0),
+                       SlowFastConfig(enabled=False), limit)
 
 
 if __name__ == "__main__":

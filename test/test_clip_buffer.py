@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
+from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer, whole_clips
 from molmo2_ros.core.sampling import SLOWFAST_PRESETS, SlowFastConfig
 from molmo2_ros.core.types import NS_PER_S, Frame
 
@@ -33,6 +33,20 @@ def test_decimates_30hz_to_2fps_and_emits_every_stride():
     assert gaps == {NS_PER_S // 2}
     assert full.end_ns - full.start_ns == round(7.5 * NS_PER_S)
     assert buf.buffered_frames <= buf.config.max_buffered_frames()
+
+
+@pytest.mark.parametrize("window_s, max_frames, expected", [(0.4, 128, 1), (3.9, 128, 8), (4.0, 128, 8),
+                                                             (19.9, 128, 40), (60, 10, 10)])
+def test_whole_clips_are_those_with_a_full_window(window_s, max_frames, expected):
+    config = BufferConfig(window_s=window_s, stride_s=1.0, max_frames=max_frames)
+    assert config.frames_per_window == expected
+    frames = [frame(i / 10) for i in range(10 * 90)]
+    every = feed(ClipBuffer(config), [i / 10 for i in range(10 * 90)])
+    whole = whole_clips(frames, config)
+    assert whole and all(len(c.frames) == expected for c in whole)
+    assert [c.end_ns for c in whole] == [c.end_ns for c in every if len(c.frames) == expected]
+    assert len(whole) < len(every) or window_s <= 1.0  # the first, shorter clips are left out
+    assert [c.end_ns for c in whole_clips(frames, config, limit=2)] == [c.end_ns for c in whole[:2]]
 
 
 def test_clip_keeps_newest_frame_and_max_frames():

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from helpers.vllm_server import needs_vllm, start_server
-from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
+from molmo2_ros.core.clip_buffer import BufferConfig, whole_clips
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
 from molmo2_ros.core.engine_factory import make_engine
 from molmo2_ros.core.engine_interface import InferRequest
@@ -73,21 +73,6 @@ def remote(server):
     engine.load()
     yield engine
     engine.unload()
-
-
-def clips(frames, window_s: float, stride_s: float, sample_fps: float = 2.0, limit: int = 0):
-    """Full clips only (the buffer's first clips, before a whole window has passed, are shorter)."""
-    buf = ClipBuffer(BufferConfig(window_s=window_s, stride_s=stride_s, sample_fps=sample_fps, max_frames=128),
-                     UNIFORM)
-    full = int(round(window_s * sample_fps)) or 1
-    out = []
-    for f in frames:
-        clip = buf.push(f)
-        if clip is not None and len(clip.frames) >= full:
-            out.append(clip)
-            if limit and len(out) >= limit:
-                break
-    return out
 
 
 @contextlib.contextmanager
@@ -142,7 +127,7 @@ def test_answers_and_points_equal_the_reference(server, local, remote, scenario,
     """Asserted: equal to the transformers engine as shipped (answers, grounded points, counts), and not equal to
     it with causal visual attention (the plugin's attention block is what makes them equal)."""
     _, frames = scenario
-    clip_list = clips(frames, window_s, stride_s, limit=n_clips)
+    clip_list = whole_clips(frames, BufferConfig(window_s=window_s, stride_s=stride_s), UNIFORM, limit=n_clips)
     assert len(clip_list) == n_clips and all(len(c.frames) == frames_per_clip for c in clip_list)
     answers = [remote.infer(c, QUERIES, MAX_NEW_TOKENS) for c in clip_list]
     same, total, details = compare(local, answers)
@@ -159,7 +144,7 @@ def test_answers_and_points_equal_the_reference(server, local, remote, scenario,
 
 def test_forty_frame_clip_is_served_whole(remote, local, scenario):
     _, frames = scenario
-    clip = clips(frames, 19.9, 20.0, limit=1)[0]
+    clip = whole_clips(frames, BufferConfig(window_s=19.9, stride_s=20.0), UNIFORM, limit=1)[0]
     assert len(clip.frames) == 40
     query = Query("q", TaskKind.POINT, "red ball")
     before = remote.stats()["prompt_tokens"]
@@ -197,7 +182,8 @@ def test_accounting_prefix_cache_bounded_inflight_and_no_secret(server, scenario
     engine.load()
     try:
         _, frames = scenario
-        batch = [InferRequest(c, tuple(QUERIES)) for c in clips(frames, 3.9, 1.0, limit=4)]
+        clips = whole_clips(frames, BufferConfig(window_s=3.9, stride_s=1.0), UNIFORM, limit=4)
+        batch = [InferRequest(c, tuple(QUERIES)) for c in clips]
         results = engine.infer_batch(batch)
         assert all(not r.error and len(r.generations) == 3 for r in results)
         stats = engine.stats()

@@ -7,7 +7,9 @@ those inside the window, so memory is bounded by `max_buffered_frames() * frame 
 
 from __future__ import annotations
 
+import math
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .sampling import SlowFastConfig, plan_clip
@@ -42,6 +44,11 @@ class BufferConfig:
     def period_ns(self) -> int:
         """Spacing of kept frames: 1/sample_fps, widened so that a window holds at most max_frames."""
         return round(NS_PER_S * max(1.0 / self.sample_fps, self.window_s / self.max_frames))
+
+    @property
+    def frames_per_window(self) -> int:
+        """Kept frames in a whole window (frames newer than `newest - window_s`)."""
+        return math.ceil(round(self.window_s * NS_PER_S) / self.period_ns)
 
     def max_buffered_frames(self) -> int:
         """Upper bound of frames held at once."""
@@ -165,3 +172,18 @@ class ClipBuffer:
         if not self._frames:
             return None
         return self._frames[0][1].stamp_ns, self._frames[-1][1].stamp_ns
+
+
+def whole_clips(frames: Iterable[Frame], config: BufferConfig, slowfast: SlowFastConfig = SlowFastConfig(),
+                limit: int = 0) -> list[Clip]:
+    """The clips a buffer makes of `frames` that span a whole window (the first clips, before a window has
+    passed, hold fewer frames): the first `limit` of them, or all when `limit` is 0."""
+    buffer = ClipBuffer(config, slowfast)
+    out: list[Clip] = []
+    for frame in frames:
+        clip = buffer.push(frame)
+        if clip is not None and len(clip.frames) >= config.frames_per_window:
+            out.append(clip)
+            if len(out) == limit:
+                break
+    return out

@@ -1,9 +1,9 @@
 """The reference's attention among visual tokens on vLLM's CPU attention backend.
 
-transformers' Molmo2 gives every token whose `mm_token_type_ids` is 1 (the ids below) one block id, so a visual
-token attends to every earlier token and to every visual token of the prompt, later ones included (one
-bidirectional block across frames; text between frames, such as timestamps, stays causal). vLLM's CPU kernel takes
-only causal or non-causal attention per request, so visual tokens attend causally there.
+transformers' Molmo2 gives every token whose `mm_token_type_ids` is 1 (its processor's `image_token_ids`) one
+block id, so a visual token attends to every earlier token and to every visual token of the prompt, later ones
+included (one bidirectional block across frames; text between frames, such as timestamps, stays causal).
+vLLM's CPU kernel takes only causal or non-causal attention per request, so visual tokens attend causally there.
 
 `VisualBlockCPUAttention` keeps the kernel for everything (it also writes the KV cache) and then recomputes the rows
 of visual query tokens with the reference's mask, `key <= query or (visual(query) and visual(key))`, from the paged
@@ -25,16 +25,12 @@ import os
 
 import torch
 import torch.nn.functional as F
-from vllm.tokenizers import cached_tokenizer_from_config
+from vllm.transformers_utils.processor import cached_processor_from_config
 from vllm.v1.attention.backend import AttentionType
 from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackendImpl
 
 log = logging.getLogger(f"vllm.{__name__}")  # under vLLM's logger: its handlers, its format
 VISUAL_BLOCK_ENV = "MOLMO2_VLLM_VISUAL_BLOCK"  # "0": leave vLLM's causal CPU attention (faster, not the reference)
-
-# transformers' Molmo2Processor.image_token_ids: the tokens whose mm_token_type_ids is 1
-VISUAL_TOKENS = ("<im_patch>", "<im_col>", "<im_start>", "<low_res_im_start>", "<frame_start>", "<im_end>",
-                 "<frame_end>", "<im_low>")
 
 
 def install_visual_block(model: torch.nn.Module, vllm_config) -> StepVisualTokens | None:
@@ -46,8 +42,13 @@ def install_visual_block(model: torch.nn.Module, vllm_config) -> StepVisualToken
     if os.environ.get(VISUAL_BLOCK_ENV, "1") == "0":
         log.info("molmo2_vllm: %s=0: visual tokens attend causally (vLLM's CPU backend as it is)", VISUAL_BLOCK_ENV)
         return None
-    vocab = cached_tokenizer_from_config(vllm_config.model_config).get_vocab()
-    step = StepVisualTokens([vocab[t] for t in VISUAL_TOKENS if t in vocab])
+    # the processor vLLM's Molmo2 already uses (transformers' Molmo2Processor): its image_token_ids are the tokens
+    # it marks with mm_token_type_ids 1, so the block here and the reference's are the same set by construction
+    visual_ids = getattr(cached_processor_from_config(vllm_config.model_config), "image_token_ids", None)
+    if not visual_ids:
+        log.error("molmo2_vllm: the model's processor has no image_token_ids; visual tokens attend causally")
+        return None
+    step = StepVisualTokens([int(i) for i in visual_ids])
     installed = sum(VisualBlockCPUAttention.install(impl, step) for impl in layers)
     log.info("molmo2_vllm: reference visual attention block on %d of %d CPU attention layers", installed,
              len(layers))
