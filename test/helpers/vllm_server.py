@@ -1,5 +1,5 @@
-"""A real vLLM server for the tests (tiny model on 127.0.0.1), started once per test module that asks for it and
-always stopped: on teardown, on failure and at interpreter exit."""
+"""A real vLLM server for the tests (tiny model on 127.0.0.1): conftest's session fixture `vllm_server` starts one
+for the test_vllm* modules; every server is always stopped: on teardown, on failure and at interpreter exit."""
 
 from __future__ import annotations
 
