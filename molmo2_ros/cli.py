@@ -11,7 +11,7 @@ from pathlib import Path
 # The best checkpoint the repository ships (training/README.md). It points in single frames and tracks over 2-8
 # frame clips; it runs on 1-frame clips (for its pointing) unless --window/--stride say otherwise. The v2 recipe
 # (training/README.md, 1-12 frame clips, counts and events) is meant to run on 8-frame clips (window 4 s, stride
-# 1 s); its run is not finished, so these are still the settings of the shipped v1 checkpoint.
+# 1 s); its checkpoint is not shipped (training/README.md says why), so these are the settings of the shipped v1.
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "molmo2-tiny-synthetic"
 SHIPPED_CLIP = (0.4, 0.5)
 SHIPPED_MAX_NEW_TOKENS = 400
