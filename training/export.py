@@ -3,6 +3,10 @@ save_pretrained (safetensors, fp32), without the training-only auxiliary head, p
 loss_curve.csv and loss_curve.png (drawn with OpenCV; no matplotlib in the venv).
 
     PYTHONPATH=. .venv/bin/python training/export.py training/runs/v1 models/molmo2-tiny-synthetic
+    PYTHONPATH=. .venv/bin/python training/export.py training/runs/v2 OUT --recipe training/curves/v2/recipe.json
+
+The recipe (commands, task, data) written into training_recipe.json is v1's unless --recipe names a JSON file
+with those three keys.
 """
 
 from __future__ import annotations
@@ -34,6 +38,19 @@ PHASES = [
     "--lr 3e-4 --warmup 50 --eval-every 250 --absent-from-vocabulary --resume --threads 2",
     "OMP_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python training/export.py training/runs/v1 models/molmo2-tiny-synthetic",
 ]
+
+V1_RECIPE = {
+    "commands": PHASES,
+    "task": "single-frame pointing: 'Point to the {colour} {shape}.' -> one point on the leftmost visible "
+            "instance, or 'There are none.' (3x3 and 2x2 pooled frames); from step 6200 also tracking: "
+            "'Track the {colour} {shape}.' on 2-8 frame clips at 2 fps (SlowFast poolings) -> "
+            "<tracks coords=\"t id x y;...\">label</tracks>, every visible instance, ids by first appearance",
+    "data": "random frames rendered by molmo2_ros.offline.scenario.render_frame: 1-6 objects (ball/square/"
+            "triangle x red/blue/green, radius 4-6.5% of min(w,h)), textured background, grey occluder; "
+            "sizes 320x240, 640x480, 480x360, 400x300, 320x320, 640x360; tracking clips: 1-3 objects in "
+            "straight lines up to 0.15 image/s, 20% falling 0.7 image heights in 1.5 s, entering, leaving, "
+            "passing behind the occluder",
+}
 
 
 def plot_curve(csv_path: Path, png_path: Path) -> None:
@@ -71,7 +88,16 @@ def main() -> int:
     ap.add_argument("run")
     ap.add_argument("dest")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    ap.add_argument("--recipe", default="", help="JSON file with commands, task and data (default: v1's)")
     args = ap.parse_args()
+    try:
+        described = json.loads(Path(args.recipe).read_text()) if args.recipe else V1_RECIPE
+        missing = {"commands", "task", "data"} - described.keys()
+    except (OSError, ValueError, AttributeError) as error:
+        missing = {f"a readable JSON object ({error})"}
+    if missing:
+        print(f"error: {args.recipe} lacks {sorted(missing)}: give commands (a list), task and data", file=sys.stderr)
+        return 2
     run, dest = Path(args.run), Path(args.dest)
     torch.set_num_threads(1)
     processor = T.build_processor()
@@ -88,22 +114,13 @@ def main() -> int:
     plot_curve(dest / "loss_curve.csv", dest / "loss_curve.png")
     recipe = {
         "trained_by": "training/train_tiny.py (molmo2_ros)",
-        "commands": PHASES,
         "seed": run_args["seed"],
         "args": {k: v for k, v in run_args.items() if k != "spec"},
         "spec": run_args["spec"],
         "steps_trained": state["step"],
         "train_seconds": round(state["elapsed"], 1),
         "dtype": args.dtype,
-        "task": "single-frame pointing: 'Point to the {colour} {shape}.' -> one point on the leftmost visible "
-                "instance, or 'There are none.' (3x3 and 2x2 pooled frames); from step 6200 also tracking: "
-                "'Track the {colour} {shape}.' on 2-8 frame clips at 2 fps (SlowFast poolings) -> "
-                "<tracks coords=\"t id x y;...\">label</tracks>, every visible instance, ids by first appearance",
-        "data": "random frames rendered by molmo2_ros.offline.scenario.render_frame: 1-6 objects (ball/square/"
-                "triangle x red/blue/green, radius 4-6.5% of min(w,h)), textured background, grey occluder; "
-                "sizes 320x240, 640x480, 480x360, 400x300, 320x320, 640x360; tracking clips: 1-3 objects in "
-                "straight lines up to 0.15 image/s, 20% falling 0.7 image heights in 1.5 s, entering, leaving, "
-                "passing behind the occluder",
+        **described,
         "note": "training-only auxiliary head and attention supervision are not part of these weights",
     }
     (dest / "training_recipe.json").write_text(json.dumps(recipe, indent=1))
