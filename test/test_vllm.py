@@ -44,11 +44,6 @@ MAX_NEW_TOKENS = 48
 
 
 @pytest.fixture(scope="module")
-def server(vllm_server):
-    return vllm_server
-
-
-@pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenario")
     bag = generate_scenario(out, seconds=24.0, fps=10.0, width=320, height=240)
@@ -63,8 +58,8 @@ def local():
 
 
 @pytest.fixture(scope="module")
-def remote(server):
-    engine = VllmEngine(VllmConfig(server_url=server.url, max_new_tokens=MAX_NEW_TOKENS))
+def remote(vllm_server):
+    engine = VllmEngine(VllmConfig(server_url=vllm_server.url, max_new_tokens=MAX_NEW_TOKENS))
     engine.load()
     yield engine
     engine.unload()
@@ -117,7 +112,7 @@ def test_unreachable_server_fails_at_load_with_the_url_and_what_to_check():
 
 
 @pytest.mark.parametrize("window_s, stride_s, frames_per_clip, n_clips", [(0.4, 0.5, 1, 8), (3.9, 2.0, 8, 3)])
-def test_answers_and_points_equal_the_reference(server, local, remote, scenario, window_s, stride_s,
+def test_answers_and_points_equal_the_reference(vllm_server, local, remote, scenario, window_s, stride_s,
                                                 frames_per_clip, n_clips):
     """Asserted: equal to the transformers engine as shipped (answers, grounded points, counts), and not equal to
     it with causal visual attention (the plugin's attention block is what makes them equal)."""
@@ -133,7 +128,7 @@ def test_answers_and_points_equal_the_reference(server, local, remote, scenario,
     assert same_causal < total, "the clips do not tell the reference attention from causal attention"
     print(f"\nagreement with the reference, {frames_per_clip}-frame clips: {same}/{total}; with causal visual "
           f"attention: {same_causal}/{total}")
-    log = Path(server.log).read_text(errors="replace")
+    log = Path(vllm_server.log).read_text(errors="replace")
     assert "reference visual attention block on" in log and "layout is not" not in log
 
 
@@ -157,22 +152,22 @@ def png_url(rgb: tuple[int, int, int], size=(200, 150)) -> str:
     return "data:image/png;base64," + base64.b64encode(data.tobytes()).decode()
 
 
-def test_two_images_in_one_request_are_served_and_the_server_lives(server, remote):
+def test_two_images_in_one_request_are_served_and_the_server_lives(vllm_server, remote):
     content = [{"type": "image_url", "image_url": {"url": png_url((200, 30, 30))}},
                {"type": "image_url", "image_url": {"url": png_url((30, 30, 200), (300, 200))}},
                {"type": "text", "text": "Point to the red ball."}]
-    response = httpx.post(f"{server.url}/chat/completions", timeout=120.0,
+    response = httpx.post(f"{vllm_server.url}/chat/completions", timeout=120.0,
                           json={"model": remote.served_model, "max_tokens": 8, "temperature": 0.0,
                                 "messages": [{"role": "user", "content": content}]})
     assert response.status_code == 200, response.text
     assert response.json()["usage"]["prompt_tokens"] > 2 * 100  # both images' tokens are in the prompt
-    assert server.healthy()
+    assert vllm_server.healthy()
 
 
-def test_accounting_prefix_cache_bounded_inflight_and_no_secret(server, scenario, monkeypatch):
+def test_accounting_prefix_cache_bounded_inflight_and_no_secret(vllm_server, scenario, monkeypatch):
     secret = "sk-test-0123456789-never-printed"
     monkeypatch.setenv("MOLMO2_TEST_KEY", secret)
-    engine = make_engine("vllm", VllmConfig(server_url=server.url, api_key_env="MOLMO2_TEST_KEY", max_inflight=2,
+    engine = make_engine("vllm", VllmConfig(server_url=vllm_server.url, api_key_env="MOLMO2_TEST_KEY", max_inflight=2,
                                             max_new_tokens=8))
     engine.load()
     try:
@@ -196,5 +191,5 @@ def test_accounting_prefix_cache_bounded_inflight_and_no_secret(server, scenario
         engine.unload()
     monkeypatch.delenv("MOLMO2_TEST_KEY")
     with pytest.raises(ServerUnavailableError, match="MOLMO2_TEST_KEY") as error:
-        VllmEngine(VllmConfig(server_url=server.url, api_key_env="MOLMO2_TEST_KEY")).load()
+        VllmEngine(VllmConfig(server_url=vllm_server.url, api_key_env="MOLMO2_TEST_KEY")).load()
     assert secret not in str(error.value)

@@ -21,11 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def server(vllm_server):
-    return vllm_server
-
-
-@pytest.fixture(scope="module")
 def scenario(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenario")
     return generate_scenario(out, seconds=24.0, fps=10.0, width=320, height=240)
@@ -36,9 +31,9 @@ def cli(*args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
 
 
-def test_cli_replay_with_engine_vllm(server, scenario, tmp_path):
+def test_cli_replay_with_engine_vllm(vllm_server, scenario, tmp_path):
     bag = scenario
-    out = cli("replay", str(bag), "--out", str(tmp_path / "out"), "--engine", "vllm", "--server-url", server.url,
+    out = cli("replay", str(bag), "--out", str(tmp_path / "out"), "--engine", "vllm", "--server-url", vllm_server.url,
               "--quiet", "--no-gif", "--max-new-tokens", "32")
     assert out.returncode == 0, out.stderr[-3000:]
     results = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
@@ -110,14 +105,14 @@ def test_node_configure_against_unreachable_server_stays_unconfigured(ros, tmp_p
         node.stop()
 
 
-def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, server, tmp_path):
+def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, vllm_server, tmp_path):
     """Points, tracks and stamps from the node on a vLLM server; then the server dies mid-stream (counted
     failures, the node lives), comes back on the same port, and outputs resume."""
     from helpers.ros_client import run_camera, start_camera, wait_until
     from molmo2_ros.msg import PointArray, TrackArray
 
     env, client = ros
-    node = start_node(env, tmp_path, server.url)
+    node = start_node(env, tmp_path, vllm_server.url)
     restarted = None
     try:
         try:
@@ -140,7 +135,7 @@ def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, 
         before = client.diagnostics(NODE)
         assert before.get("inference_errors", "0") == "0"
 
-        server.kill()  # the whole process group, at once
+        vllm_server.kill()  # the whole process group, at once
         camera = start_camera({**spec, "count": 16, "t0": 1020.0}, env)
         d = wait_until(lambda: (lambda d: d if d and int(d.get("inference_errors", 0)) >= 3 else None)(
             diagnostics(client, NODE)), 60.0, what="counted failures")
@@ -148,7 +143,7 @@ def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, 
         assert node.proc.poll() is None and d["state"] == "active"
         assert "vLLM server" in d["last_error"]
 
-        restarted = start_server(tmp_path, port=server.port)  # same URL: the node reconnects by itself
+        restarted = start_server(tmp_path, port=vllm_server.port)  # same URL: the node reconnects by itself
         processed = int(client.diagnostics(NODE)["windows_processed"])
         client.clear()
         frames = run_camera({**spec, "count": 12, "t0": 1040.0}, env)
