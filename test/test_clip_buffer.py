@@ -40,8 +40,9 @@ def test_decimates_30hz_to_2fps_and_emits_every_stride():
 def test_whole_clips_are_those_with_a_full_window(window_s, max_frames, expected):
     config = BufferConfig(window_s=window_s, stride_s=1.0, max_frames=max_frames)
     assert config.frames_per_window == expected
-    frames = [frame(i / 10) for i in range(10 * 90)]
-    every = feed(ClipBuffer(config), [i / 10 for i in range(10 * 90)])
+    times = [i / 10 for i in range(10 * 90)]
+    frames = [frame(t) for t in times]
+    every = feed(ClipBuffer(config), times)
     whole = whole_clips(frames, config)
     assert whole and all(len(c.frames) == expected for c in whole)
     assert [c.end_ns for c in whole] == [c.end_ns for c in every if len(c.frames) == expected]
