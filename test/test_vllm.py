@@ -33,7 +33,6 @@ from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.core.vllm_engine import ServerUnavailableError, VllmConfig, VllmEngine
 from molmo2_ros.offline.bags import decoded_frames
-from molmo2_ros.offline.scenario import generate_scenario
 from molmo2_ros.offline.vllm_server import TINY_MODEL, free_port
 
 pytestmark = [needs_vllm, pytest.mark.ros_free]
@@ -44,10 +43,8 @@ MAX_NEW_TOKENS = 48
 
 
 @pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scenario")
-    bag = generate_scenario(out, seconds=24.0, fps=10.0, width=320, height=240)
-    return bag, decoded_frames(bag)
+def scenario(vllm_scenario_bag):
+    return vllm_scenario_bag, decoded_frames(vllm_scenario_bag)
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,10 @@ from pathlib import Path
 import pytest
 
 from helpers.vllm_server import needs_vllm, start_server
-from molmo2_ros.offline.scenario import generate_scenario
 from molmo2_ros.offline.vllm_server import free_port
 
 pytestmark = needs_vllm
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def scenario(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scenario")
-    return generate_scenario(out, seconds=24.0, fps=10.0, width=320, height=240)
 
 
 def cli(*args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
@@ -31,8 +24,8 @@ def cli(*args: str, timeout: float = 600.0) -> subprocess.CompletedProcess:
                           timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO)
 
 
-def test_cli_replay_with_engine_vllm(vllm_server, scenario, tmp_path):
-    bag = scenario
+def test_cli_replay_with_engine_vllm(vllm_server, vllm_scenario_bag, tmp_path):
+    bag = vllm_scenario_bag
     out = cli("replay", str(bag), "--out", str(tmp_path / "out"), "--engine", "vllm", "--server-url", vllm_server.url,
               "--quiet", "--no-gif", "--max-new-tokens", "32")
     assert out.returncode == 0, out.stderr[-3000:]
