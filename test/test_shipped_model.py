@@ -15,16 +15,18 @@ from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
 def test_shipped_model_loads_as_plain_molmo2_and_points(tmp_path):
     if not (SHIPPED_MODEL / "config.json").is_file():
         pytest.fail(f"{SHIPPED_MODEL} is missing")
-    engine = Molmo2Engine(EngineConfig(model=str(SHIPPED_MODEL), device="cpu", max_new_tokens=32))
+    engine = Molmo2Engine(EngineConfig(model=str(SHIPPED_MODEL), device="cpu", max_new_tokens=400))
     engine.load()
     assert type(engine.model).__name__ == "Molmo2ForConditionalGeneration"
     bag = generate_scenario(tmp_path / "scn", seconds=8.0, fps=10.0, width=320, height=240, seed=7)
     window, stride = SHIPPED_CLIP
     summary = replay(bag, tmp_path / "out", engine, [Query("ball_point", TaskKind.POINT, "red ball")],
-                     config=StreamConfig(buffer=BufferConfig(window_s=window, stride_s=stride)), gif=False,
-                     progress=False)
+                     config=StreamConfig(buffer=BufferConfig(window_s=window, stride_s=stride), max_new_tokens=400),
+                     gif=False, progress=False)
     report = evaluate(load_results(summary.results_path), GroundTruth.load(tmp_path / "scn" / "scenario.json"))
-    assert report["overall"]["point_hit_rate"] >= 0.8, report["overall"]
+    # measured 0.82 and 0.65 on the shipped 8-frame clips (recall: every red ball, not only the leftmost)
+    assert report["overall"]["point_hit_rate"] >= 0.7, report["overall"]
+    assert report["overall"]["point_recall"] >= 0.5, report["overall"]
 
 
 def test_shipped_model_tracks_each_ball_asked_by_colour(tmp_path):
@@ -40,4 +42,4 @@ def test_shipped_model_tracks_each_ball_asked_by_colour(tmp_path):
                      progress=False)
     report = evaluate(load_results(summary.results_path), GroundTruth.load(tmp_path / "scn" / "scenario.json"))
     rates = [report["per_query"][f"{c}_track"]["track_point_hit_rate"] for c in ("red", "blue")]
-    assert min(rates) >= 0.7 and sum(rates) / 2 >= 0.8, report["per_query"]  # measured 1.0 and 0.76
+    assert min(rates) >= 0.7 and sum(rates) / 2 >= 0.8, report["per_query"]  # measured 0.81 and 1.0

@@ -53,6 +53,19 @@ V1_RECIPE = {
 }
 
 
+def write_curve(source: Path, dest: Path) -> None:
+    """The run's loss curve with one row per step: a resumed run re-logs the steps after its checkpoint, and the
+    later row (the one the checkpoint's weights continued from) is kept."""
+    with source.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = {int(r["step"]): r for r in reader}
+        fields = reader.fieldnames
+    with dest.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows[s] for s in sorted(rows))
+
+
 def plot_curve(csv_path: Path, png_path: Path) -> None:
     import cv2
 
@@ -63,7 +76,8 @@ def plot_curve(csv_path: Path, png_path: Path) -> None:
     smax = max(steps)
     series = [("digit_ce", (200, 40, 40), 0, 3.0), ("lm", (40, 40, 200), 0, 3.0), ("attn", (40, 150, 40), 0, 3.0),
               ("aux_digits", (150, 100, 0), 0, 3.0), ("eval_hit_rate", (0, 0, 0), 0, 1.0),
-              ("eval_track_hit_rate", (180, 0, 180), 0, 1.0)]
+              ("eval_track_hit_rate", (180, 0, 180), 0, 1.0), ("eval_video_hit_rate", (0, 140, 200), 0, 1.0),
+              ("eval_video_recall", (120, 120, 0), 0, 1.0)]
 
     def xy(step, v, lo, hi):
         return int(m + (W - 2 * m) * step / smax), int(H - m - (H - 2 * m) * (v - lo) / (hi - lo))
@@ -110,7 +124,7 @@ def main() -> int:
     if dest.exists():
         shutil.rmtree(dest)
     T.export(model, processor, dest)
-    shutil.copy(run / "loss_curve.csv", dest / "loss_curve.csv")
+    write_curve(run / "loss_curve.csv", dest / "loss_curve.csv")
     plot_curve(dest / "loss_curve.csv", dest / "loss_curve.png")
     recipe = {
         "trained_by": "training/train_tiny.py (molmo2_ros)",
