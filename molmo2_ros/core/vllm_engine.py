@@ -56,7 +56,9 @@ class VllmConfig:
     request (connect + prefill + decode); connect_timeout_s: limit for opening a connection; max_inflight: most
     requests in flight from this engine; max_new_tokens: default generation limit; frame_format: png (lossless)
     or jpeg; jpeg_quality: 1..100; initial/max_backoff_s: wait before probing a server that could not be reached,
-    doubled after each failed probe up to the maximum."""
+    doubled after each failed probe up to the maximum; keepalive_s: an idle connection is closed after this, so it
+    must stay below the server's keep-alive (vLLM's uvicorn: 5 s, `VLLM_HTTP_TIMEOUT_KEEP_ALIVE`): a request sent
+    on a connection the server is closing at that moment is lost (httpx's default, 5 s, races the server's)."""
 
     server_url: str
     model: str = ""
@@ -71,6 +73,7 @@ class VllmConfig:
     jpeg_quality: int = 95
     initial_backoff_s: float = 0.5
     max_backoff_s: float = 10.0
+    keepalive_s: float = 2.0
 
 
 def check_server_url(url: str) -> str:
@@ -245,7 +248,8 @@ class VllmEngine(Engine):
         timeout = httpx.Timeout(self.config.request_timeout_s, connect=self.config.connect_timeout_s)
         n = max(1, self.config.max_inflight)
         client = httpx.Client(base_url=self.config.server_url.rstrip("/"), headers=headers, timeout=timeout,
-                              limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+                              limits=httpx.Limits(max_connections=n, max_keepalive_connections=n,
+                                                  keepalive_expiry=self.config.keepalive_s))
         try:
             models = self._probe(client)
         except ServerUnavailableError:
