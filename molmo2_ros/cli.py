@@ -51,8 +51,11 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
                    help=f"generation limit (default {SHIPPED_MAX_NEW_TOKENS} with the shipped model, else "
                         f"{DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--window", type=float, default=None,
-                   help="clip length, s (default 8; 4 with the shipped default model)")
-    p.add_argument("--stride", type=float, default=None, help="time between clips, s (default 1)")
+                   help=f"clip length, s (default {DEFAULT_CLIP[0]:g}; {SHIPPED_CLIP[0]:g} with the shipped default "
+                        "model)")
+    p.add_argument("--stride", type=float, default=None,
+                   help=f"time between clips, s (default {DEFAULT_CLIP[1]:g}; {SHIPPED_CLIP[1]:g} with the shipped "
+                        "default model)")
     p.add_argument("--sample-fps", type=float, default=2.0)
 
 

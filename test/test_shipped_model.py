@@ -2,7 +2,7 @@
 
 import pytest
 
-from molmo2_ros.cli import SHIPPED_CLIP, SHIPPED_MODEL
+from molmo2_ros.cli import SHIPPED_CLIP, SHIPPED_MAX_NEW_TOKENS, SHIPPED_MODEL
 from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
 from molmo2_ros.core.stream import StreamConfig
@@ -15,13 +15,14 @@ from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
 def test_shipped_model_loads_as_plain_molmo2_and_points(tmp_path):
     if not (SHIPPED_MODEL / "config.json").is_file():
         pytest.fail(f"{SHIPPED_MODEL} is missing")
-    engine = Molmo2Engine(EngineConfig(model=str(SHIPPED_MODEL), device="cpu", max_new_tokens=400))
+    engine = Molmo2Engine(EngineConfig(model=str(SHIPPED_MODEL), device="cpu", max_new_tokens=SHIPPED_MAX_NEW_TOKENS))
     engine.load()
     assert type(engine.model).__name__ == "Molmo2ForConditionalGeneration"
     bag = generate_scenario(tmp_path / "scn", seconds=8.0, fps=10.0, width=320, height=240, seed=7)
     window, stride = SHIPPED_CLIP
     summary = replay(bag, tmp_path / "out", engine, [Query("ball_point", TaskKind.POINT, "red ball")],
-                     config=StreamConfig(buffer=BufferConfig(window_s=window, stride_s=stride), max_new_tokens=400),
+                     config=StreamConfig(buffer=BufferConfig(window_s=window, stride_s=stride),
+                                         max_new_tokens=SHIPPED_MAX_NEW_TOKENS),
                      gif=False, progress=False)
     report = evaluate(load_results(summary.results_path), GroundTruth.load(tmp_path / "scn" / "scenario.json"))
     # measured 0.82 and 0.65 on the shipped 8-frame clips (recall: every red ball, not only the leftmost)
