@@ -11,7 +11,7 @@ import pytest
 from builtin_interfaces.msg import Time
 
 from helpers.reliability import SCRIPTED, FrameSender, rgb_image, start_node, unique_names
-from helpers.ros_client import run_camera, start_camera, wait_until
+from helpers.ros_client import finish_camera, run_camera, start_camera, wait_until
 from molmo2_ros.action import Query as QueryAction
 from molmo2_ros.msg import Answer, PointArray, StandingQuery
 from molmo2_ros.srv import ManageQueries
@@ -68,12 +68,9 @@ def test_three_cameras_one_model_each_output_from_its_camera(node, client, ros_e
     for camera in ("front", "rear"):
         client.subscribe(Answer, f"{NODE}/{camera}/answers/what")
         client.wait_matched(f"{NODE}/{camera}/answers/what")
-    procs = {c: start_camera(spec(c, t0=100.0 + 1000 * i), ros_env) for i, c in enumerate(CAMERAS)}
-    stamps = {}
-    for c, proc in procs.items():
-        out, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err[-2000:]
-        stamps[c] = {int(__import__("json").loads(line)["stamp"]) for line in out.splitlines() if line}
+    specs = {c: spec(c, t0=100.0 + 1000 * i) for i, c in enumerate(CAMERAS)}
+    procs = {c: start_camera(s, ros_env) for c, s in specs.items()}
+    stamps = {c: {f["stamp"] for f in finish_camera(proc, specs[c])} for c, proc in procs.items()}
     for camera in CAMERAS:
         name = outputs(camera)[0][0]
         wait_until(lambda: len(client.got(name)) >= 3, 20.0, what=f"outputs of {camera}")
@@ -106,7 +103,8 @@ def test_a_camera_going_away_or_sending_bad_frames_leaves_the_others_running(nod
         client.subscribe(PointArray, outputs(camera)[0][0])
         client.wait_matched(outputs(camera)[0][0])
     # 20 s of frames: the front camera still sends after the two other camera processes ran (seconds each)
-    front = start_camera(spec("front", t0=5000.0, count=200), ros_env)
+    front_spec = spec("front", t0=5000.0, count=200)
+    front = start_camera(front_spec, ros_env)
     # the rear camera sends a few frames, then its process exits (publisher gone)
     run_camera(spec("rear", t0=7000.0, count=4), os.environ.copy())
     # the wrist camera sends bad frames only (truncated data): counted there, nowhere else
@@ -116,8 +114,7 @@ def test_a_camera_going_away_or_sending_bad_frames_leaves_the_others_running(nod
     before = len(client.got(outputs("front")[0][0]))
     wait_until(lambda: len(client.got(outputs("front")[0][0])) >= before + 3, 20.0,
                what="front outputs after rear left and wrist sent bad frames")
-    out, err = front.communicate(timeout=60)
-    assert front.returncode == 0, err[-2000:]
+    finish_camera(front, front_spec)
     wrist = client.diagnostics(NODE, camera="wrist")
     front_d = client.diagnostics(NODE, camera="front")
     assert int(wrist["bad_truncated_data"]) == 6 and int(wrist["frames_dropped"]) >= 6, wrist

@@ -101,7 +101,7 @@ def test_node_configure_against_unreachable_server_stays_unconfigured(ros, tmp_p
 def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, vllm_server, tmp_path):
     """Points, tracks and stamps from the node on a vLLM server; then the server dies mid-stream (counted
     failures, the node lives), comes back on the same port, and outputs resume."""
-    from helpers.ros_client import run_camera, start_camera, wait_until
+    from helpers.ros_client import finish_camera, run_camera, start_camera, wait_until
     from molmo2_ros.msg import PointArray, TrackArray
 
     env, client = ros
@@ -129,10 +129,11 @@ def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, 
         assert before.get("inference_errors", "0") == "0"
 
         vllm_server.kill()  # the whole process group, at once
-        camera = start_camera({**spec, "count": 16, "t0": 1020.0}, env)
+        camera_spec = {**spec, "count": 16, "t0": 1020.0}
+        camera = start_camera(camera_spec, env)
         d = wait_until(lambda: (lambda d: d if d and int(d.get("inference_errors", 0)) >= 3 else None)(
             diagnostics(client, NODE)), 60.0, what="counted failures")
-        camera.wait(60)
+        finish_camera(camera, camera_spec)
         assert node.proc.poll() is None and d["state"] == "active"
         assert "vLLM server" in d["last_error"]
 

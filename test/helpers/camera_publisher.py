@@ -7,11 +7,14 @@ width, height, frame_id, compressed (bool), wait_for_subscriber (bool, default t
 variants cycled over the count, each {encoding, color: [r, g, b], pad (bytes per row), bad (kind)}.
 Bad kinds (raw): unsupported, empty, truncated, bad_step, odd_width; (compressed): garbage, empty.
 Prints one JSON line per published frame: {"i", "stamp", "encoding", "expected" (RGB or null), "bad"}.
+SIGUSR1 prints every thread's Python stack to stderr (ros_client.finish_camera asks for it when the process hangs).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
+import signal
 import sys
 import time
 
@@ -95,6 +98,7 @@ def compressed_image(variant: dict, w: int, h: int) -> tuple[CompressedImage, tu
 
 
 def main() -> int:
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     spec = json.loads(sys.argv[1])
     rclpy.init()
     node = rclpy.create_node("fake_camera")
