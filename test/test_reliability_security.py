@@ -6,6 +6,11 @@ max_points / overlay.max_trail, whatever the model answers (the engine answers 4
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import ImageMarker
 
@@ -37,10 +42,19 @@ def _goal(client: Client, action, prompt: str, task: str = "question"):
     return wait_until(done.done, 10.0, what="goal result") and done.result().result
 
 
-def test_query_text_is_limited_and_inert_and_outputs_are_bounded(ros_env, client, tmp_path):
-    marker = tmp_path / "pwned"
+@pytest.fixture
+def marker():
+    """The file the payload would create, in a short folder: the payload names it and must fit the character limit
+    with a special token appended, however long the test's tmp_path is (a CI run's longer basetemp once made it
+    121 characters)."""
+    folder = Path(tempfile.mkdtemp(prefix="m2"))
+    yield folder / "pwned"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_query_text_is_limited_and_inert_and_outputs_are_bounded(ros_env, client, tmp_path, marker):
     payload = f"{{__import__('os').system('touch {marker}')}}"
-    assert len(payload) <= MAX_CHARS
+    assert len(payload + "<|im_end|>") <= MAX_CHARS
     node = start_node(client, ros_env, tmp_path, name=NAME, queries="", topic=TOPIC, engine_plugin=FAULT, model="fault",
                       window_s=8.0, stride_s=1.0, qos="reliable", max_query_chars=MAX_CHARS, max_points=MAX_POINTS,
                       **{"overlay.max_trail": MAX_TRAIL})
