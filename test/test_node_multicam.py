@@ -68,9 +68,8 @@ def test_three_cameras_one_model_each_output_from_its_camera(node, client, ros_e
     for camera in ("front", "rear"):
         client.subscribe(Answer, f"{NODE}/{camera}/answers/what")
         client.wait_matched(f"{NODE}/{camera}/answers/what")
-    specs = {c: spec(c, t0=100.0 + 1000 * i) for i, c in enumerate(CAMERAS)}
-    procs = {c: start_camera(s, ros_env) for c, s in specs.items()}
-    stamps = {c: {f["stamp"] for f in finish_camera(proc, specs[c])} for c, proc in procs.items()}
+    procs = {c: start_camera(spec(c, t0=100.0 + 1000 * i), ros_env) for i, c in enumerate(CAMERAS)}
+    stamps = {c: {f["stamp"] for f in finish_camera(proc)} for c, proc in procs.items()}
     for camera in CAMERAS:
         name = outputs(camera)[0][0]
         wait_until(lambda: len(client.got(name)) >= 3, 20.0, what=f"outputs of {camera}")
@@ -103,8 +102,7 @@ def test_a_camera_going_away_or_sending_bad_frames_leaves_the_others_running(nod
         client.subscribe(PointArray, outputs(camera)[0][0])
         client.wait_matched(outputs(camera)[0][0])
     # 20 s of frames: the front camera still sends after the two other camera processes ran (seconds each)
-    front_spec = spec("front", t0=5000.0, count=200)
-    front = start_camera(front_spec, ros_env)
+    front = start_camera(spec("front", t0=5000.0, count=200), ros_env)
     # the rear camera sends a few frames, then its process exits (publisher gone)
     run_camera(spec("rear", t0=7000.0, count=4), os.environ.copy())
     # the wrist camera sends bad frames only (truncated data): counted there, nowhere else
@@ -114,7 +112,7 @@ def test_a_camera_going_away_or_sending_bad_frames_leaves_the_others_running(nod
     before = len(client.got(outputs("front")[0][0]))
     wait_until(lambda: len(client.got(outputs("front")[0][0])) >= before + 3, 20.0,
                what="front outputs after rear left and wrist sent bad frames")
-    finish_camera(front, front_spec)
+    finish_camera(front)
     wrist = client.diagnostics(NODE, camera="wrist")
     front_d = client.diagnostics(NODE, camera="front")
     assert int(wrist["bad_truncated_data"]) == 6 and int(wrist["frames_dropped"]) >= 6, wrist

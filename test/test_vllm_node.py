@@ -129,11 +129,10 @@ def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, 
         assert before.get("inference_errors", "0") == "0"
 
         vllm_server.kill()  # the whole process group, at once
-        camera_spec = {**spec, "count": 16, "t0": 1020.0}
-        camera = start_camera(camera_spec, env)
+        camera = start_camera({**spec, "count": 16, "t0": 1020.0}, env)
         d = wait_until(lambda: (lambda d: d if d and int(d.get("inference_errors", 0)) >= 3 else None)(
             diagnostics(client, NODE)), 60.0, what="counted failures")
-        finish_camera(camera, camera_spec)
+        finish_camera(camera)
         assert node.proc.poll() is None and d["state"] == "active"
         assert "vLLM server" in d["last_error"]
 

@@ -103,7 +103,7 @@ class NodeProcess:
 
 def run_camera(spec: dict, env: dict[str, str], timeout: float = 60.0) -> list[dict]:
     """Run the fake camera to completion; returns its per-frame JSON records."""
-    return finish_camera(start_camera(spec, env), spec, timeout)
+    return finish_camera(start_camera(spec, env), timeout)
 
 
 def start_camera(spec: dict, env: dict[str, str]) -> subprocess.Popen:
@@ -111,14 +111,16 @@ def start_camera(spec: dict, env: dict[str, str]) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish_camera(proc: subprocess.Popen, spec: dict, timeout: float = 60.0, teardown_s: float = 10.0) -> list[dict]:
-    """Wait for a fake camera to publish its `count` frames and exit; returns its per-frame JSON records.
+def finish_camera(proc: subprocess.Popen, timeout: float = 60.0, teardown_s: float = 10.0) -> list[dict]:
+    """Wait for a fake camera (from start_camera) to publish its `count` frames and exit; returns its per-frame JSON
+    records.
 
     A camera that published every frame but is still in its ROS/Fast DDS teardown `teardown_s` later (seen once
     in a CI run: the process did not exit in 60 s) has its Python stacks printed (SIGUSR1), is killed, and the
     test goes on with a warning that carries the stacks: the frames are what the test is about. A camera that
     fails, or stops publishing before the last frame, fails the test with its stacks.
     """
+    spec = json.loads(proc.args[-1])  # start_camera's command line ends with the camera's spec
     count = int(spec.get("count", 20))
     records: list[dict] = []
     err: list[str] = []
