@@ -2,9 +2,9 @@
 
 The page is self-contained (the video is embedded as a data URI, the plots are inline SVG, the style is inline,
 no script): it opens from disk with no server and no network. With ground truth (scenario.json) it shows the
-evaluation, the headline figures against issue 17's targets, hit rate and count per window against the truth
-and event spans against the truth; without it, what the model answered (points per window, counts, event spans)
-and the latency per window.
+evaluation, the headline figures (graded only against targets the user gives: `targets.py`), hit rate and
+count per window against the truth and event spans against the truth; without it, what the model answered (points
+per window, counts, event spans) and the latency per window.
 """
 
 from __future__ import annotations
@@ -20,11 +20,8 @@ from .answer_metrics import answer_metrics, headline
 from .demo_video import PALETTE
 from .evaluate import clip_stamps, eval_points, evaluate
 from .scenario import GroundTruth
+from .targets import FIGURES, Target
 
-# issue 17's targets for the embedded model on held-out synthetic scenarios: (key, comparison, value)
-TARGETS = [("point_hit_rate", ">=", 0.9), ("point_recall", ">=", 0.8), ("absence_correct", ">=", 0.9),
-           ("count_exact", ">=", 0.8), ("mota", ">=", 0.8), ("id_switches_per_track_per_min", "<=", 1.0),
-           ("event_f1", ">=", 0.8), ("event_start_error_s", "<=", 0.5), ("event_end_error_s", "<=", 0.5)]
 W, H, PAD = 720, 170, 40
 
 
@@ -216,9 +213,31 @@ SHOWN = {"point": ("answers", "point_hit_rate", "point_recall", "points_predicte
                    "event_end_error_s")}
 
 
+def _headline_table(head: dict[str, Any], targets: dict[str, Target] | None) -> str:
+    """The headline figures; with targets, a target and a met / not met column (empty for a figure without one)."""
+    rows = []
+    for key in FIGURES:
+        cells = f'<td class="l">{key}</td><td>{_fmt(head.get(key))}</td>'
+        if targets is not None:
+            target = targets.get(key)
+            if target is None:
+                cells += "<td></td><td></td>"
+            else:
+                ok = target.met(head.get(key))
+                cells += (f'<td>{html.escape(str(target))}</td>'
+                          f'<td class="{"ok" if ok else "miss"}">{"met" if ok else "not met"}</td>')
+        rows.append(f"<tr>{cells}</tr>")
+    header = '<th class="l">figure</th><th>measured</th>'
+    if targets is not None:
+        header += "<th>target</th><th>status</th>"
+    return f'<table id="headline"><tr>{header}</tr>' + "".join(rows) + "</table>"
+
+
 def write_report(out: Path, results: list[QueryResult], truth: GroundTruth | None, *, video: Path | None,
-                 title: str, settings: dict[str, Any], stamps: list[int]) -> Path:
-    """Write OUT/report.html; returns its path. `stamps`: the bag's camera frame stamps (time axis)."""
+                 title: str, settings: dict[str, Any], stamps: list[int],
+                 targets: dict[str, Target] | None = None) -> Path:
+    """Write OUT/report.html; returns its path. `stamps`: the bag's camera frame stamps (time axis); `targets`: the
+    user's targets of the headline figures (none: no target column)."""
     out = Path(out)
     t0 = stamps[0] if stamps else min(r.clip_start_ns for r in results)
     t_max = ((stamps[-1] if stamps else max(r.clip_end_ns for r in results)) - t0) / NS_PER_S
@@ -232,16 +251,7 @@ def write_report(out: Path, results: list[QueryResult], truth: GroundTruth | Non
     if truth is not None:
         report = evaluate(results, truth)
         extra = answer_metrics(results, truth)
-        head = headline(report, extra)
-        rows = []
-        for key, op, target in TARGETS:
-            v = head.get(key)
-            ok = v is not None and (v >= target if op == ">=" else v <= target)
-            rows.append(f'<tr><td class="l">{key}</td><td>{_fmt(v)}</td><td>{op} {target:g}</td>'
-                        f'<td class="{"ok" if ok else "miss"}">{"met" if ok else "not met"}</td></tr>')
-        body += ["<h2>Headline figures</h2>",
-                 '<table id="headline"><tr><th class="l">figure</th><th>measured</th><th>target</th>'
-                 '<th>status</th></tr>' + "".join(rows) + "</table>"]
+        body += ["<h2>Headline figures</h2>", _headline_table(headline(report, extra), targets)]
     body.append("<h2>Metrics per query</h2>")
     body.append(_query_table(results, report, extra, colours))
     if video is not None and Path(video).is_file():
@@ -296,9 +306,10 @@ def report_json(results: list[QueryResult], truth: GroundTruth) -> dict[str, Any
 
 
 def build_report(bag: Path, results_path: Path, out: Path, *, truth: GroundTruth | None, title: str,
-                 settings: dict[str, Any], model_name: str, topic: str = "", progress: bool = True
-                 ) -> dict[str, Path]:
-    """Video (MP4 + GIF) and report.html for a replay's results, in OUT; returns their paths."""
+                 settings: dict[str, Any], model_name: str, topic: str = "", progress: bool = True,
+                 targets: dict[str, Target] | None = None) -> dict[str, Path]:
+    """Video (MP4 + GIF) and report.html for a replay's results, in OUT; returns their paths. `targets`: see
+    write_report."""
     from tqdm import tqdm
 
     from .demo_video import render_replay_video
@@ -314,5 +325,6 @@ def build_report(bag: Path, results_path: Path, out: Path, *, truth: GroundTruth
 
         mp4, gif, stamps = render_replay_video(Path(bag), results, truth, Path(out), topic=topic,
                                                model_name=model_name, progress=step)
-    page = write_report(Path(out), results, truth, video=mp4, title=title, settings=settings, stamps=stamps)
+    page = write_report(Path(out), results, truth, video=mp4, title=title, settings=settings, stamps=stamps,
+                        targets=targets)
     return {"video": mp4, "gif": gif, "report": page}
