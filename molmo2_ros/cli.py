@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+from .offline.targets import targets_arg
+
 # The checkpoint the repository ships (training/README.md): v2, trained on 1-12 frame clips to point at every
 # instance, count, track and answer fall/touch/leave events; it runs on 8-frame clips (window 4 s at 2 fps, stride
 # 1 s) with the node's SlowFast plan unless --window/--stride say otherwise.
@@ -20,6 +22,8 @@ SHIPPED_NOTE = ("NOTE: default model: molmo2-tiny-synthetic, a 0.9 M-parameter M
                 "CPU in the synthetic world (8-frame clips; held-out means: point hit rate 0.45, recall 0.71, "
                 "'There are none.' when due 0.18, exact counts 0.20, event F1 0.07). It is far from a real model: "
                 "for real grounding pass --model allenai/Molmo2-4B --device cuda.")
+TARGETS_HELP = ("YAML/JSON mapping headline figure -> target (e.g. point_hit_rate: 0.9) to grade the report "
+                "against (default: no targets, the figures alone)")
 RANDOM_WARNING = ("NOTE: the default model is a tiny Molmo2 with RANDOM weights (models/molmo2-tiny-synthetic is "
                   "missing): its answers are meaningless. Pass --model allenai/Molmo2-4B for real answers.")
 
@@ -212,7 +216,7 @@ def _write_report(args, bag: Path, summary, out: Path, config, truth_path: Path 
     try:
         paths = build_report(bag, Path(summary.results_path), out, truth=truth, settings=settings,
                              title=f"molmo2_ros replay of {bag.name}", model_name=Path(summary.model_id).name,
-                             topic=args.topic, progress=not args.quiet)
+                             topic=args.topic, progress=not args.quiet, targets=args.targets)
     except ValueError as error:  # e.g. a bag shorter than one window: no results to show
         print(f"report: not written: {error}")
         return {}
@@ -379,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true",
                    help="also write OUT/report.html, OUT/demo.mp4 and OUT/demo.gif (scored against scenario.json "
                         "when it is next to the bag and no --queries is given)")
+    p.add_argument("--targets", type=targets_arg, help=TARGETS_HELP)
     _add_engine_args(p)
     p.set_defaults(func=cmd_replay)
 
@@ -420,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--use-oracle", action="store_true", help="oracle (evaluation instrument) instead of a model")
+    p.add_argument("--targets", type=targets_arg, help=TARGETS_HELP)
     p.add_argument("--topic", default="")
     p.add_argument("--quiet", action="store_true")
     _add_engine_args(p)
