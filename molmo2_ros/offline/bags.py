@@ -6,8 +6,10 @@ name. That fails on bags robots really record, so this module opens the storage 
 - bags recorded with service introspection (Jazzy and newer) hold `*/srv/*_Event` topics whose schema is the raw
   `.srv` text, which rosbags cannot parse; other custom schemas may be unparsable too;
 - a rosbag2 folder whose name ends in `.bag` is taken for a ROS 1 file.
-Only the camera connection is deserialized, with rosbags' built-in sensor_msgs definitions (Image and
-CompressedImage are the same in every distribution), so the bag's own definitions are never needed.
+Only the connections read are deserialized, with rosbags' built-in sensor_msgs definitions (`deserializer`:
+Image, CompressedImage and CameraInfo are the same in every ROS 2 distribution), so the bag's own definitions are
+never needed. Replay's depth reader (offline/depth_bag.py) reads through the same `open_storage`, `deserializer`
+and `read_messages`, and `molmo2-ros play` opens bags with `open_storage`, so they take every bag this one takes.
 
 Frames come out in log-time order as `BagFrame`s: the header stamp and frame_id are read at once (deserializing
 CDR gives zero-copy views of the pixel bytes), the pixels are decoded only by `BagFrame.decode()`, so a caller
@@ -57,6 +59,29 @@ def open_storage(path: str | Path):
         remedy = f"the bag is damaged or incomplete: {DAMAGED_REMEDY}" if looks_like_bag else BAG_REMEDY
         raise BagError(f"cannot open bag '{path}' ({type(error).__name__}: {error}); {remedy}") from error
     return reader, ros1
+
+
+def deserializer(ros1: bool) -> Callable[[Any, str], Any]:
+    """`deserialize(raw, msgtype)` with rosbags' built-in definitions (Noetic for ROS 1, Humble for rosbag2), not
+    the bag's own: Humble's sqlite3 bags hold none, and other schemas in a bag may be unparsable."""
+    from rosbags.typesys import Stores, get_typestore
+
+    store = get_typestore(Stores.ROS1_NOETIC if ros1 else Stores.ROS2_HUMBLE)
+    return store.deserialize_ros1 if ros1 else store.deserialize_cdr
+
+
+def read_messages(reader, connections: list, path: Path) -> Iterator[tuple[Any, int, Any]]:
+    """(connection, log time ns, raw message) of `connections` of an `open_storage` reader, in log-time order. The
+    storage failing mid-way (a damaged chunk, ...) raises BagError with a remedy."""
+    count = 0
+    try:
+        for item in reader.messages(connections=connections):
+            yield item
+            count += 1
+    except Exception as error:  # noqa: BLE001 - any storage failure becomes one clear error
+        topics = ", ".join(sorted({c.topic for c in connections}))
+        raise BagError(f"reading bag '{path}' failed after {count} messages of {topics} "
+                       f"({type(error).__name__}: {error}): the bag is damaged; {DAMAGED_REMEDY}") from error
 
 
 def is_service_event(connection) -> bool:
@@ -113,8 +138,6 @@ class CameraBag:
     with `on_drop(text)` called once per reason."""
 
     def __init__(self, path: str | Path, topic: str = "", on_drop: Callable[[str], None] | None = None) -> None:
-        from rosbags.typesys import Stores, get_typestore
-
         self.path = Path(path)
         self._reader, self.ros1 = open_storage(self.path)
         try:
@@ -126,8 +149,7 @@ class CameraBag:
         self.count = sum(c.msgcount for c in self._connections)
         self.counters: Counter = Counter()
         self._on_drop = on_drop
-        store = get_typestore(Stores.ROS1_NOETIC if self.ros1 else Stores.ROS2_HUMBLE)
-        self._deserialize = store.deserialize_ros1 if self.ros1 else store.deserialize_cdr
+        self._deserialize = deserializer(self.ros1)
 
     def __enter__(self) -> CameraBag:
         return self
@@ -142,20 +164,14 @@ class CameraBag:
 
     def frames(self) -> Iterator[BagFrame]:
         compressed = self.msgtype.endswith("CompressedImage")
-        index = 0
-        try:
-            for conn, log_ns, raw in self._reader.messages(connections=self._connections):
-                index += 1
-                try:
-                    msg = self._deserialize(raw, conn.msgtype)
-                except Exception as error:  # noqa: BLE001 - a corrupt message is a counted drop
-                    self._drop("undeserializable", f"message {index - 1} (log time {log_ns} ns) cannot be "
-                                                   f"deserialized as {conn.msgtype}: {error}")
-                    continue
-                yield BagFrame(index - 1, log_ns, msg, compressed)
-        except Exception as error:  # noqa: BLE001 - the storage failing mid-way (a damaged chunk, ...)
-            raise BagError(f"reading bag '{self.path}' failed after {index} messages of {self.topic} "
-                           f"({type(error).__name__}: {error}): the bag is damaged; {DAMAGED_REMEDY}") from error
+        for index, (conn, log_ns, raw) in enumerate(read_messages(self._reader, self._connections, self.path)):
+            try:
+                msg = self._deserialize(raw, conn.msgtype)
+            except Exception as error:  # noqa: BLE001 - a corrupt message is a counted drop
+                self._drop("undeserializable", f"message {index} (log time {log_ns} ns) cannot be deserialized as "
+                                               f"{conn.msgtype}: {error}")
+                continue
+            yield BagFrame(index, log_ns, msg, compressed)
 
     def _drop(self, reason: str, text: str) -> None:
         key = f"bad_{reason}"

@@ -4,6 +4,8 @@ bag's aligned depth topic in stamp order, ahead of each colour frame, as the liv
 Topics: `--depth-topic`, else the bag's Image topic with "depth" in its name (first by name); `--camera-info-topic`,
 else the CameraInfo topic in the colour topic's namespace, else the first one. The first CameraInfo message is
 used (intrinsics do not change while recording). Without a CameraInfo topic the replay is 2D only (one warning).
+The bag is opened and read as the colour frames are (offline/bags.py), so every bag replay reads, it reads with
+depth too: Humble sqlite3 bags without message definitions, bags with service-event topics, ROS 1 files.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any, Iterator
 from ..core.depth import BadDepth, CameraModel, depth_from_buffer
 from ..core.stream import Stream
 from ..core.types import NS_PER_S
+from .bags import deserializer, open_storage, read_messages
 
 IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
@@ -49,13 +52,12 @@ class DepthFeeder:
 
     def __init__(self, bag: str | Path, stream: Stream, colour_topic: str, depth_topic: str = "",
                  info_topic: str = "", warn=lambda message: print(f"warning: {message}", file=sys.stderr)) -> None:
-        from rosbags.highlevel import AnyReader
-
         self.stream = stream
         self._warn = warn
         self._warned: set[str] = set()
-        self._reader = AnyReader([Path(bag)])
-        self._reader.open()
+        self._path = Path(bag)
+        self._reader, self._ros1 = open_storage(self._path)
+        self._deserialize = deserializer(self._ros1)
         try:
             self.depth_topic, self.info_topic = pick_depth_topics(self._reader.connections, colour_topic,
                                                                   depth_topic, info_topic)
@@ -64,7 +66,7 @@ class DepthFeeder:
             self._reader.close()
             raise
         conns = [c for c in self._reader.connections if c.topic == self.depth_topic]
-        self._messages: Iterator[tuple[Any, int, bytes]] = self._reader.messages(connections=conns)
+        self._messages: Iterator[tuple[Any, int, Any]] = read_messages(self._reader, conns, self._path)
         self._next: tuple[int, Any] | None = None
         self._done = False
 
@@ -74,11 +76,12 @@ class DepthFeeder:
                                        "camera's intrinsics; pass --camera-info-topic)")
             return
         conns = [c for c in self._reader.connections if c.topic == self.info_topic]
-        for conn, _, raw in self._reader.messages(connections=conns):
-            msg = self._reader.deserialize(raw, conn.msgtype)
+        for conn, _, raw in read_messages(self._reader, conns, self._path):
+            msg = self._deserialize(raw, conn.msgtype)
+            k, d = (msg.K, msg.D) if self._ros1 else (msg.k, msg.d)  # ROS 1 spells them in capitals
             try:
                 self.stream.depth.set_camera(CameraModel.from_camera_info(
-                    int(msg.width), int(msg.height), msg.k, msg.d, msg.distortion_model, msg.header.frame_id))
+                    int(msg.width), int(msg.height), k, d, msg.distortion_model, msg.header.frame_id))
             except ValueError as error:
                 self._warn_once("bad_info", f"CameraInfo on {self.info_topic} is unusable ({error}): 2D only")
             return
@@ -97,7 +100,7 @@ class DepthFeeder:
                 self._done = True
             else:
                 conn, _, raw = item
-                msg = self._reader.deserialize(raw, conn.msgtype)
+                msg = self._deserialize(raw, conn.msgtype)
                 self._next = (int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec), msg)
         return self._next
 
