@@ -1,7 +1,7 @@
 """RGB-D scenario bags (`molmo2-ros generate --depth`) -> replay with depth -> 3D evaluation: the oracle's 3D error
 stays under 1 cm (median) and 2 cm (p90) with and without lens distortion, for both depth encodings and a depth
-image at half the colour resolution; the synthetic depth draws the same shapes as the colour image; bad input
-gives one error line."""
+image at half the colour resolution; the output bag holds the node's 3D messages; the synthetic depth draws the
+same shapes as the colour image; bad input gives one error line."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 
 from molmo2_ros.cli import main
+from molmo2_ros.core.types import NS_PER_S, TaskKind
+from molmo2_ros.offline.evaluate import load_results
 from molmo2_ros.offline.depth_world import DepthOptions, DepthWorld
 from molmo2_ros.offline.scenario import COLORS, OCCLUDER, build_world, render_frame
 
@@ -44,6 +46,77 @@ def test_oracle_replay_of_an_rgbd_bag_is_within_a_centimetre(distortion, encodin
     assert overall["points_3d_scored"] >= 200 and overall["points_3d_valid_rate"] >= 0.95, overall
     for qid in ("ball_point", "square_count", "ball_track", "ball_fall"):
         assert report["per_query"][qid]["error_3d_p90_m"] <= 0.02, (qid, report["per_query"][qid])
+
+
+def _stamp(t) -> int:
+    return t.sec * NS_PER_S + t.nanosec
+
+
+def _positions(points) -> list[tuple]:
+    """(status, position or None) of Point3Ds (results.jsonl) or GroundedPoint3D messages (NaN = None)."""
+    out = []
+    for p in points:
+        if hasattr(p, "valid"):
+            xyz = (p.position.x, p.position.y, p.position.z)
+            out.append((int(p.status), xyz if p.valid else None))
+            assert p.valid or all(np.isnan(xyz)), xyz
+        else:
+            out.append((int(p.status), p.position))
+    return out
+
+
+def test_replay_with_depth_writes_the_3d_messages_to_its_bag(tmp_path, capsys):
+    """`replay --depth` writes the node's 3D messages on its 3D topics (/molmo2/points3d/<id>, ...): header stamps and
+    log times are source frame stamps (the clip's newest frame; an event's end), the positions those of
+    results.jsonl, message for message."""
+    from rosbags.highlevel import AnyReader
+
+    code, _, err = _run(["generate", str(tmp_path / "s"), "--seconds", "6", "--width", "160", "--height", "120",
+                         "--depth"], capsys)
+    assert code == 0, err
+    code, _, err = _run(["replay", str(tmp_path / "s" / "bag"), "--out", str(tmp_path / "r"), "--oracle",
+                         str(tmp_path / "s" / "scenario.json"), "--depth", "--quiet", "--no-gif"], capsys)
+    assert code == 0, err
+    kinds = {TaskKind.POINT: "points3d", TaskKind.COUNT: "counts3d", TaskKind.TRACK: "tracks3d",
+             TaskKind.EVENT: "events3d"}
+    expected: dict[str, list] = {}  # topic -> [(log time, header stamp, frame_id, content)] in the results' order
+    for r in load_results(tmp_path / "r" / "results.jsonl"):
+        if r.lifted is None:
+            assert r.closing  # only the closing reports of the end of the bag have no 3D side
+            continue
+        topic = f"/molmo2/{kinds[r.query.task]}/{r.query.id}"
+        if r.query.task == TaskKind.EVENT:
+            expected.setdefault(topic, []).extend(
+                (r.stamp_ns, e.end_ns, r.lifted.frame_id, (e.id, int(e.state), _positions(r.lifted.events[e.id])))
+                for e in r.events)
+        elif r.query.task == TaskKind.TRACK:
+            expected.setdefault(topic, []).append((r.stamp_ns, r.stamp_ns, r.lifted.frame_id, [
+                (t.id, int(t.status), _positions(r.lifted.tracks[t.id])) for t in r.tracks]))
+        else:
+            expected.setdefault(topic, []).append((r.stamp_ns, r.stamp_ns, r.lifted.frame_id,
+                                                   _positions(r.lifted.points)))
+    queries = json.loads((tmp_path / "s" / "scenario.json").read_text())["queries"]
+    assert set(expected) == {f"/molmo2/{kinds[TaskKind(q['task'])]}/{q['id']}" for q in queries}
+    expected = {topic: msgs for topic, msgs in expected.items() if msgs}  # no event in 6 s: no message
+    assert "/molmo2/events3d/ball_fall" in expected
+    assert any(valid for _, _, _, points in expected["/molmo2/points3d/ball_point"] for _, valid in points)
+    got: dict[str, list] = {}
+    with AnyReader([tmp_path / "r" / "molmo2_bag"]) as reader:
+        connections = [c for c in reader.connections if "3d/" in c.topic]
+        assert {c.msgtype for c in connections} == {"molmo2_ros/msg/PointArray3D", "molmo2_ros/msg/TrackArray3D",
+                                                   "molmo2_ros/msg/Event3D"}
+        for conn, log_ns, raw in reader.messages(connections=connections):
+            msg = reader.deserialize(raw, conn.msgtype)
+            if conn.msgtype.endswith("Event3D"):
+                content = (msg.id, msg.state, _positions(msg.evidence))
+            elif conn.msgtype.endswith("TrackArray3D"):
+                content = [(t.id, t.status, _positions(t.trajectory)) for t in msg.tracks]
+            else:
+                content = _positions(msg.points)
+            got.setdefault(conn.topic, []).append((log_ns, _stamp(msg.header.stamp), msg.header.frame_id, content))
+    assert got == expected
+    frames = set(json.loads((tmp_path / "s" / "scenario.json").read_text())["frames"])
+    assert all(log_ns in frames and stamp in frames for msgs in got.values() for log_ns, stamp, _, _ in msgs)
 
 
 def test_replay_without_depth_flag_or_scenario_depth_has_no_3d_keys(tmp_path, capsys):

@@ -2,7 +2,8 @@
 
 The event query is answered by pointing: every grounded point's stamp is a moment where the event is visible.
 Stamps at most max_gap_s apart form one span; a span that overlaps an open event or lies within max_gap_s of
-it extends that event (same id) instead of creating a duplicate. Ids are `{query_id}/e{n}`, never reused.
+it extends that event (same id) instead of creating a duplicate. Ids are `{query_id}/e{n}` (tracks.event_id),
+never reused.
 The description is the label the model gave the moments it pointed at (the `<points>` label), else the query text.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from .tracks import event_id
 from .types import NS_PER_S, Clip, Event, EventState, GroundedPoint, Query
 
 MAX_EVIDENCE = 64
@@ -70,7 +72,7 @@ class EventMerger:
                 self._next_number += 1
                 started.add(number)
                 self._open[number] = Event(
-                    id=f"{self.query.id}/e{number}", query_id=self.query.id, query=self.query.text,
+                    id=event_id(self.query.id, number), query_id=self.query.id, query=self.query.text,
                     description=self.query.text, start_ns=start, end_ns=end, state=EventState.STARTED)
             event = self._open[number]
             event.start_ns, event.end_ns = min(event.start_ns, start), max(event.end_ns, end)

@@ -1,4 +1,5 @@
-"""QueryResults -> molmo2_ros messages and their topics: the ONE mapping the node and the offline bag share.
+"""QueryResults -> molmo2_ros messages and their topics, 2D and 3D: the ONE mapping the node and the offline bag
+share.
 
 Messages are built through a `MessageTypes` namespace passed in: rclpy's generated classes in the node
 (`ros/convert.py`), rosbags typestore classes for the replay bag (`offline/replay.py`). Both take the same keyword
@@ -6,18 +7,22 @@ fields, so this module imports neither rclpy nor rosbags; every field is always 
 defaults).
 
 Stamps: every header carries a source-frame stamp (never now()): the newest frame of the clip for PointArray,
-TrackArray and Answer, the event's end (its latest evidence) for Event. Topics: `output_topics` names a query's
-outputs relative to the node (`~/points/<id>`, ...); `bag_topic` gives the absolute name they have for a node
-named `molmo2` in the root namespace (`/molmo2/points/<id>`), which the offline bag uses.
+TrackArray, Answer and their 3D sides, the event's end (its latest evidence) for Event and Event3D. 3D positions
+are in the colour camera's optical frame (the 3D headers' frame_id), NaN where a point has no 3D.
+
+Topics: `output_topics` names a query's outputs relative to the node (`~/points/<id>`, ..., the 3D side
+`~/points3d/<id>`, ...); `bag_topic` gives the absolute name they have for a node named `molmo2` in the root
+namespace (`/molmo2/points/<id>`), which the offline bag uses.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
-from .types import NS_PER_S, Event, GroundedPoint, QueryResult, TaskKind, Track
+from .types import NS_PER_S, Event, GroundedPoint, LiftStatus, Point3D, QueryResult, TaskKind, Track
 
 DEFAULT_NODE_NAME = "molmo2"
 
@@ -25,20 +30,44 @@ _TOPIC_KIND = {TaskKind.POINT: "points", TaskKind.COUNT: "counts", TaskKind.TRAC
                TaskKind.EVENT: "events", TaskKind.CAPTION: "answers", TaskKind.QUESTION: "answers"}
 MAIN_TYPE = {TaskKind.POINT: "PointArray", TaskKind.COUNT: "PointArray", TaskKind.TRACK: "TrackArray",
              TaskKind.EVENT: "Event", TaskKind.CAPTION: "Answer", TaskKind.QUESTION: "Answer"}
+_TOPIC_KIND_3D = {TaskKind.POINT: "points3d", TaskKind.COUNT: "counts3d", TaskKind.TRACK: "tracks3d",
+                  TaskKind.EVENT: "events3d"}
+TYPE_3D = {TaskKind.POINT: "PointArray3D", TaskKind.COUNT: "PointArray3D", TaskKind.TRACK: "TrackArray3D",
+           TaskKind.EVENT: "Event3D"}
+NAN_POINT = (math.nan, math.nan, math.nan)
 
 
 @dataclass(frozen=True)
 class MessageTypes:
-    """The message classes to build with (any classes taking the .msg fields as keywords)."""
+    """The message classes to build with (any classes taking the .msg fields as keywords), named as their types."""
 
     Time: Any
     Header: Any
+    Point: Any
     GroundedPoint: Any
     PointArray: Any
     Track: Any
     TrackArray: Any
     Event: Any
     Answer: Any
+    GroundedPoint3D: Any
+    PointArray3D: Any
+    Track3D: Any
+    TrackArray3D: Any
+    Event3D: Any
+
+    @classmethod
+    def resolve(cls, lookup: Callable[[str], Any]) -> MessageTypes:
+        """The classes `lookup` gives for the full type names (`molmo2_ros/msg/PointArray`, see `full_name`)."""
+        return cls(**{f.name: lookup(full_name(f.name)) for f in fields(cls)})
+
+
+_PACKAGES = {"Time": "builtin_interfaces", "Header": "std_msgs", "Point": "geometry_msgs"}
+
+
+def full_name(type_name: str) -> str:
+    """The full ROS name of a message type of MessageTypes (`PointArray` -> `molmo2_ros/msg/PointArray`)."""
+    return f"{_PACKAGES.get(type_name, 'molmo2_ros')}/msg/{type_name}"
 
 
 @dataclass(frozen=True)
@@ -47,16 +76,30 @@ class OutputTopics:
 
     main: the query's own `topic`, else `~/points/<id>`, `~/counts/<id>`, `~/tracks/<id>`, `~/events/<id>` or
     `~/answers/<id>` (caption, question); main_type: its message type name ("PointArray", ...); answer:
-    `~/answers/<id>` where the main output is not an Answer, else None. For a camera named N of a multi-camera
-    node every `~/` is `~/N/`."""
+    `~/answers/<id>` where the main output is not an Answer, else None; lifted: the 3D side of a point, count,
+    track or event query (`~/points3d/<id>`, `~/counts3d/<id>`, `~/tracks3d/<id>`, `~/events3d/<id>`, or `<topic>/3d`
+    for a query with its own topic), else None; lifted_type: its type name ("PointArray3D", ...). For a camera
+    named N of a multi-camera node every `~/` is `~/N/`."""
 
     main: str
     main_type: str
     answer: str | None
+    lifted: str | None
+    lifted_type: str | None
+
+    def by_output(self, depth: bool) -> dict[str, tuple[str, str]]:
+        """(topic, type name) by OutMessage.output ("main", "answer", with `depth` "3d") of the outputs the query
+        has."""
+        out = {"main": (self.main, self.main_type)}
+        if self.answer is not None:
+            out["answer"] = (self.answer, "Answer")
+        if depth and self.lifted is not None:
+            out["3d"] = (self.lifted, self.lifted_type)
+        return out
 
 
 class OutMessage(NamedTuple):
-    """One message of a result: which output it goes to ("main" or "answer"), its type name, the message."""
+    """One message of a result: which output it goes to ("main", "answer" or "3d"), its type name, the message."""
 
     output: str
     type_name: str
@@ -72,7 +115,11 @@ def output_topics(query, camera: str = "") -> OutputTopics:
     prefix = camera_prefix(camera)
     main_type = MAIN_TYPE[query.task]
     answer = None if main_type == "Answer" else f"{prefix}answers/{query.id}"
-    return OutputTopics(query.topic or f"{prefix}{_TOPIC_KIND[query.task]}/{query.id}", main_type, answer)
+    lifted = None
+    if query.task in TYPE_3D:
+        lifted = f"{query.topic}/3d" if query.topic else f"{prefix}{_TOPIC_KIND_3D[query.task]}/{query.id}"
+    return OutputTopics(query.topic or f"{prefix}{_TOPIC_KIND[query.task]}/{query.id}", main_type, answer, lifted,
+                        TYPE_3D.get(query.task))
 
 
 def bag_topic(name: str, node_name: str = DEFAULT_NODE_NAME) -> str:
@@ -141,10 +188,52 @@ def answer_msg(types: MessageTypes, r: QueryResult):
         inference_time=float(r.inference_s), confidence=_confidence(r.confidence))
 
 
-def result_messages(types: MessageTypes, r: QueryResult) -> list[OutMessage]:
-    """Every message one result publishes, in order: the main output (one Event per event of an event query),
-    then the Answer where it has its own topic. A closing result (Pipeline.finish) has no model answer: it
-    publishes only its ended tracks (TrackArray) or events."""
+def point3d_msg(types: MessageTypes, p: Point3D):
+    x, y, z = p.position if p.position is not None else NAN_POINT
+    return types.GroundedPoint3D(point=point_msg(types, p.point), valid=p.status == LiftStatus.OK,
+                                 status=int(p.status), position=types.Point(x=float(x), y=float(y), z=float(z)),
+                                 valid_fraction=float(p.valid_fraction))
+
+
+def point_array3d_msg(types: MessageTypes, r: QueryResult):
+    return types.PointArray3D(header=header(types, r.stamp_ns, r.lifted.frame_id), query_id=r.query.id,
+                              query=r.query.text, points=[point3d_msg(types, p) for p in r.lifted.points])
+
+
+def track_array3d_msg(types: MessageTypes, r: QueryResult):
+    tracks = [types.Track3D(id=t.id, label=t.label, status=int(t.status), first_seen=stamp(types, t.first_ns),
+                            last_seen=stamp(types, t.last_ns),
+                            trajectory=[point3d_msg(types, p) for p in r.lifted.tracks.get(t.id, [])])
+              for t in r.tracks]
+    return types.TrackArray3D(header=header(types, r.stamp_ns, r.lifted.frame_id), query_id=r.query.id,
+                              query=r.query.text, tracks=tracks)
+
+
+def event3d_msg(types: MessageTypes, e: Event, evidence: list[Point3D], frame_id: str):
+    """Header stamp = source stamp of the event's end, as molmo2_ros/Event."""
+    return types.Event3D(header=header(types, e.end_ns, frame_id), id=e.id, query_id=e.query_id, query=e.query,
+                         state=int(e.state), start=stamp(types, e.start_ns), end=stamp(types, e.end_ns),
+                         evidence=[point3d_msg(types, p) for p in evidence])
+
+
+def lifted_messages(types: MessageTypes, r: QueryResult) -> list[OutMessage]:
+    """The 3D side of a result with `lifted` (output "3d"): its PointArray3D, TrackArray3D, or one Event3D per
+    event; nothing for captions and questions or without `lifted`."""
+    task = r.query.task
+    if r.lifted is None or task not in TYPE_3D:
+        return []
+    if task == TaskKind.EVENT:
+        return [OutMessage("3d", "Event3D", event3d_msg(types, e, r.lifted.events.get(e.id, []), r.lifted.frame_id))
+                for e in r.events]
+    if task == TaskKind.TRACK:
+        return [OutMessage("3d", "TrackArray3D", track_array3d_msg(types, r))]
+    return [OutMessage("3d", "PointArray3D", point_array3d_msg(types, r))]
+
+
+def messages_2d(types: MessageTypes, r: QueryResult) -> list[OutMessage]:
+    """The main output (one Event per event of an event query), then the Answer where it has its own topic. A
+    closing result (Pipeline.finish) has no model answer: it publishes only its ended tracks (TrackArray) or
+    events."""
     task = r.query.task
     main_type = MAIN_TYPE[task]
     out: list[OutMessage] = []
@@ -163,3 +252,9 @@ def result_messages(types: MessageTypes, r: QueryResult) -> list[OutMessage]:
     if main_type != "Answer" and not r.closing:
         out.append(OutMessage("answer", "Answer", answer_msg(types, r)))
     return out
+
+
+def result_messages(types: MessageTypes, r: QueryResult) -> list[OutMessage]:
+    """Every message one result publishes, in order: its 2D messages (`messages_2d`), then its 3D side
+    (`lifted_messages`, only a result with `lifted` has one)."""
+    return messages_2d(types, r) + lifted_messages(types, r)

@@ -1,26 +1,17 @@
 """Draws grounded results onto an RGB image (debug image of the node, frames of the replay GIF).
 
-Deterministic: colours come from a CRC of the track id or query id, never from a random generator.
+Colours: `colours.id_colour` of the query id (points, events) or the track id (tracks), as in every other view.
 """
 
 from __future__ import annotations
 
-import zlib
-
 import cv2
 import numpy as np
 
+from .colours import id_colour
 from .types import QueryResult
 
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
-
-
-def color_rgb(key: str) -> tuple[int, int, int]:
-    """A bright, stable RGB colour for a string."""
-    h = zlib.crc32(key.encode("utf-8"))
-    hsv = np.uint8([[[h % 180, 200 + (h >> 8) % 56, 255]]])
-    r, g, b = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
-    return int(r), int(g), int(b)
 
 
 def _scale(image: np.ndarray) -> tuple[float, int]:
@@ -102,7 +93,7 @@ def draw_overlay(image: np.ndarray, results: list[QueryResult], max_trail: int =
         return labels <= max_labels
 
     for result in results:
-        qcolor = color_rgb(result.query.id)
+        qcolor = id_colour(result.query.id)
         newest = max((p.stamp_ns for p in result.points), default=None)
         labelled = False  # one label per query: its points share it
         for p in result.points:
@@ -116,7 +107,7 @@ def draw_overlay(image: np.ndarray, results: list[QueryResult], max_trail: int =
                 labels += 1
                 labelled = True
         for track in result.tracks:
-            tcolor = color_rgb(track.id)
+            tcolor = id_colour(track.id)
             trail = track.trajectory[-max_trail:] if max_trail > 0 else []
             if not trail:
                 continue
@@ -133,5 +124,5 @@ def draw_overlay(image: np.ndarray, results: list[QueryResult], max_trail: int =
             (_, th), base = cv2.getTextSize("Ag", _FONT, scale, thick)
             y = 4 + (event_row + 1) * (th + base + 6)
             event_row += 1
-            _label(img, f"EVENT {event.description} {event.state.name}", (4, y), color_rgb(event.id))
+            _label(img, f"EVENT {event.description} {event.state.name}", (4, y), qcolor)
     return img

@@ -3,6 +3,9 @@
 The model renumbers its objects from 1 in every answer, so ids are not stable across calls. Overlapping
 windows share frames (identical stamps); an answer object continues the track whose points lie within a gate
 of its own on the most shared stamps. Track ids are `{query_id}/t{n}` and are never reused, not even after reset().
+
+The ids of tracks and events (`{query_id}/e{n}`, core/events.py) are built by `track_id` / `event_id` and read back
+by `split_id`, nowhere else.
 """
 
 from __future__ import annotations
@@ -14,6 +17,24 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .types import NS_PER_S, Clip, GroundedPoint, Track, TrackStatus
+
+
+def track_id(query_id: str, number: int) -> str:
+    """The persistent id of a track query's `number`-th track: `<query id>/t<number>`."""
+    return f"{query_id}/t{number}"
+
+
+def event_id(query_id: str, number: int) -> str:
+    """The stable id of an event query's `number`-th event: `<query id>/e<number>`."""
+    return f"{query_id}/e{number}"
+
+
+def split_id(id_: str) -> tuple[str, int]:
+    """(query id, number) of a track or event id (the inverse of track_id and event_id); ValueError otherwise."""
+    query_id, _, tail = id_.rpartition("/")
+    if not query_id or tail[:1] not in ("t", "e") or not tail[1:].isdigit():
+        raise ValueError(f"'{id_}' is not a track or event id (<query id>/t<n> or <query id>/e<n>)")
+    return query_id, int(tail[1:])
 
 
 @dataclass
@@ -85,9 +106,6 @@ class TrackAssociator:
         """Forget all tracks (without reporting them); ids keep counting so none is reused."""
         self._tracks.clear()
 
-    def _track_id(self, number: int) -> str:
-        return f"{self.query_id}/t{number}"
-
     def _associate(self, objects: dict[int, dict[int, GroundedPoint]], gate: float) -> dict[int, int]:
         """object id -> track number: two optimal one-to-one matchings (shared stamps first, then continuations)."""
         numbers = sorted(self._tracks)
@@ -118,8 +136,8 @@ class TrackAssociator:
         return assignment
 
     def _merge(self, track: _TrackState, obj: dict[int, GroundedPoint]) -> None:
-        track_id = self._track_id(track.number)
-        track.points.update((s, replace(p, object_id=track_id)) for s, p in obj.items())
+        tid = track_id(self.query_id, track.number)
+        track.points.update((s, replace(p, object_id=tid)) for s, p in obj.items())
         for s in sorted(track.points)[:-self.max_trajectory_points]:
             del track.points[s]
         track.first_ns = min(track.first_ns, min(obj))
@@ -127,7 +145,7 @@ class TrackAssociator:
         track.label = next((p.label for p in obj.values() if p.label), track.label)
 
     def _snapshot(self, track: _TrackState) -> Track:
-        return Track(id=self._track_id(track.number), label=track.label, status=track.status,
+        return Track(id=track_id(self.query_id, track.number), label=track.label, status=track.status,
                      first_ns=track.first_ns, last_ns=track.last_ns,
                      trajectory=[track.points[s] for s in sorted(track.points)])
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..core.overlay import color_rgb
+from ..core.colours import id_colour
 from ..core.types import NS_PER_S, QueryResult, TaskKind, TrackStatus
 
 # ROS 2 definitions of the Foxglove annotation schemas (field names and types as Foxglove reads them).
@@ -64,7 +64,7 @@ class AnnotationBuilder:
         return self._time(sec=ns // NS_PER_S, nanosec=ns % NS_PER_S)
 
     def _rgba(self, key: str, alpha: float = 1.0):
-        r, g, b = color_rgb(key)
+        r, g, b = id_colour(key)
         return self._color(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=alpha)
 
     def image(self, rgb: np.ndarray, stamp_ns: int, frame_id: str):

@@ -22,15 +22,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..core.colours import id_colour
 from ..core.image_decode import BadImage
 from ..core.overlay import LabelPlacer
+from ..core.tracks import split_id
 from ..core.types import NS_PER_S, QueryResult, TaskKind
 from .evaluate import clip_stamps
 from .scenario import GroundTruth
 
-# Query colours (RGB): none of them is a scene colour (red, blue, green objects on grey), all bright on grey.
-PALETTE = [(255, 150, 0), (255, 0, 255), (0, 230, 255), (255, 240, 0), (160, 90, 255), (140, 255, 90),
-           (255, 120, 160), (0, 200, 170), (255, 255, 255), (200, 160, 80)]
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BG = (24, 26, 30)
 TEXT = (235, 235, 235)
@@ -60,8 +59,7 @@ def build_views(results: list[QueryResult], truth: GroundTruth | None) -> list[Q
         v = views.get(r.query.id)
         if v is None:
             spec = truth.query_for(r.query.id, r.query.text) if truth is not None else None
-            v = views[r.query.id] = QueryView(r.query.id, r.query.task, r.query.text,
-                                              PALETTE[len(views) % len(PALETTE)], spec)
+            v = views[r.query.id] = QueryView(r.query.id, r.query.task, r.query.text, id_colour(r.query.id), spec)
         v.results.append(r)
         for s in clip_stamps(r):
             v.first.setdefault(s, r)
@@ -179,7 +177,7 @@ class DemoRenderer:
                     cv2.polylines(img, [pts], False, c, 2, cv2.LINE_AA)
                 head = tuple(int(v_) for v_ in pts[-1])
                 _mark(img, v.task, head, c, rad)
-                labels.place(img, "#" + track.id.rsplit("/t", 1)[-1], head, c)
+                labels.place(img, f"#{split_id(track.id)[1]}", head, c)
                 heads += 1
             return f"{heads} track{'s' if heads != 1 else ''}" if heads else "none"
         points = [p for p in r.points if p.stamp_ns == sample]

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..core.image_decode import BadImage
-from ..core.messages import MessageTypes, bag_topic, output_topics, result_messages
+from ..core.messages import MessageTypes, bag_topic, full_name, output_topics, result_messages
 from ..core.overlay import draw_overlay
 from ..core.engine_interface import Engine
 from ..core.runtime import Runtime
@@ -99,8 +99,8 @@ def project_typestore():
 
 
 class ResultBagWriter:
-    """Writes QueryResults to an mcap bag on the node's topics (`/molmo2/...`) through the node's mapping
-    (core/messages.py).
+    """Writes QueryResults to an mcap bag on the node's topics (`/molmo2/...`, the 3D sides of a replay with depth
+    on `/molmo2/points3d/<id>`, ...) through the node's mapping (core/messages.py).
 
     Header stamps are source stamps. The log time of every message of a result is the result's stamp (its clip's
     newest frame), so the bag is ordered by log time: an Event's header keeps its evidence stamp, which may be
@@ -113,12 +113,7 @@ class ResultBagWriter:
         self.store = project_typestore()
         register_foxglove(self.store)
         self._annotate = AnnotationBuilder(self.store)
-        t = self.store.types
-        self.types = MessageTypes(
-            Time=t["builtin_interfaces/msg/Time"], Header=t["std_msgs/msg/Header"],
-            GroundedPoint=t["molmo2_ros/msg/GroundedPoint"], PointArray=t["molmo2_ros/msg/PointArray"],
-            Track=t["molmo2_ros/msg/Track"], TrackArray=t["molmo2_ros/msg/TrackArray"],
-            Event=t["molmo2_ros/msg/Event"], Answer=t["molmo2_ros/msg/Answer"])
+        self.types = MessageTypes.resolve(self.store.types.__getitem__)
         self._writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
         self._conns: dict[str, Any] = {}
@@ -131,10 +126,10 @@ class ResultBagWriter:
         self.messages += 1
 
     def write(self, r: QueryResult) -> None:
-        topics = output_topics(r.query)
+        """Every message the node publishes for `r`, its 3D side included (a result with `lifted`)."""
+        topics = output_topics(r.query).by_output(depth=True)
         for out in result_messages(self.types, r):
-            topic = bag_topic(topics.main if out.output == "main" else topics.answer)
-            self._write(topic, f"molmo2_ros/msg/{out.type_name}", out.msg, r.stamp_ns)
+            self._write(bag_topic(topics[out.output][0]), full_name(out.type_name), out.msg, r.stamp_ns)
 
     def write_frame(self, frame: Frame, results: list[QueryResult], max_trail: int = 32) -> None:
         """A window's newest frame (`/molmo2/image`, JPEG) and its results drawn as Foxglove image annotations

@@ -15,9 +15,9 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..core.colours import id_colour
 from ..core.types import NS_PER_S, QueryResult, TaskKind
 from .answer_metrics import answer_metrics, headline
-from .demo_video import PALETTE
 from .evaluate import clip_stamps, eval_points, evaluate
 from .scenario import GroundTruth
 from .targets import FIGURES, Target
@@ -108,10 +108,8 @@ def _windows(results: list[QueryResult]) -> dict[str, list[QueryResult]]:
 
 def plots(results: list[QueryResult], truth: GroundTruth | None, t0: int, t_max: float) -> list[str]:
     """SVG plots: pointing per window, counts per window, event spans, latency per window."""
-    colours = {}
-    for r in results:
-        colours.setdefault(r.query.id, _rgb(PALETTE[len(colours) % len(PALETTE)]))
     by_query = _windows(results)
+    colours = {q: _rgb(id_colour(q)) for q in by_query}
     out = []
 
     def t(ns: int) -> float:
@@ -241,9 +239,6 @@ def write_report(out: Path, results: list[QueryResult], truth: GroundTruth | Non
     out = Path(out)
     t0 = stamps[0] if stamps else min(r.clip_start_ns for r in results)
     t_max = ((stamps[-1] if stamps else max(r.clip_end_ns for r in results)) - t0) / NS_PER_S
-    colours = {}
-    for r in results:
-        colours.setdefault(r.query.id, PALETTE[len(colours) % len(PALETTE)])
     body = [f"<h1>{html.escape(title)}</h1>",
             '<p class="meta">' + " &middot; ".join(f"{html.escape(k)}: {_fmt(v)}" for k, v in settings.items())
             + "</p>"]
@@ -253,7 +248,7 @@ def write_report(out: Path, results: list[QueryResult], truth: GroundTruth | Non
         extra = answer_metrics(results, truth)
         body += ["<h2>Headline figures</h2>", _headline_table(headline(report, extra), targets)]
     body.append("<h2>Metrics per query</h2>")
-    body.append(_query_table(results, report, extra, colours))
+    body.append(_query_table(results, report, extra))
     if video is not None and Path(video).is_file():
         data = base64.b64encode(Path(video).read_bytes()).decode()
         body += ["<h2>Video</h2>",
@@ -273,7 +268,7 @@ def write_report(out: Path, results: list[QueryResult], truth: GroundTruth | Non
     return path
 
 
-def _query_table(results: list[QueryResult], report: dict | None, extra: dict | None, colours: dict) -> str:
+def _query_table(results: list[QueryResult], report: dict | None, extra: dict | None) -> str:
     by_query = _windows(results)
     rows = []
     for qid, rs in by_query.items():
@@ -284,7 +279,7 @@ def _query_table(results: list[QueryResult], report: dict | None, extra: dict | 
             m = {"answers": len(rs), "points_predicted": sum(len(r.points) for r in rs),
                  "empty_answers": sum(not (r.points or r.tracks or r.events or r.count) for r in rs)}
         shown = ", ".join(f"{k}={_fmt(m[k])}" for k in SHOWN.get(task, ()) + ("empty_answers",) if k in m)
-        rows.append(f'<tr><td class="l"><span class="sw" style="background:{_rgb(colours[qid])}"></span>'
+        rows.append(f'<tr><td class="l"><span class="sw" style="background:{_rgb(id_colour(qid))}"></span>'
                     f'{html.escape(qid)}</td><td class="l">{task}</td><td class="l">{html.escape(rs[0].query.text)}'
                     f'</td><td class="l">{shown}</td></tr>')
     return ('<table id="per-query"><tr><th class="l">query</th><th class="l">task</th><th class="l">text</th>'

@@ -47,7 +47,7 @@ def _target(figure: str, spec: Any) -> Target:
         value = float(text)
     except ValueError:
         raise ValueError(f"{figure}: target '{spec}' is not a number, '<= x' or '>= x'") from None
-    if isinstance(spec, bool) or not math.isfinite(value):
+    if not math.isfinite(value):
         raise ValueError(f"{figure}: target '{spec}' is not a finite number")
     return Target(figure, op, value)
 

@@ -6,6 +6,8 @@ GroundedPoints the frame they lie on, frame_id is the camera's.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point
@@ -14,7 +16,9 @@ from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import ImageMarker
 
 from molmo2_ros.core import messages
+from molmo2_ros.core.colours import id_colour
 from molmo2_ros.core.image_decode import SUPPORTED_ENCODINGS, decode_compressed, decode_raw
+from molmo2_ros.core.tracks import split_id
 from molmo2_ros.core.types import (NS_PER_S, Event, Frame, GroundedPoint, Query, QueryResult, TaskKind, Track,
                                    TrackStatus)
 from molmo2_ros.msg import Answer as AnswerMsg
@@ -26,9 +30,14 @@ from molmo2_ros.msg import Track as TrackMsg
 from molmo2_ros.msg import TrackArray as TrackArrayMsg
 
 
+def message_class(full_name: str) -> type:
+    """The generated rclpy class of a message type (`molmo2_ros/msg/PointArray` -> molmo2_ros.msg.PointArray)."""
+    package, _, name = full_name.rpartition("/")
+    return getattr(importlib.import_module(package.replace("/", ".")), name)
+
+
 # rclpy's classes for the shared result -> message mapping (core/messages.py).
-TYPES = messages.MessageTypes(Time=Time, Header=Header, GroundedPoint=GroundedPointMsg, PointArray=PointArrayMsg,
-                              Track=TrackMsg, TrackArray=TrackArrayMsg, Event=EventMsg, Answer=AnswerMsg)
+TYPES = messages.MessageTypes.resolve(message_class)
 
 
 # ---- time ---------------------------------------------------------------------------------------------------
@@ -43,6 +52,11 @@ def ns_to_time(ns: int) -> Time:
 
 def header(stamp_ns: int, frame_id: str) -> Header:
     return messages.header(TYPES, stamp_ns, frame_id)
+
+
+def duration_msg(seconds: float) -> Duration:
+    """builtin_interfaces/Duration of a non-negative time in s (a marker's lifetime)."""
+    return Duration(sec=int(seconds), nanosec=int(round((seconds % 1) * NS_PER_S)))
 
 
 # ---- input --------------------------------------------------------------------------------------------------
@@ -132,9 +146,9 @@ def result_messages(r: QueryResult) -> list[messages.OutMessage]:
 
 
 def marker_color(key: str) -> ColorRGBA:
-    """Stable colour per key (same hue family as the overlay: derived from the text, not random)."""
-    h = sum((i + 1) * ord(c) for i, c in enumerate(key))
-    return ColorRGBA(r=(h % 7) / 6.0, g=((h // 7) % 7) / 6.0, b=((h // 49) % 7) / 6.0, a=1.0)
+    """The colour of a query id or track id (core/colours.py: the same as the overlay's)."""
+    r, g, b = id_colour(key)
+    return ColorRGBA(r=r / 255.0, g=g / 255.0, b=b / 255.0, a=1.0)
 
 
 def marker_msgs(r: QueryResult, max_trail: int | None = None, lifetime_s: float = 0.0) -> list[ImageMarker]:
@@ -145,14 +159,14 @@ def marker_msgs(r: QueryResult, max_trail: int | None = None, lifetime_s: float 
     out: list[ImageMarker] = []
     hdr = header(r.stamp_ns, r.frame_id)
     color = marker_color(r.query.id)
-    lifetime = Duration(sec=int(lifetime_s), nanosec=int(round((lifetime_s % 1) * NS_PER_S)))
+    lifetime = duration_msg(lifetime_s)
     newest = [p for p in r.points if p.stamp_ns == r.stamp_ns]
     if r.query.task in (TaskKind.POINT, TaskKind.COUNT, TaskKind.EVENT):
         out.append(ImageMarker(header=hdr, ns=r.query.id, id=0, type=ImageMarker.POINTS, action=ImageMarker.ADD,
                                scale=6.0, outline_color=color, lifetime=lifetime,
                                points=[Point(x=p.x, y=p.y) for p in newest]))
     for t in r.tracks:
-        number = int(t.id.rsplit("/t", 1)[-1]) if t.id.rsplit("/t", 1)[-1].isdigit() else 0
+        number = split_id(t.id)[1]
         if t.status == TrackStatus.ENDED:
             out.append(ImageMarker(header=hdr, ns=f"{r.query.id}/tracks", id=number, action=ImageMarker.REMOVE))
             continue

@@ -9,7 +9,6 @@ publishes there (several cameras sharing such a query share the topic; every mes
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -18,46 +17,44 @@ from visualization_msgs.msg import ImageMarker
 from molmo2_ros.core.messages import camera_prefix, output_topics
 from molmo2_ros.core.overlay import draw_overlay
 from molmo2_ros.core.types import Clip, Query, QueryResult
-from molmo2_ros.msg import Answer, Event, PointArray, TrackArray
 
 from . import convert
 
 OUTPUT_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.RELIABLE)
 # A debug image: the newest one is all a viewer wants, and it must never hold back the node.
 OVERLAY_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
-_MSG_TYPE = {"PointArray": PointArray, "TrackArray": TrackArray, "Event": Event, "Answer": Answer}
-
-
-@dataclass
-class _QueryPublishers:
-    main: object
-    answer: object | None
 
 
 class CameraOutputs:
     """Publishers of one camera. `add`/`remove` run on service threads, `publish` on the runtime's worker; the
-    publisher table is guarded by a lock."""
+    publisher table (query id -> OutMessage.output -> publisher) is guarded by a lock. `depth`: the queries' 3D
+    sides are published too (DepthCameraOutputs)."""
+
+    depth = False
 
     def __init__(self, node, camera: str) -> None:
         self.node = node
         self.camera = camera
         self._lock = threading.Lock()
-        self._queries: dict[str, _QueryPublishers] = {}
+        self._queries: dict[str, dict[str, object]] = {}
         prefix = camera_prefix(camera)
         self._overlay = node.create_lifecycle_publisher(Image, f"{prefix}overlay", OVERLAY_QOS)
         self._markers = node.create_lifecycle_publisher(ImageMarker, f"{prefix}markers", OUTPUT_QOS)
 
     def add(self, query: Query, active: bool) -> None:
-        """Create the query's publishers (raises on an invalid topic name); enabled at once when `active`."""
-        topics = output_topics(query, self.camera)
-        main = self.node.create_lifecycle_publisher(_MSG_TYPE[topics.main_type], topics.main, OUTPUT_QOS)
-        answer = None if topics.answer is None else self.node.create_lifecycle_publisher(Answer, topics.answer,
-                                                                                          OUTPUT_QOS)
-        publishers = _QueryPublishers(main, answer)
+        """Create the query's publishers, all or none (raises on an invalid topic name); enabled at once when
+        `active`."""
+        publishers: dict[str, object] = {}
+        try:
+            for output, (topic, type_name) in output_topics(query, self.camera).by_output(self.depth).items():
+                publishers[output] = self.node.create_lifecycle_publisher(getattr(convert.TYPES, type_name), topic,
+                                                                          OUTPUT_QOS)
+        except Exception:
+            self._destroy(publishers)
+            raise
         if active:
-            for pub in (main, answer):
-                if pub is not None:
-                    pub.on_activate(None)
+            for pub in publishers.values():
+                pub.on_activate(None)
         with self._lock:
             old = self._queries.pop(query.id, None)
             self._queries[query.id] = publishers
@@ -74,10 +71,9 @@ class CameraOutputs:
         with self._lock:
             return set(self._queries)
 
-    def _destroy(self, publishers: _QueryPublishers) -> None:
-        self.node.destroy_lifecycle_publisher(publishers.main)
-        if publishers.answer is not None:
-            self.node.destroy_lifecycle_publisher(publishers.answer)
+    def _destroy(self, publishers: dict[str, object]) -> None:
+        for pub in publishers.values():
+            self.node.destroy_lifecycle_publisher(pub)
 
     def destroy(self) -> None:
         with self._lock:
@@ -95,7 +91,7 @@ class CameraOutputs:
             if publishers is None:  # removed while its inference ran
                 continue
             for out in convert.result_messages(r):
-                (publishers.main if out.output == "main" else publishers.answer).publish(out.msg)
+                publishers[out.output].publish(out.msg)
 
     def publish_visuals(self, clip: Clip, results: list[QueryResult], max_trail: int, lifetime_s: float) -> None:
         """Overlay image and image markers, only while someone subscribes (drawing a 1080p overlay costs ms)."""
