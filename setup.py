@@ -19,7 +19,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["molmo2_ros*"]),
-    # The released model configs read by the memory planner (molmo2_ros/core/released/).
-    package_data={"molmo2_ros.core": ["released/*.json", "released/SOURCES.md"]},
+    # The released model configs read by the memory planner (molmo2_ros/core/released/) and the model presets.
+    package_data={"molmo2_ros.core": ["released/*.json", "released/SOURCES.md"], "molmo2_ros": ["presets/*.yaml"]},
     entry_points={"console_scripts": ["molmo2-ros = molmo2_ros.cli:main"]},
 )

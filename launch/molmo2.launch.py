@@ -1,10 +1,11 @@
 """Start the molmo2 lifecycle node.
 
-    ros2 launch molmo2_ros molmo2.launch.py camera_topic:=/camera/color/image_raw model:=allenai/Molmo2-4B
+    ros2 launch molmo2_ros molmo2.launch.py camera_topic:=/camera/color/image_raw preset:=molmo2-4b
 
-Arguments (see the descriptions below): camera_topic, compressed, model, device, engine, server_url, params_file, namespace,
-use_sim_time, autostart, log_level, fastdds_profile. An argument left empty (the default for every parameter
-argument) keeps the value of the params file; the params file keeps the node's own default.
+Arguments (see the descriptions below): camera_topic, compressed, preset, model, device, engine, server_url,
+params_file, namespace, use_sim_time, autostart, log_level, fastdds_profile. An argument left empty (the default
+for every parameter argument) keeps the value of the params file; the params file keeps the node's own default
+(the preset's value where a preset is set).
 """
 
 import os
@@ -22,7 +23,10 @@ ARGUMENTS = [
                                          "and e.g. camera/image_raw/compressed); a relative name lies in `namespace`."),
     ("compressed", "", "true = subscribe to sensor_msgs/CompressedImage instead of sensor_msgs/Image; "
                        "empty = from params_file (input_compressed)."),
-    ("model", "", "Hub id (allenai/Molmo2-4B, allenai/Molmo2-8B) or local model folder; empty = from params_file."),
+    ("preset", "", "Model preset: tiny (the tiny model shipped with the package), molmo2-4b, molmo2-8b, molmo2-o-7b; "
+                   "parameters in params_file still override it; empty = from params_file."),
+    ("model", "", "Hub id (allenai/Molmo2-4B, allenai/Molmo2-8B), local model folder or shipped model name; "
+                  "empty = from params_file."),
     ("device", "", "auto | cpu | cuda | cuda:N; empty = from params_file."),
     ("engine", "", "transformers | vllm (a vLLM server at server_url); empty = from params_file."),
     ("server_url", "", "engine vllm: http(s)://host:port/v1 of the vLLM server; empty = from params_file."),
@@ -55,7 +59,7 @@ def _node(context):
     params_file = arg["params_file"] or os.path.join(share, "config", "molmo2_4b.yaml")
     # Only arguments given on the command line override the params file (listed after it).
     overrides = {param: _boolean(name, arg[name]) for name, param in BOOLEAN_PARAMETERS.items() if arg[name].strip()}
-    overrides.update({name: arg[name] for name in ("model", "device", "engine", "server_url") if arg[name]})
+    overrides.update({name: arg[name] for name in ("preset", "model", "device", "engine", "server_url") if arg[name]})
     ros_arguments = ["--log-level", arg["log_level"]] if arg["log_level"] else None
     profile = arg["fastdds_profile"]
     if profile == "shm":

@@ -10,127 +10,108 @@ from pathlib import Path
 
 from .offline.targets import targets_arg
 
-# The checkpoint the repository ships (training/README.md): v2, trained on 1-12 frame clips to point at every
-# instance, count, track and answer fall/touch/leave events; it runs on 8-frame clips (window 4 s at 2 fps, stride
-# 1 s) with the node's SlowFast plan unless --window/--stride say otherwise.
-SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "molmo2-tiny-synthetic"
-SHIPPED_CLIP = (4.0, 1.0)
-SHIPPED_MAX_NEW_TOKENS = 400
-DEFAULT_MAX_NEW_TOKENS = 64
-DEFAULT_CLIP = (8.0, 1.0)
-SHIPPED_NOTE = ("NOTE: default model: molmo2-tiny-synthetic, a 0.9 M-parameter Molmo2 trained by this project on the "
+SHIPPED_NOTE = ("NOTE: preset tiny: molmo2-tiny-synthetic, a 0.9 M-parameter Molmo2 trained by this project on the "
                 "CPU in the synthetic world (8-frame clips; held-out means: point hit rate 0.45, recall 0.71, "
                 "'There are none.' when due 0.18, exact counts 0.20, event F1 0.07). It is far from a real model: "
-                "for real grounding pass --model allenai/Molmo2-4B --device cuda.")
+                "for real grounding pass --preset molmo2-4b (one CUDA GPU).")
+ORACLE_NOTE = ("NOTE: --oracle is an EVALUATION INSTRUMENT that answers from the scenario's ground truth; "
+               "it measures the pipeline after the model, it is not a model.")
+# Command-line flag (argparse dest) -> setting name (core/settings.py): the node's parameter of the same meaning.
+FLAG_SETTINGS = {"preset": "preset", "model": "model", "device": "device", "engine": "engine",
+                 "server_url": "server_url", "api_key_env": "api_key_env", "api_key_file": "api_key_file",
+                 "request_timeout": "request_timeout_s", "max_inflight": "max_inflight",
+                 "max_new_tokens": "max_new_tokens", "window": "window_s", "stride": "stride_s",
+                 "sample_fps": "sample_fps", "depth": "depth.enabled", "depth_max_dt": "depth.max_dt_s"}
+
 TARGETS_HELP = ("YAML/JSON mapping headline figure -> target (e.g. point_hit_rate: 0.9) to grade the report "
                 "against (default: no targets, the figures alone)")
-RANDOM_WARNING = ("NOTE: the default model is a tiny Molmo2 with RANDOM weights (models/molmo2-tiny-synthetic is "
-                  "missing): its answers are meaningless. Pass --model allenai/Molmo2-4B for real answers.")
 
 
 class CliError(Exception):
     """A command-line error: printed as one `error: ...` line that says what to do, exit status 2."""
 
 
-ORACLE_NOTE = ("NOTE: --oracle is an EVALUATION INSTRUMENT that answers from the scenario's ground truth; "
-               "it measures the pipeline after the model, it is not a model.")
-
-
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="", help="Hub id or folder (default: models/molmo2-tiny-synthetic, a tiny "
-                                               "model trained here on synthetic clips)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda[:N]")
-    p.add_argument("--engine", choices=("transformers", "vllm"), default="transformers",
-                   help="transformers: the model runs here; vllm: a vLLM server (--server-url; --model = served "
-                        "model name, default the server's first)")
-    p.add_argument("--server-url", default="http://127.0.0.1:8000/v1", help="vLLM server, http(s)://host:port/v1")
-    p.add_argument("--api-key-env", default="", help="environment variable holding the vLLM server's API key")
-    p.add_argument("--api-key-file", default="", help="file holding the vLLM server's API key")
-    p.add_argument("--request-timeout", type=float, default=60.0, help="vLLM request limit, s")
-    p.add_argument("--max-inflight", type=int, default=8, help="vLLM requests in flight at most")
+    """Engine and clip flags; left out, a flag takes the preset's value, else the node parameter's default."""
+    from .core.presets import preset_names
+    from .core.settings import SPECS
+
+    p.add_argument("--preset", choices=preset_names(), default=None,
+                   help="model preset (default: tiny, the model shipped with the package, unless --model, --oracle "
+                        "or --engine vllm is given)")
+    p.add_argument("--model", default=None, help="Hub id, model folder or shipped model name (overrides the preset)")
+    p.add_argument("--device", default=None, help="auto|cpu|cuda[:N]")
+    p.add_argument("--engine", choices=("transformers", "vllm"), default=None,
+                   help="transformers: the model runs here (default); vllm: a vLLM server (--server-url; --model = "
+                        "served model name, default the server's first)")
+    p.add_argument("--server-url", default=None, help="vLLM server, http(s)://host:port/v1 (default "
+                                                      "http://127.0.0.1:8000/v1)")
+    p.add_argument("--api-key-env", default=None, help="environment variable holding the vLLM server's API key")
+    p.add_argument("--api-key-file", default=None, help="file holding the vLLM server's API key")
+    p.add_argument("--request-timeout", type=float, default=None,
+                   help=f"vLLM request limit, s (default {SPECS['request_timeout_s'].default:g})")
+    p.add_argument("--max-inflight", type=int, default=None,
+                   help=f"vLLM requests in flight at most (default {SPECS['max_inflight'].default})")
     p.add_argument("--oracle", default="", metavar="SCENARIO_JSON",
                    help="answer from ground truth (evaluation instrument, not a model)")
     p.add_argument("--noise", choices=("none", "default"), default="none", help="oracle noise")
     p.add_argument("--max-new-tokens", type=int, default=None,
-                   help=f"generation limit (default {SHIPPED_MAX_NEW_TOKENS} with the shipped model, else "
-                        f"{DEFAULT_MAX_NEW_TOKENS})")
+                   help=f"generation limit (default: the preset's, else {SPECS['max_new_tokens'].default})")
     p.add_argument("--window", type=float, default=None,
-                   help=f"clip length, s (default {DEFAULT_CLIP[0]:g}; {SHIPPED_CLIP[0]:g} with the shipped default "
-                        "model)")
+                   help=f"clip length, s (default: the preset's, else {SPECS['window_s'].default:g})")
     p.add_argument("--stride", type=float, default=None,
-                   help=f"time between clips, s (default {DEFAULT_CLIP[1]:g}; {SHIPPED_CLIP[1]:g} with the shipped "
-                        "default model)")
-    p.add_argument("--sample-fps", type=float, default=2.0)
+                   help=f"time between clips, s (default: the preset's, else {SPECS['stride_s'].default:g})")
+    p.add_argument("--sample-fps", type=float, default=None,
+                   help=f"frames per second kept for the model (default {SPECS['sample_fps'].default:g})")
 
 
-def _uses_shipped_model(args) -> bool:
-    return not args.model and not args.oracle and (SHIPPED_MODEL / "config.json").is_file()
+def _settings(args) -> dict:
+    """The settings the flags give (the node's parameter names and checks), over the preset."""
+    from .core.settings import resolve
+
+    explicit = {name: getattr(args, flag) for flag, name in FLAG_SETTINGS.items()
+                if getattr(args, flag, None) is not None}
+    if explicit.get("engine") == "vllm":
+        explicit.setdefault("server_url", "http://127.0.0.1:8000/v1")
+    if not args.oracle and explicit.get("engine") != "vllm" and not {"preset", "model"} & explicit.keys():
+        explicit["preset"] = "tiny"
+    try:
+        return resolve(explicit)
+    except ValueError as error:
+        flags = [f"--{flag.replace('_', '-')}" for flag, name in FLAG_SETTINGS.items() if name in str(error)]
+        raise CliError(f"{error} ({'flags: ' + ', '.join(flags) if flags else 'see --help'})") from None
 
 
-def _engine(args):
-    """(engine, note to print with the results: what the default model can and cannot do, or "")."""
+def _pipeline(values: dict):
+    """The pipeline configuration of the settings (core/settings.py: the one the node builds from its parameters)."""
+    from .core.settings import pipeline_config
+
+    try:
+        return pipeline_config(values)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+
+
+def _engine(args, values: dict, config):
+    """(loaded engine, note to print with the results: what the shipped model can and cannot do, or "")."""
     if args.oracle:
         from .offline.oracle import NO_NOISE, NoiseConfig, OracleEngine
         from .offline.scenario import GroundTruth
 
         print(ORACLE_NOTE, file=sys.stderr)
         return OracleEngine(GroundTruth.load(args.oracle), NoiseConfig() if args.noise == "default" else NO_NOISE), ""
-    if args.engine == "vllm":
-        return _vllm_engine(args), ""
-    from .core.engine import EngineConfig, Molmo2Engine
-    from .offline.replay import ensure_tiny_model
-
-    note = ""
-    model = args.model
-    if not model:
-        shipped = _uses_shipped_model(args)
-        model, note = (str(SHIPPED_MODEL), SHIPPED_NOTE) if shipped else (str(ensure_tiny_model()), RANDOM_WARNING)
-        print(note, file=sys.stderr)
-    engine = Molmo2Engine(EngineConfig(model=model, device=args.device, max_new_tokens=_max_new_tokens(args)))
-    engine.load()
-    return engine, note
-
-
-def _vllm_engine(args):
     from .core.engine_factory import make_engine
-    from .core.vllm_engine import ServerUnavailableError, VllmConfig
+    from .core.presets import SHIPPED_MODEL
 
-    config = VllmConfig(server_url=args.server_url, model=args.model, api_key_env=args.api_key_env,
-                        api_key_file=args.api_key_file, request_timeout_s=args.request_timeout,
-                        max_inflight=args.max_inflight, max_new_tokens=_max_new_tokens(args))
+    note = SHIPPED_NOTE if values["model"] == SHIPPED_MODEL and values["engine"] == "transformers" else ""
+    if note:
+        print(note, file=sys.stderr)
     try:
-        engine = make_engine("vllm", config)
+        engine = make_engine(config.engine, config.engine_config, config.engine_plugin)
         engine.load()
-    except ServerUnavailableError as error:
-        raise SystemExit(f"error: {error}") from None
-    return engine
-
-
-def _max_new_tokens(args) -> int:
-    if args.max_new_tokens is not None:
-        return args.max_new_tokens
-    return SHIPPED_MAX_NEW_TOKENS if _uses_shipped_model(args) else DEFAULT_MAX_NEW_TOKENS
-
-
-def _stream_config(args):
-    from .core.clip_buffer import BufferConfig
-    from .core.stream import StreamConfig
-
-    window, stride = SHIPPED_CLIP if _uses_shipped_model(args) else DEFAULT_CLIP
-    buffer = BufferConfig(window_s=args.window or window, stride_s=args.stride or stride, sample_fps=args.sample_fps)
-    if getattr(args, "engine", "") == "vllm":  # the server pools every frame alike: no SlowFast
-        from .core.sampling import SlowFastConfig
-
-        return StreamConfig(buffer=buffer, slowfast=SlowFastConfig(enabled=False),
-                            max_new_tokens=_max_new_tokens(args), depth=_depth_config(args))
-    return StreamConfig(buffer=buffer, max_new_tokens=_max_new_tokens(args), depth=_depth_config(args))
-
-
-def _depth_config(args):
-    from .core.depth import DepthConfig
-
-    return DepthConfig(enabled=bool(getattr(args, "depth", False)),
-                       max_dt_s=getattr(args, "depth_max_dt", DepthConfig.max_dt_s))
+    except (ValueError, RuntimeError, OSError) as error:  # ModelLoadError, ServerUnavailableError: say what to do
+        raise CliError(str(error).splitlines()[0] if str(error) else type(error).__name__) from None
+    return engine, note
 
 
 def _scenario_next_to(bag: Path) -> Path | None:
@@ -138,20 +119,22 @@ def _scenario_next_to(bag: Path) -> Path | None:
     return next((c for c in (bag / "scenario.json", bag.parent / "scenario.json") if c.is_file()), None)
 
 
-def _queries(args, bag: Path):
-    from .core.types import Query, TaskKind
-    from .offline.replay import load_queries
+def _queries(args, bag: Path, max_chars: int):
+    """The standing queries of a replay, validated (core/queries.py) before any model is loaded."""
+    from .core.queries import load_queries, parse_queries
 
     if args.queries:
         try:
-            return load_queries(args.queries)
-        except Exception as error:  # noqa: BLE001 - missing file, YAML syntax, missing keys: one clear line
-            raise CliError(f"cannot read queries from '{args.queries}' ({type(error).__name__}: {error}): pass a "
-                           f"YAML list of {{id, task, text}}") from error
+            return load_queries(args.queries, max_chars)
+        except ValueError as error:
+            raise CliError(f"{error} (--queries takes a YAML list of {{id, task, text}})") from None
     scenario = _scenario_next_to(bag)
     if scenario is not None:
-        data = json.loads(scenario.read_text())
-        return [Query(q["id"], TaskKind(q["task"]), q.get("text", "")) for q in data["queries"]]
+        items = [{k: q[k] for k in ("id", "task", "text") if k in q} for q in json.loads(scenario.read_text())["queries"]]
+        try:
+            return parse_queries(items, max_chars, where=str(scenario))
+        except ValueError as error:
+            raise CliError(str(error)) from None
     raise CliError("no queries: pass --queries YAML (list of {id, task, text}) or put scenario.json next to the bag")
 
 
@@ -179,12 +162,14 @@ def _run_replay(args, bag: Path, out: Path):
     if (out / "molmo2_bag").exists():
         raise CliError(f"'{out}' already holds a replay's output bag (molmo2_bag): pass a new --out folder or "
                        f"delete it")
-    queries = _queries(args, bag)
-    config = _stream_config(args)
+    values = _settings(args)
+    pipeline = _pipeline(values)
+    config = pipeline.streams[""]
+    queries = _queries(args, bag, config.max_query_chars)
     try:
         with CameraBag(bag, args.topic):  # a bag that cannot be read fails before the model is loaded
             pass
-        engine, note = _engine(args)
+        engine, note = _engine(args, values, pipeline)
         summary = replay(bag, out, engine, queries, config=config, topic=args.topic,
                          gif=not args.no_gif, progress=not args.quiet, depth_topic=getattr(args, "depth_topic", ""),
                          camera_info_topic=getattr(args, "camera_info_topic", ""))
@@ -305,11 +290,11 @@ def cmd_demo(args) -> int:
     print(format_table(report))
     (out / "eval.json").write_text(json.dumps({"headline": head, "report": report, "answer_metrics": extra},
                                               indent=1))
-    paths = _write_report(args, bag, summary, out, _stream_config(args), truth_path)
+    paths = _write_report(args, bag, summary, out, _pipeline(_settings(args)).streams[""], truth_path)
     print(f"output bag: {summary.output_bag}\nevaluation: {out / 'eval.json'}")
     if note:
         print(note)
-    line = {"model": summary.model_id + (" (random weights)" if note == RANDOM_WARNING else ""),
+    line = {"model": summary.model_id,
             **{k: head[k] for k in ("point_hit_rate", "point_recall", "absence_correct", "count_exact", "count_mae",
                                     "mota", "id_switches_per_track_per_min", "event_f1", "event_start_error_s",
                                     "event_end_error_s")},

@@ -75,6 +75,25 @@ def test_replay_errors(tmp_path, capsys, queries):
                    "already holds", "pass a new --out folder")
 
 
+def test_replay_settings_errors_come_before_the_model_loads(tmp_path, capsys, queries):
+    """Queries and settings are checked first: a bad query is reported even with a model that cannot load."""
+    bag = generate_scenario(tmp_path / "s", seconds=1.0, fps=5.0, width=32, height=32)
+    missing = str(tmp_path / "no" / "model")
+    for text, expected in (("- {id: my ball, task: point, text: ball}\n", "query id 'my ball' must be"),
+                           ("- {id: ball, task: point}\n", "a point query needs a text"),
+                           ("- {id: ball, task: look, text: x}\n", "unknown task 'look'")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(text)
+        one_error_line(capsys, ["replay", str(bag), "--queries", str(bad), "--model", missing, "--quiet"],
+                       "bad.yaml[0]", expected)
+    run = ["replay", str(bag), "--queries", str(queries), "--out", str(tmp_path / "o"), "--quiet"]
+    one_error_line(capsys, [*run, "--model", missing], f"model folder '{missing}' does not exist")
+    one_error_line(capsys, [*run, "--model", "my-model"], "'my-model' is neither a folder nor a model shipped")
+    one_error_line(capsys, [*run, "--window", "1", "--stride", "2"], "must be >= stride_s", "--window, --stride")
+    one_error_line(capsys, [*run, "--engine", "vllm", "--server-url", "ftp://host"], "server_url must be http")
+    assert not (tmp_path / "o").exists()
+
+
 def test_play_and_eval_errors(tmp_path, capsys):
     one_error_line(capsys, ["play", str(tmp_path / "missing")], "does not exist")
     (tmp_path / "junk.db3").write_bytes(b"SQLite format 3\x00 broken")

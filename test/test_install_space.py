@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,10 +20,11 @@ from pathlib import Path
 import pytest
 from rcl_interfaces.srv import GetParameters
 
-from _models import tiny_model_dir
 from helpers.install_space import install_dir, install_env, installed_executable, installed_share, launch_installed
 from helpers.ros_client import Client, NodeProcess, run_camera, wait_until
+from molmo2_ros.core.presets import SHIPPED_MODEL
 from molmo2_ros.msg import Answer
+from molmo2_ros.offline.scenario import generate_scenario
 from molmo2_ros.ros.environment import fastdds_profile_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,16 +60,31 @@ def test_installed_modules_come_from_the_install_space(robot_env, tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     files = out.stdout.split()
     assert len(files) == 3 and all(f.startswith(str(install_dir())) for f in files), files
-    for name in ("launch/molmo2.launch.py", "config/fastdds_shm.xml", "config/tiny_cpu.yaml", "msg/Answer.msg"):
+    for name in ("launch/molmo2.launch.py", "config/fastdds_shm.xml", "config/tiny_cpu.yaml", "msg/Answer.msg",
+                 f"models/{SHIPPED_MODEL}/config.json", f"models/{SHIPPED_MODEL}/model.safetensors"):
         assert (installed_share() / name).is_file(), name
+    assert (Path(files[0]).parents[1] / "presets" / "molmo2-4b.yaml").is_file()
+
+
+def test_installed_replay_runs_the_shipped_model_from_any_folder(robot_env, tmp_path):
+    """`molmo2-ros replay` with only the workspace sourced, in a folder outside the checkout: the default preset
+    finds the shipped model in the install space (never a random model)."""
+    bag = generate_scenario(tmp_path / "scn", seconds=5.0, fps=5.0, width=96, height=72)
+    out = subprocess.run(["python3", str(install_dir() / "molmo2_ros" / "bin" / "molmo2-ros"), "replay", str(bag),
+                          "--out", str(tmp_path / "out"), "--quiet", "--no-gif", "--device", "cpu"],
+                         env=robot_env, cwd=tmp_path / "run", capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["model_id"] == str(installed_share() / "models" / SHIPPED_MODEL) and summary["windows"] >= 1
+    assert "preset tiny" in out.stderr and "random" not in (out.stdout + out.stderr).lower()
 
 
 def test_installed_entry_point_runs_the_node_with_a_relative_camera_topic(robot_env, client, tmp_path):
-    """What `ros2 run molmo2_ros molmo2_node --ros-args -r __ns:=/robot ...` runs: the default camera topic
-    (no remapping given) lies in the node's namespace."""
-    model = tiny_model_dir()
+    """What `ros2 run molmo2_ros molmo2_node --ros-args -r __ns:=/robot ...` runs with the installed tiny_cpu.yaml
+    (preset tiny: the shipped model from the install space): the default camera topic (no remapping given) lies in
+    the node's namespace."""
     node = NodeProcess(["--ros-args", "-r", "__ns:=/robot", "--params-file",
-                        str(installed_share() / "config" / "tiny_cpu.yaml"), "-p", f"model:={model}"],
+                        str(installed_share() / "config" / "tiny_cpu.yaml")],
                        robot_env, tmp_path / "node.log", command=[str(installed_executable())])
     try:
         wait_until(lambda: node.proc.poll() is not None or client.state("/robot/molmo2") == "active", 90.0,
@@ -82,7 +99,7 @@ def test_installed_entry_point_runs_the_node_with_a_relative_camera_topic(robot_
         wait_until(lambda: client.got("/robot/molmo2/answers/scene"), 60.0, what="an answer of the tiny model")
         answer = client.got("/robot/molmo2/answers/scene")[0]
         stamps = {f["stamp"] for f in frames}
-        assert answer.model_id == str(model)
+        assert answer.model_id == str(installed_share() / "models" / SHIPPED_MODEL)  # preset tiny, installed
         assert answer.header.stamp.sec * 1_000_000_000 + answer.header.stamp.nanosec in stamps
     finally:
         code, _ = node.stop(timeout=30.0)  # exit time is test_node_launch's concern; here: a clean exit

@@ -129,9 +129,8 @@ def test_bad_settings_and_models_are_refused():
 
 
 def test_node_parameters_map_to_a_setting():
-    """The node's parameter defaults (ros/params.py) as the planner sees them; what configure would check."""
-    pytest.importorskip("rcl_interfaces")
-    from molmo2_ros.ros.params import SPECS, memory_setting
+    """The node's parameter defaults (core/settings.py) as the planner sees them; what configure would check."""
+    from molmo2_ros.core.settings import SPECS, memory_setting
 
     values = {name: spec.default for name, spec in SPECS.items()}
     setting = memory_setting(values, queries=4)

@@ -81,6 +81,11 @@ def ns(t) -> int:
     return t.sec * 1_000_000_000 + t.nanosec
 
 
+def torch_loaded(pid: int) -> bool:
+    """Whether the process has torch's libraries mapped (importing torch maps libtorch*.so)."""
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+
+
 def test_node_configure_against_unreachable_server_stays_unconfigured(ros, tmp_path):
     from helpers.ros_client import wait_until
 
@@ -125,6 +130,7 @@ def test_node_with_engine_vllm_end_to_end_then_server_killed_and_restarted(ros, 
             assert ns(msg.header.stamp) in stamps and msg.header.frame_id == "cam"
             assert all(ns(p.stamp) in stamps and 0 <= p.x <= 96 and 0 <= p.y <= 72 for p in msg.points)
         assert all(ns(m.header.stamp) in stamps for m in client.got(f"{NODE}/tracks/people"))
+        assert not torch_loaded(node.proc.pid), "a node with engine vllm imported torch"
         before = client.diagnostics(NODE)
         assert before.get("inference_errors", "0") == "0"
 

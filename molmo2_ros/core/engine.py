@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .engine_config import EngineConfig
 from .engine_interface import Engine, EngineCapabilities, InferRequest, MemoryReport, StopFlag
 from .molmo2_inputs import Molmo2InputBuilder
 from .prompts import build_prompt, special_tokens
@@ -32,34 +33,6 @@ from .types import Clip, Generation, Inference, Query
 
 class ModelLoadError(RuntimeError):
     """The model could not be loaded; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """model: Hub id or local folder; revision: pinned Hub revision (commit or tag); device: auto|cuda|cpu
-    (cuda[:N] accepted); dtype: auto (bf16 on CUDA, fp32 on CPU)|bfloat16|float16|float32;
-    attn_implementation: e.g. sdpa, eager, flash_attention_2 (empty = transformers' default);
-    quantization: none|int8|int4: the text model's linear layers through bitsandbytes (LLM.int8 / NF4 with double
-    quantization, computing in dtype); the vision encoder, adapter and lm_head stay in dtype;
-    max_new_tokens: default generation limit; feature_cache_frames: frames whose vision features are kept
-    (least recently used go first; 0 = twice the largest clip seen, i.e. what sliding windows reuse);
-    reuse_prefix / cache_features: the two exact reuses (off = plain path, for comparison);
-    batch_queries: decode all queries of a clip in one batch (same tokens; float rounding may differ);
-    max_oom_retries: retries with half the frames after CUDA out-of-memory."""
-
-    model: str
-    revision: str = ""
-    device: str = "auto"
-    dtype: str = "auto"
-    attn_implementation: str = ""
-    quantization: str = "none"
-    max_new_tokens: int = 256
-    feature_cache_frames: int = 0
-    reuse_prefix: bool = True
-    cache_features: bool = True
-    batch_queries: bool = True
-    max_oom_retries: int = 2
-    max_query_chars: int = 500
 
 
 def resolve_device(device: str) -> torch.device:

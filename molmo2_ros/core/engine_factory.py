@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import importlib
 
+from .engine_config import ENGINE_KINDS
 from .engine_interface import Engine
-
-ENGINE_KINDS = ("transformers", "vllm")
 
 
 def make_engine(kind: str, config, plugin: str = "") -> Engine:
-    """An engine, not loaded yet. kind: transformers (config: engine.EngineConfig) or vllm (config:
-    vllm_engine.VllmConfig); plugin: 'module:Class' made as Class(config) instead (the config of `kind`)."""
+    """An engine, not loaded yet. kind: transformers (config: engine_config.EngineConfig) or vllm
+    (config: engine_config.VllmConfig); plugin: 'module:Class' made as Class(config) instead (the config of `kind`)."""
     if plugin:
         module, _, name = plugin.partition(":")
         engine = getattr(importlib.import_module(module), name)(config)
@@ -28,6 +27,9 @@ def make_engine(kind: str, config, plugin: str = "") -> Engine:
 
         return VllmEngine(config)
     if kind == "transformers":
+        if not config.model:
+            raise ValueError("no model: set preset (e.g. tiny, molmo2-4b) or model (a Hub id such as "
+                             "allenai/Molmo2-4B, or a model folder)")
         from .engine import Molmo2Engine
 
         return Molmo2Engine(config)

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from .counters import Counters
 from .engine_interface import AnyStop, Engine, InferRequest
+from .queries import validate_query
 from .schedule import SchedulePolicy
-from .stream import Stream, validate_query
+from .stream import Stream
 from .types import Clip, Frame, Inference, Query, QueryResult
 
 ResultsCallback = Callable[[Clip, list[QueryResult]], None]

@@ -19,13 +19,11 @@ from .depth import DepthConfig, DepthLifter
 from .events import EventMerger
 from .grounding import ground_points
 from .parsing import parse_answer
-from .prompts import MAX_QUERY_CHARS, sanitize_text
+from .prompts import MAX_QUERY_CHARS
+from .queries import validate_query
 from .sampling import SlowFastConfig
 from .tracks import TrackAssociator
 from .types import Clip, Frame, Inference, Query, QueryResult, TaskKind
-
-QUERY_ID_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-
 
 @dataclass(frozen=True)
 class GroundingConfig:
@@ -51,17 +49,6 @@ class StreamConfig:
     max_new_tokens: int | None = None
     max_query_chars: int = MAX_QUERY_CHARS
     depth: DepthConfig = field(default_factory=DepthConfig)
-
-
-def validate_query(query: Query, max_chars: int = MAX_QUERY_CHARS) -> Query:
-    """A clean copy of `query`, or ValueError saying what is wrong with it."""
-    if not query.id or not set(query.id) <= QUERY_ID_CHARS or len(query.id) > 64:
-        raise ValueError(f"query id '{query.id}' must be 1-64 letters, digits or '_'")
-    task = TaskKind(query.task)
-    text = sanitize_text(query.text, max_chars)
-    if task not in (TaskKind.CAPTION,) and not text:
-        raise ValueError(f"query '{query.id}': a {task.value} query needs a text")
-    return Query(id=query.id, task=task, text=text, topic=query.topic)
 
 
 class Stream:

@@ -24,15 +24,14 @@ import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import httpx
 import numpy as np
 
+from .engine_config import VllmConfig, check_server_url, redact_url
 from .engine_interface import Engine, EngineCapabilities, InferRequest, MemoryReport
-from .prompts import MAX_QUERY_CHARS, QueryTextError, build_prompt
+from .prompts import QueryTextError, build_prompt
 from .types import Clip, Generation, Inference, Query
 
 # Frame times travel as integer indices at this rate: index = tenths of a second, printed back by the server as
@@ -46,52 +45,6 @@ _LATENCY_WINDOW = 256  # requests kept for the latency percentiles
 
 class ServerUnavailableError(RuntimeError):
     """The vLLM server could not be used at `load()`; the message names the URL and what to check."""
-
-
-@dataclass(frozen=True)
-class VllmConfig:
-    """server_url: the server's OpenAI-compatible base URL, http(s)://host:port/v1; model: served model name
-    ("" = the only/first model the server lists); api_key_env / api_key_file: where the API key is (an
-    environment variable's name, or a file holding it; both empty = no key); request_timeout_s: limit for one
-    request (connect + prefill + decode); connect_timeout_s: limit for opening a connection; max_inflight: most
-    requests in flight from this engine; max_new_tokens: default generation limit; frame_format: png (lossless)
-    or jpeg; jpeg_quality: 1..100; initial/max_backoff_s: wait before probing a server that could not be reached,
-    doubled after each failed probe up to the maximum; keepalive_s: an idle connection is closed after this, so it
-    must stay below the server's keep-alive (vLLM's uvicorn: 5 s, `VLLM_HTTP_TIMEOUT_KEEP_ALIVE`): a request sent
-    on a connection the server is closing at that moment is lost (httpx's default, 5 s, races the server's)."""
-
-    server_url: str
-    model: str = ""
-    api_key_env: str = ""
-    api_key_file: str = ""
-    request_timeout_s: float = 60.0
-    connect_timeout_s: float = 3.0
-    max_inflight: int = 8
-    max_new_tokens: int = 256
-    max_query_chars: int = MAX_QUERY_CHARS
-    frame_format: str = "png"
-    jpeg_quality: int = 95
-    initial_backoff_s: float = 0.5
-    max_backoff_s: float = 10.0
-    keepalive_s: float = 2.0
-
-
-def check_server_url(url: str) -> str:
-    """Reason why `url` is not a usable server URL, or ''."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return f"server_url must be http(s)://host[:port]/v1, got '{redact_url(url)}'"
-    return ""
-
-
-def redact_url(url: str) -> str:
-    """`url` without user:password (a key must never reach a log or diagnostics)."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def read_api_key(config: VllmConfig) -> str:

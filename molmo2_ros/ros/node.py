@@ -23,11 +23,9 @@ import os
 import sys
 import threading
 import time
-from dataclasses import replace
 
 import numpy as np
 import rclpy
-import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -39,9 +37,12 @@ from rclpy.parameter import Parameter
 from molmo2_ros.core.engine_factory import make_engine
 from molmo2_ros.core.engine_interface import Engine
 from molmo2_ros.core.heap import HeapTrimmer
+from molmo2_ros.core.queries import dump_queries, parse_queries
 from molmo2_ros.core.runtime import Runtime
 from molmo2_ros.core.sampling import plan_clip
 from molmo2_ros.core.schedule import make_policy
+from molmo2_ros.core.settings import (CAMERA_SETTINGS, SPECS, camera_queries, check_all, check_value, defaults,
+                                      grounding_config, memory_setting, parse_cameras, pipeline_config)
 from molmo2_ros.core.stream import Stream
 from molmo2_ros.core.types import NS_PER_S, Clip, Frame, Query, QueryResult, TaskKind
 
@@ -51,9 +52,7 @@ from .depth_input import DepthInput
 from .executor import HandOffExecutor
 from .outputs import CameraOutputs
 from .outputs_3d import DepthCameraOutputs
-from .params import (ACTIVATE_TIME, CAMERA_PARAMS, CONFIGURE_TIME, SPECS, camera_descriptor, check_all,
-                     check_value, depth_config, descriptor, grounding_config, memory_setting, parse_cameras,
-                     parse_queries, selected_engine_config, stream_config)
+from .params import ACTIVATE_TIME, CAMERA_PARAMS, CONFIGURE_TIME, camera_descriptor, descriptor
 from .query_server import QueryServer
 
 THROTTLE_S = 5.0
@@ -61,25 +60,25 @@ STOP_TIMEOUT_S = 2.0  # how long deactivate/shutdown wait for an engine call tha
 TICK_S = 1.0  # inputs' health checks, diagnostics and heap trims
 
 
-def dump_queries(queries: list[Query]) -> str:
-    """The `queries` parameter text for these queries (parse_queries reads it back)."""
-    items = [{k: v for k, v in (("id", q.id), ("task", q.task.value), ("text", q.text), ("topic", q.topic)) if v}
-             for q in queries]
-    return yaml.safe_dump(items, default_flow_style=None, sort_keys=False, width=1000) if items else "[]"
-
-
 class Molmo2Node(LifecycleNode):
     """Lifecycle node streaming Molmo2 grounding results of one or more cameras; see the module docstring."""
 
     def __init__(self, node_name: str = "molmo2", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
-        for name, spec in SPECS.items():
-            self.declare_parameter(name, spec.default, descriptor(name))
-        self._camera_error = ""
+        # The preset's values are the declared defaults: a params file or command line value still wins.
+        self._setup_error = ""
+        preset = self.declare_parameter("preset", "", descriptor("preset")).value
+        try:
+            initial = defaults(preset)
+        except ValueError as error:
+            initial, self._setup_error = defaults(), str(error)
+        for name in SPECS:
+            if name != "preset":
+                self.declare_parameter(name, initial[name], descriptor(name))
         try:
             self.cameras = parse_cameras(self.get_parameter("cameras").value)
         except ValueError as error:
-            self.cameras, self._camera_error = [""], str(error)
+            self.cameras, self._setup_error = [""], self._setup_error or str(error)
         for camera in self.cameras:
             if camera:
                 for name in CAMERA_PARAMS:
@@ -149,10 +148,8 @@ class Molmo2Node(LifecycleNode):
     def _apply_runtime(self, changed: dict, values: dict) -> str:
         """Apply run-time parameters to the configured runtime (from the next window on); '' or why not."""
         runtime = self.runtime
-        query_params = {"queries", *(f"{c}.queries" for c in self.cameras if c)}
-        if query_params & changed.keys():
-            reason = self._apply_queries({n: changed.get(n, self.get_parameter(n).value) for n in query_params},
-                                         int(values["max_query_chars"]))
+        if {"queries", *(f"{c}.queries" for c in self.cameras if c)} & changed.keys():
+            reason = self._apply_queries(values, self._camera_values(changed))
             if reason:
                 return reason
         if {"track.gate_frac", "track.lost_timeout_s", "event.max_gap_s", "max_points",
@@ -166,19 +163,17 @@ class Molmo2Node(LifecycleNode):
         return ""
 
     # ---- standing queries (parameters are the source of truth) -------------------------------------------
-    def _desired_queries(self, texts: dict[str, str], max_chars: int) -> dict[str, list[Query]]:
-        shared = parse_queries(texts["queries"], max_chars)
-        out = {}
-        for camera in self.cameras:
-            own = texts.get(f"{camera}.queries", "") if camera else ""
-            out[camera] = parse_queries(own, max_chars) if own.strip() else shared
-        return out
+    def _camera_values(self, overrides: dict[str, object] | None = None) -> dict[str, dict[str, object]]:
+        """Each named camera's own CAMERA_SETTINGS (`<camera>.<name>` parameters), `overrides` applied."""
+        overrides = overrides or {}
+        return {c: {n: overrides.get(f"{c}.{n}", self.get_parameter(f"{c}.{n}").value) for n in CAMERA_SETTINGS}
+                for c in self.cameras if c}
 
-    def _apply_queries(self, texts: dict[str, str], max_chars: int) -> str:
+    def _apply_queries(self, values: dict, camera_values: dict[str, dict[str, object]]) -> str:
         """Make every camera's standing queries and publishers match the query parameters; '' or why not
         (nothing changes then)."""
         try:
-            desired = self._desired_queries(texts, max_chars)
+            desired = camera_queries(values, self.cameras, camera_values)
         except ValueError as error:
             return str(error)
         active = self.lifecycle_state == "active"
@@ -217,7 +212,7 @@ class Molmo2Node(LifecycleNode):
         if camera and not text.strip():
             raise ValueError(f"camera '{camera}' uses the shared queries: manage them with an empty camera field")
         return parse_queries(text if camera else self.get_parameter("queries").value,
-                             self.get_parameter("max_query_chars").value)
+                             self.get_parameter("max_query_chars").value, f"{camera}.queries" if camera else "queries")
 
     def set_standing_queries(self, camera: str, queries: list[Query]) -> str:
         """Set the query parameter of `camera` ("" = shared); the parameter callback applies it. '' or why not."""
@@ -237,30 +232,25 @@ class Molmo2Node(LifecycleNode):
         values = self._values()
         engine = None
         try:
-            reason = self._camera_error or check_all(values)
+            reason = self._setup_error or check_all(values)
             if reason:
                 raise ValueError(reason)
-            if not values["model"] and not values["engine_plugin"] and values["engine"] != "vllm":
-                raise ValueError("parameter 'model' is empty: set a Hub id (e.g. allenai/Molmo2-4B) or a folder")
-            texts = {"queries": values["queries"],
-                     **{f"{c}.queries": self.get_parameter(f"{c}.queries").value for c in self.cameras if c}}
-            queries = self._desired_queries(texts, values["max_query_chars"])
-            config = stream_config(values)
-            self._check_memory(values, max((len(q) for q in queries.values()), default=0))
+            config = pipeline_config(values, self.cameras, self._camera_values())
+            queries = config.queries
+            self._check_memory(values, config.engine_config.model, max((len(q) for q in queries.values()), default=0))
             self._model_state = "loading"
             started = time.monotonic()
-            engine = make_engine(values["engine"], selected_engine_config(values), values["engine_plugin"])
+            engine = make_engine(config.engine, config.engine_config, config.engine_plugin)
             engine.load()
             self._model_loads += 1
-            self._warm_up(engine, config.slowfast)
-            depth = {c: bool(self.camera_param(c, "depth.enabled")) for c in self.cameras}
-            streams = [Stream(c, queries[c], replace(config, depth=depth_config(values, depth[c])))
-                       for c in self.cameras]
-            runtime = Runtime(engine, streams, make_policy(values["schedule"], values["max_pending_mb"]),
-                              batch_streams=values["batch_cameras"])
-            outputs = {c: (DepthCameraOutputs if depth[c] else CameraOutputs)(self, c) for c in self.cameras}
-            for camera, camera_queries in queries.items():
-                for query in camera_queries:
+            self._warm_up(engine, config.streams[self.cameras[0]].slowfast)
+            streams = [Stream(c, queries[c], config.streams[c]) for c in self.cameras]
+            runtime = Runtime(engine, streams, make_policy(config.schedule, config.max_pending_mb),
+                              batch_streams=config.batch_cameras)
+            outputs = {c: (DepthCameraOutputs if config.streams[c].depth.enabled else CameraOutputs)(self, c)
+                       for c in self.cameras}
+            for camera, own in queries.items():
+                for query in own:
                     outputs[camera].add(query, active=False)
         except Exception as error:  # noqa: BLE001 - any failure leaves the node unconfigured, alive
             self._error = f"{type(error).__name__}: {error}" if not isinstance(error, ValueError) else str(error)
@@ -281,7 +271,7 @@ class Molmo2Node(LifecycleNode):
                                f"{time.monotonic() - started:.1f} s; {summary}")
         return TransitionCallbackReturn.SUCCESS
 
-    def _check_memory(self, values: dict, queries: int) -> None:
+    def _check_memory(self, values: dict, model: str, queries: int) -> None:
         """Refuse a setting that cannot fit the GPU (core/memory_plan.py), before loading anything. Only for the
         local transformers engine on CUDA; a model whose configuration is not known without downloading it is
         checked after loading instead (a CUDA out-of-memory error then names the device)."""
@@ -298,7 +288,6 @@ class Molmo2Node(LifecycleNode):
         setting = memory_setting(values, queries)
         setting = dataclasses.replace(setting, cameras=len(self.cameras))
         try:
-            model: str | dict = values["model"]
             message = memory_plan.refusal(model, setting, *torch.cuda.mem_get_info(device))
         except ValueError as error:
             self.get_logger().info(f"memory plan skipped: {error}")
