@@ -4,7 +4,9 @@ in order, one at a time as it falls due, so identical bags give identical output
 Outputs (in the output folder): results.jsonl (one `result_to_dict` per line, flushed per window), an mcap bag
 `molmo2_bag` with the node's messages on the node's topics (`/molmo2/...`, see ResultBagWriter), replay.gif
 (annotated clip-end frames) and summary.json. At the end of the bag every open track and event ends (closing
-results, `QueryResult.closing`). Interrupting (Ctrl-C) leaves valid partial outputs.
+results, `QueryResult.closing`). Ctrl-C stops the replay after the window in progress and ends every open track and
+event the same way, so the partial outputs are valid and every event reported has its ENDED (a second Ctrl-C stops
+at once, see InterruptRequest).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -171,6 +175,32 @@ class Progress:
             self.stream.flush()
 
 
+class InterruptRequest:
+    """Ctrl-C (SIGINT) while in this context: the first one sets `requested` (the replay stops after the window in
+    progress, then ends open tracks and events), a second one raises KeyboardInterrupt at once. Only in the main
+    thread, where signal handlers live; elsewhere SIGINT keeps its handler."""
+
+    def __init__(self, on_request: Callable[[], None]) -> None:
+        self.requested = False
+        self._on_request = on_request
+        self._previous: Any = None
+
+    def __enter__(self) -> InterruptRequest:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self._on_request()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 # ---- replay ----------------------------------------------------------------------------------------------
 @dataclass
 class ReplaySummary:
@@ -251,6 +281,10 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         warnings.append(text)
         print(f"{chr(10) if bar_active else ''}warning: {text}", file=sys.stderr, flush=True)
 
+    def note_interrupt() -> None:
+        print(f"{chr(10) if bar_active else ''}interrupted: stopping after this window and ending open tracks and "
+              "events (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
     stream = Stream("", queries, config)
     # Clips run as soon as they fall due, so at most one is ever pending: the byte budget never binds here.
     runtime = Runtime(engine, [stream], EveryWindowPolicy(max_pending_bytes=2**40))
@@ -275,32 +309,41 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
     drops: Counter = Counter()
     started = time.perf_counter()
     try:
-        with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl:
-            for frame in runtime_frames(camera.frames(), stream.accepts, drops, warn):
-                summary.frames += 1
-                if depth is not None:
-                    depth.feed_until(frame.stamp_ns)
-                clip = runtime.push("", frame)
-                if clip is not None:
-                    done = runtime.step()
-                    results = done[0][1] if done else []
-                    summary.windows += 1
-                    for r in results:
-                        jsonl.write(json.dumps(result_to_dict(r)) + "\n")
-                        writer.write(r)
-                        _tally(summary.per_query[r.query.id], r)
-                    if results:
-                        writer.write_frame(clip.frames[-1].frame, results)
-                    jsonl.flush()
-                    summary.results += len(results)
-                    summary.inference_s += max((r.inference_s for r in results), default=0.0)
-                    if gif and len(gif_frames) < GIF_MAX_FRAMES:
-                        gif_frames.append(_gif_frame(clip.frames[-1].frame.image, results))
-                bar.update(summary.frames, f"windows {summary.windows}")
-            for r in runtime.finish()[""]:  # the bag is over: end open tracks and events (their last report is final)
-                jsonl.write(json.dumps(result_to_dict(r)) + "\n")
-                writer.write(r)
-    except KeyboardInterrupt:
+        with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl, InterruptRequest(note_interrupt) as stop:
+            def emit(results: list[QueryResult]) -> None:
+                for r in results:
+                    jsonl.write(json.dumps(result_to_dict(r)) + "\n")
+                    writer.write(r)
+                jsonl.flush()
+
+            try:
+                for frame in runtime_frames(camera.frames(), stream.accepts, drops, warn):
+                    summary.frames += 1
+                    if depth is not None:
+                        depth.feed_until(frame.stamp_ns)
+                    clip = runtime.push("", frame)
+                    if clip is not None:
+                        done = runtime.step()
+                        results = done[0][1] if done else []
+                        summary.windows += 1
+                        emit(results)
+                        for r in results:
+                            _tally(summary.per_query[r.query.id], r)
+                        if results:
+                            writer.write_frame(clip.frames[-1].frame, results)
+                        summary.results += len(results)
+                        summary.inference_s += max((r.inference_s for r in results), default=0.0)
+                        if gif and len(gif_frames) < GIF_MAX_FRAMES:
+                            gif_frames.append(_gif_frame(clip.frames[-1].frame.image, results))
+                    bar.update(summary.frames, f"windows {summary.windows}")
+                    if stop.requested:
+                        break
+            except KeyboardInterrupt:  # a second Ctrl-C: the window in progress is lost
+                stop.requested = True
+            summary.interrupted = stop.requested
+            # the bag is over (or the replay stops): end open tracks and events, their last report is final
+            emit(runtime.finish()[""])
+    except KeyboardInterrupt:  # Ctrl-C again while the closing reports are written
         summary.interrupted = True
     except Exception as error:
         summary.error = str(error) if isinstance(error, BagError) else f"{type(error).__name__}: {error}"
