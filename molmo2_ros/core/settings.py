@@ -212,8 +212,10 @@ def check_all(values: Mapping[str, object]) -> str:
 
 
 def engine_config(v: Mapping) -> EngineConfig:
-    """The local engine's configuration; a shipped model's name becomes its folder (ValueError if not found)."""
-    return EngineConfig(model=resolve_model(str(v["model"])), revision=v["revision"], device=v["device"],
+    """The local engine's configuration; a shipped model's name becomes its folder (ValueError if not found). An
+    engine plugin gets the model setting as it is."""
+    model = str(v["model"]) if v["engine_plugin"] else resolve_model(str(v["model"]))
+    return EngineConfig(model=model, revision=v["revision"], device=v["device"],
                         dtype=v["dtype"], attn_implementation=v["attn_implementation"],
                         quantization=v["quantization"], max_new_tokens=v["max_new_tokens"],
                         max_query_chars=v["max_query_chars"])

@@ -18,6 +18,7 @@ from visualization_msgs.msg import ImageMarker
 from molmo2_ros.core import messages
 from molmo2_ros.core.colours import id_colour
 from molmo2_ros.core.image_decode import SUPPORTED_ENCODINGS, decode_compressed, decode_raw
+from molmo2_ros.core.queries import query_from_mapping
 from molmo2_ros.core.tracks import split_id
 from molmo2_ros.core.types import (NS_PER_S, Event, Frame, GroundedPoint, Query, QueryResult, TaskKind, Track,
                                    TrackStatus)
@@ -101,13 +102,10 @@ def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
 
 
 # ---- queries ------------------------------------------------------------------------------------------------
-def query_from_msg(msg: StandingQueryMsg) -> Query:
-    """Unvalidated core Query (the pipeline validates); ValueError for an unknown task."""
-    try:
-        task = TaskKind(msg.task)
-    except ValueError:
-        raise ValueError(f"unknown task '{msg.task}' (use {', '.join(t.value for t in TaskKind)})") from None
-    return Query(id=msg.id, task=task, text=msg.text, topic=msg.topic)
+def query_from_msg(msg: StandingQueryMsg, max_chars: int) -> Query:
+    """A validated core Query (core/queries.py: the checks and messages of the `queries` parameter); ValueError says
+    what is wrong."""
+    return query_from_mapping({"id": msg.id, "task": msg.task, "text": msg.text, "topic": msg.topic}, max_chars)
 
 
 def query_to_msg(query: Query) -> StandingQueryMsg:

@@ -15,6 +15,7 @@ import time
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 
 from molmo2_ros.action import Query as QueryAction
+from molmo2_ros.core.queries import task_kind
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.srv import ManageQueries
 
@@ -69,7 +70,7 @@ class QueryServer:
             reason = self.node.set_standing_queries(request.camera, [q for q in queries if q.id != request.query.id])
             return (False, reason) if reason else (True, f"removed query '{request.query.id}'{where}")
         try:
-            query = convert.query_from_msg(request.query)
+            query = convert.query_from_msg(request.query, self.node.get_parameter("max_query_chars").value)
         except ValueError as error:
             return False, str(error)
         if any(q.id == query.id for q in queries):
@@ -106,12 +107,7 @@ class QueryServer:
         if not camera:
             camera = cameras[0]
         try:
-            task = TaskKind(goal.task)
-        except ValueError:
-            return self._abort(goal_handle, result,
-                               f"unknown task '{goal.task}' (use {', '.join(t.value for t in TaskKind)})")
-        try:
-            job = runtime.make_job(camera, Query(id=f"goal_{number}", task=task, text=goal.prompt),
+            job = runtime.make_job(camera, Query(id=f"goal_{number}", task=task_kind(goal.task), text=goal.prompt),
                                    convert.time_to_ns(goal.start), convert.time_to_ns(goal.end),
                                    goal.max_new_tokens or None)
         except ValueError as error:
