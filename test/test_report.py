@@ -1,4 +1,5 @@
-"""The replay report: video (MP4 that decodes, GIF), report.html in a real headless Chromium, `replay --report`.
+"""The replay report: video (MP4 that decodes, GIF), report.html in a real headless Chromium, `replay --report`,
+targets only where the user gives them (`--targets`), plot legends clear of the titles.
 
 The browser test needs Debian's `chromium` and `chromedriver` (`make browser` installs them; .ci/run calls it).
 Its screenshot is kept as a test artefact in out/test_artifacts/report.png (out/ is not committed).
@@ -6,6 +7,7 @@ Its screenshot is kept as a test artefact in out/test_artifacts/report.png (out/
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,9 +20,11 @@ from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.stream import StreamConfig
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.offline.oracle import NO_NOISE, OracleEngine
+from molmo2_ros.offline.evaluate import load_results
 from molmo2_ros.offline.replay import replay
-from molmo2_ros.offline.report import build_report
+from molmo2_ros.offline.report import H, W, Plot, build_report, write_report
 from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
+from molmo2_ros.offline.targets import FIGURES, parse_targets
 
 pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
 
@@ -61,6 +65,7 @@ def test_report_has_the_tables_plots_and_embedded_video(oracle_report):
     page = Path(oracle_report["report"]).read_text()
     assert 'id="headline"' in page and 'id="per-query"' in page
     assert page.count("<svg") >= 4  # pointing, count, events, latency
+    assert "<th>target</th>" not in page and "met</td>" not in page  # no targets given: the figures alone
     assert 'src="data:video/mp4;base64,' in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "") and "https://" not in page
 
@@ -92,7 +97,8 @@ def test_report_in_headless_chromium(oracle_report):
         browser.get(Path(oracle_report["report"]).resolve().as_uri())
         assert "test report" in browser.title
         headline = browser.find_element(By.ID, "headline")
-        assert headline.is_displayed() and len(headline.find_elements(By.TAG_NAME, "tr")) == 10
+        assert headline.is_displayed() and len(headline.find_elements(By.TAG_NAME, "tr")) == 1 + len(FIGURES)
+        assert [th.text for th in headline.find_elements(By.TAG_NAME, "th")] == ["figure", "measured"]
         rows = browser.find_element(By.ID, "per-query").find_elements(By.TAG_NAME, "tr")
         assert len(rows) == 1 + len(oracle_report["truth"].queries)
         video = browser.find_element(By.ID, "demo-video")
@@ -128,6 +134,53 @@ def test_replay_report_flag_on_a_bag_without_ground_truth(tmp_path):
     page = (tmp_path / "out" / "report.html").read_text()
     assert 'id="per-query"' in page and 'id="headline"' not in page and "demo-video" in page
     assert (tmp_path / "out" / "demo.mp4").stat().st_size > 0
+
+
+def test_targets_only_where_the_user_gives_them(oracle_report, tmp_path):
+    results = load_results(Path(oracle_report["report"]).parent / "results.jsonl")
+    targets = parse_targets({"point_hit_rate": 0.9, "event_f1": ">= 0.99", "event_start_error_s": 0.1})
+    page = write_report(tmp_path, results, oracle_report["truth"], video=None, title="t", settings={}, stamps=[],
+                        targets=targets).read_text()
+    table = page[page.index('<table id="headline">'):]
+    table = table[:table.index("</table>")]
+    rows = {re.search(r'<td class="l">(\w+)</td>', row).group(1): row for row in table.split("<tr>")[2:]}
+    assert "<th>target</th><th>status</th>" in table and list(rows) == list(FIGURES)
+    assert '<td>&gt;= 0.9</td><td class="ok">met</td>' in rows["point_hit_rate"]  # the oracle points perfectly
+    assert '<td>&gt;= 0.99</td><td class="miss">not met</td>' in rows["event_f1"]
+    assert '<td>&lt;= 0.1</td><td class="miss">not met</td>' in rows["event_start_error_s"]  # lower is better
+    assert rows["mota"].endswith("<td></td><td></td></tr>")  # no target given for it
+
+
+def test_replay_report_targets_flag(tmp_path):
+    """`--targets FILE` grades the report; a bad file is one argparse error before anything runs."""
+    generate_scenario(tmp_path / "s", seconds=3.0, width=160, height=120)
+    (tmp_path / "targets.yaml").write_text("point_hit_rate: 0.9\nevent_end_error_s: '<= 0.5'\n")
+    (tmp_path / "bad.yaml").write_text("point_hit: 0.9\n")
+    base = [str(CLI), "replay", str(tmp_path / "s" / "bag"), "--oracle", str(tmp_path / "s" / "scenario.json"),
+            "--window", "2", "--stride", "1", "--report", "--quiet", "--no-gif"]
+    bad = subprocess.run(base + ["--out", str(tmp_path / "bad"), "--targets", str(tmp_path / "bad.yaml")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "argument --targets" in bad.stderr and "unknown figure 'point_hit'" in bad.stderr
+    assert not (tmp_path / "bad").exists()
+    run = subprocess.run(base + ["--out", str(tmp_path / "out"), "--targets", str(tmp_path / "targets.yaml")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<th>target</th>" in page and "<td>&gt;= 0.9</td>" in page and "<td>&lt;= 0.5</td>" in page
+
+
+def test_plot_legend_wraps_under_the_plot_clear_of_the_title():
+    plot = Plot("pointing per window: hit rate (solid) and recall (dashed) " * 2, 20.0, 1.0, "rate")
+    names = [f"a_rather_long_query_id_{i}" for i in range(8)]
+    for name in names:
+        plot.line([(1.0, 0.5), (2.0, 1.0)], "#123456", name)
+    svg = plot.svg()
+    height = int(re.search(r'<svg [^>]*height="(\d+)"', svg).group(1))
+    swatches = [(float(x), float(y)) for x, y in re.findall(r'<rect x="([\d.]+)" y="([\d.]+)" width="10"', svg)]
+    assert len(swatches) == len(names) and len({y for _, y in swatches}) >= 2  # wrapped into rows
+    assert all(y >= H and y + 10 <= height for _, y in swatches)  # under the time axis, inside the picture
+    for name, (x, _) in zip(names, swatches):
+        assert x + 13 + 6.5 * len(name) <= W  # each fits the width
 
 
 def test_overlay_labels_never_overlap_and_stay_inside():

@@ -23,6 +23,8 @@ from .scenario import GroundTruth
 from .targets import FIGURES, Target
 
 W, H, PAD = 720, 170, 40
+SPAN_PAD = PAD + 90  # left edge of the time axis of a span plot: its row labels go left of it
+LEGEND_ROW = 16  # height of a legend row under a plot
 
 
 def _rgb(c: tuple[int, int, int]) -> str:
@@ -38,18 +40,19 @@ def _fmt(v: Any) -> str:
 
 
 class Plot:
-    """An inline SVG chart over the replay's time axis (seconds from the first frame)."""
+    """An inline SVG chart over the replay's time axis (seconds from the first frame): the title above it, the y
+    axis label upright beside it, the legend in rows of its own under the time axis (clear of the title however
+    many lines there are). `left`: where the time axis starts."""
 
-    def __init__(self, title: str, t_max: float, y_max: float, y_label: str, height: int = H) -> None:
+    def __init__(self, title: str, t_max: float, y_max: float, y_label: str, height: int = H, left: int = PAD) -> None:
+        self.title, self.left = title, left
         self.t_max, self.y_max, self.h = max(t_max, 1e-6), max(y_max, 1e-6), height
-        self.parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" '
-                      f'viewBox="0 0 {W} {height}" role="img" aria-label="{html.escape(title)}">',
-                      f'<rect x="0" y="0" width="{W}" height="{height}" fill="#fbfbfc"/>',
-                      f'<text x="{PAD}" y="14" font-size="12" font-weight="bold">{html.escape(title)}</text>',
-                      f'<text x="4" y="{height // 2}" font-size="10" fill="#555">{html.escape(y_label)}</text>']
-        self.legend_x = W - 10
+        self.legend: list[tuple[str, str]] = []  # (colour, name) in the order the lines were drawn
+        self.parts = [f'<text x="{PAD}" y="14" font-size="12" font-weight="bold">{html.escape(title)}</text>',
+                      f'<text x="12" y="{height // 2}" font-size="10" fill="#555" text-anchor="middle" '
+                      f'transform="rotate(-90 12 {height // 2})">{html.escape(y_label)}</text>']
         bottom = height - 20
-        self.parts.append(f'<line x1="{PAD}" y1="{bottom}" x2="{W - 10}" y2="{bottom}" stroke="#999"/>')
+        self.parts.append(f'<line x1="{left}" y1="{bottom}" x2="{W - 10}" y2="{bottom}" stroke="#999"/>')
         step = 2 if t_max <= 30 else 10
         for k in range(0, int(t_max) + 1, step):
             x = self.x(k)
@@ -57,15 +60,15 @@ class Plot:
                               f'text-anchor="middle">{k}s</text>')
 
     def x(self, t: float) -> float:
-        return PAD + (W - PAD - 10) * t / self.t_max
+        return self.left + (W - self.left - 10) * t / self.t_max
 
     def y(self, v: float) -> float:
         return self.h - 20 - (self.h - 44) * min(v, self.y_max) / self.y_max
 
     def y_ticks(self, values: list[float]) -> None:
         for v in values:
-            self.parts.append(f'<line x1="{PAD}" y1="{self.y(v):.1f}" x2="{W - 10}" y2="{self.y(v):.1f}" '
-                              f'stroke="#e3e3e8"/><text x="{PAD - 4}" y="{self.y(v) + 3:.1f}" font-size="10" '
+            self.parts.append(f'<line x1="{self.left}" y1="{self.y(v):.1f}" x2="{W - 10}" y2="{self.y(v):.1f}" '
+                              f'stroke="#e3e3e8"/><text x="{self.left - 4}" y="{self.y(v) + 3:.1f}" font-size="10" '
                               f'fill="#555" text-anchor="end">{v:g}</text>')
 
     def line(self, points: list[tuple[float, float]], colour: str, name: str, dashed: bool = False) -> None:
@@ -77,26 +80,37 @@ class Plot:
         for t, v in points:
             self.parts.append(f'<circle cx="{self.x(t):.1f}" cy="{self.y(v):.1f}" r="2.5" fill="{colour}"/>')
         if name:
-            self._legend(colour, name)
-
-    def _legend(self, colour: str, name: str) -> None:
-        width = 12 + 6.5 * len(name)
-        self.legend_x -= width + 10
-        self.parts.append(f'<rect x="{self.legend_x:.0f}" y="5" width="10" height="10" fill="{colour}"/>'
-                          f'<text x="{self.legend_x + 13:.0f}" y="14" font-size="11">{html.escape(name)}</text>')
+            self.legend.append((colour, name))
 
     def span_row(self, row: int, spans: list[tuple[float, float]], colour: str, label: str) -> None:
         y = 26 + row * 18
         self.parts.append(f'<text x="4" y="{y + 10}" font-size="10">{html.escape(label)}</text>'
-                          f'<rect x="{PAD + 90}" y="{y}" width="{W - PAD - 100}" height="12" fill="#eceef2"/>')
+                          f'<rect x="{self.left}" y="{y}" width="{W - self.left - 10}" height="12" fill="#eceef2"/>')
         for a, b in spans:
-            x0 = PAD + 90 + (W - PAD - 100) * a / self.t_max
-            x1 = PAD + 90 + (W - PAD - 100) * b / self.t_max
+            x0, x1 = self.x(a), self.x(b)
             self.parts.append(f'<rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 3):.1f}" height="12" '
                               f'fill="{colour}"><title>{a:.1f}-{b:.1f} s</title></rect>')
 
+    def _legend_svg(self) -> tuple[str, int]:
+        """The legend's entries left to right, wrapped into rows under the plot; returns them and the rows."""
+        parts, x, row = [], float(PAD), 0
+        for colour, name in self.legend:
+            width = 13 + 6.5 * len(name)  # 11 px text: about 6.5 px a character
+            if x > PAD and x + width > W - 10:
+                x, row = float(PAD), row + 1
+            y = self.h + row * LEGEND_ROW
+            parts.append(f'<rect x="{x:.0f}" y="{y}" width="10" height="10" fill="{colour}"/>'
+                         f'<text x="{x + 13:.0f}" y="{y + 9}" font-size="11">{html.escape(name)}</text>')
+            x += width + 14
+        return "".join(parts), row + 1 if self.legend else 0
+
     def svg(self) -> str:
-        return "".join(self.parts) + "</svg>"
+        legend, rows = self._legend_svg()
+        height = self.h + rows * LEGEND_ROW + (4 if rows else 0)
+        return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" viewBox="0 0 {W} {height}" '
+                f'role="img" aria-label="{html.escape(self.title)}">'
+                f'<rect x="0" y="0" width="{W}" height="{height}" fill="#fbfbfc"/>'
+                + "".join(self.parts) + legend + "</svg>")
 
 
 def _windows(results: list[QueryResult]) -> dict[str, list[QueryResult]]:
@@ -163,7 +177,7 @@ def plots(results: list[QueryResult], truth: GroundTruth | None, t0: int, t_max:
     if event_queries:
         rows = len(event_queries) * (2 if truth is not None else 1)
         p = Plot("event spans" + (" (model, then truth in grey)" if truth is not None else ""), t_max, 1.0, "",
-                 height=50 + 18 * rows)
+                 height=50 + 18 * rows, left=SPAN_PAD)
         row = 0
         for q in event_queries:
             final: dict[str, tuple[int, int]] = {}
