@@ -34,12 +34,12 @@ def configure(node, **params) -> TransitionCallbackReturn:
 def test_too_big_a_model_is_refused_with_the_remedy(node):
     assert configure(node, model="allenai/Molmo2-8B", queries="- {id: a, task: point, text: cup}") == \
         TransitionCallbackReturn.FAILURE
-    assert "does not fit cuda:0" in node._error and "quantization to int8" in node._error
-    assert node._model_state == "failed" and node.runtime is None
+    assert "does not fit cuda:0" in node.error and "quantization to int8" in node.error
+    assert node.model_state == "failed" and node.runtime is None
 
 
 def test_too_long_a_window_is_refused_naming_what_to_lower(node):
     result = configure(node, model="allenai/Molmo2-4B", window_s=64.0, max_new_tokens=2048, quantization="int4",
                        queries="".join(f"- {{id: q{i}, task: track, text: thing {i}}}\n" for i in range(8)))
     assert result == TransitionCallbackReturn.FAILURE
-    assert "predicted GPU memory" in node._error and ("max_frames" in node._error or "queries" in node._error)
+    assert "predicted GPU memory" in node.error and ("max_frames" in node.error or "queries" in node.error)

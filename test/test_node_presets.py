@@ -9,6 +9,7 @@ from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 
 from molmo2_ros.core.presets import SHIPPED_MODEL, resolve_model
+from molmo2_ros.ros import convert
 
 
 @pytest.fixture
@@ -46,13 +47,16 @@ def test_preset_fills_the_defaults_and_explicit_parameters_win(make_node):
 def test_unknown_preset_leaves_the_node_unconfigured_with_the_reason(make_node):
     node = make_node("preset:=huge")
     assert node.on_configure(None) == TransitionCallbackReturn.FAILURE
-    assert "unknown preset 'huge'" in node._error and "molmo2-4b" in node._error and node.runtime is None
+    assert "unknown preset 'huge'" in node.error and "molmo2-4b" in node.error and node.runtime is None
 
 
 def test_preset_tiny_runs_the_shipped_model(make_node):
     node = make_node("preset:=tiny", "device:=cpu")
     node.set_parameters([Parameter("queries", value="- {id: ball, task: point, text: red ball}")])
-    assert node.on_configure(None) == TransitionCallbackReturn.SUCCESS, node._error
+    assert node.on_configure(None) == TransitionCallbackReturn.SUCCESS, node.error
     assert node.runtime.engine.model_id == resolve_model(SHIPPED_MODEL)
     stream = node.runtime.streams[""]
     assert (stream.config.buffer.window_s, stream.config.max_new_tokens) == (4.0, 400)
+    status = node._status.array(node, convert.header(0, "")).status[0]
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["device"] == "cpu" and "gpu_memory_mb" in values and "cached_frames" in values  # local memory

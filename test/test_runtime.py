@@ -11,7 +11,7 @@ import pytest
 
 from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
-from molmo2_ros.core.engine_interface import Engine, InferRequest
+from molmo2_ros.core.engine_interface import Engine, EngineCapabilities, InferRequest
 from molmo2_ros.core.runtime import Runtime
 from molmo2_ros.core.schedule import EveryWindowPolicy, LivePolicy, make_policy
 from molmo2_ros.core.stream import Stream, StreamConfig
@@ -26,7 +26,10 @@ POINT = Query("pt", TaskKind.POINT, "ball")
 
 
 class EchoEngine(Engine):
-    """Answers 'stream:clip_index' with one point on the newest frame; records every engine call."""
+    """Answers 'stream:clip_index' with one point on the newest frame; records every engine call (a batch of clips
+    is one call: batch_clips)."""
+
+    capabilities = EngineCapabilities(batch_clips=True)
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.calls: list[list[str]] = []

@@ -17,7 +17,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -187,8 +187,7 @@ class Molmo2Engine(Engine):
     video prefixes and one decode batch over all their queries, with each stream's vision features cached
     separately; the greedy tokens equal those of one call per clip (tests check it)."""
 
-    capabilities = EngineCapabilities(batch_clips=True, prefetch=True, stop_within_token=True, confidence=True,
-                                      local_memory=True)
+    capabilities = EngineCapabilities(batch_clips=True, prefetch=True, stop_within_token=True, local_memory=True)
 
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
@@ -238,6 +237,23 @@ class Molmo2Engine(Engine):
         except Exception:  # noqa: BLE001 - infer() retries and reports the same fault
             self._free_cached()
             return 0
+
+    def check_memory(self, setting) -> str:
+        """Refuse a setting that cannot fit the CUDA device (core/memory_plan.py), before loading anything. A model
+        whose configuration is not known without downloading it cannot be planned: a CUDA out-of-memory error then
+        names the device (the note says so)."""
+        from . import memory_plan
+
+        device = resolve_device(self.config.device)
+        if device.type != "cuda":
+            return ""
+        try:
+            message = memory_plan.refusal(self.config.model, setting, *torch.cuda.mem_get_info(device))
+        except ValueError as error:
+            return f"memory plan skipped: {error}"
+        if message:
+            raise ValueError(f"the setting does not fit {device}: {message}")
+        return ""
 
     def memory_report(self) -> MemoryReport:
         if self.device.type != "cuda":

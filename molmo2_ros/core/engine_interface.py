@@ -32,24 +32,21 @@ class AnyStop:
 
 @dataclass(frozen=True)
 class EngineCapabilities:
-    """What an engine can do beyond answering one clip.
+    """What an engine can do beyond answering one clip; each is read where behaviour differs.
 
-    batch_clips: `infer_batch` runs clips of several streams in one model call (one prefill batch, one decode
-    batch) with the same tokens as one call per clip; otherwise the default runs them one after another.
-    concurrent_clips: `infer_batch` sends the clips at once to a server (remote engines); the runtime may then
-    hand it all due clips together.
+    batch_clips: `infer_batch` answers the clips of several streams together (one prefill and decode batch, or
+    all requests in flight at once) with the same tokens as one call per clip; the runtime then hands it every
+    due clip in one call, else it calls `infer` clip by clip.
     prefetch: `encode` computes vision features ahead of `infer` (on-demand queries report the stage).
-    stop_within_token: a set stop flag ends a running `infer` within one decode step.
-    confidence: generations carry `confidence` (mean log-probability of the coordinate tokens).
-    local_memory: the engine holds model memory on this machine (`memory_report` is meaningful; a memory plan
-    applies).
+    stop_within_token: a set stop flag ends a running `infer` within one decode step (else only between clips:
+    the node says so when a stop times out).
+    local_memory: the engine holds model memory on this machine: `check_memory` plans it before loading and
+    `memory_report` is meaningful (the node's diagnostics show it).
     """
 
     batch_clips: bool = False
-    concurrent_clips: bool = False
     prefetch: bool = False
     stop_within_token: bool = False
-    confidence: bool = False
     local_memory: bool = False
 
 
@@ -114,6 +111,12 @@ class Engine(abc.ABC):
 
     def clear_cache(self) -> None:
         """Forget cached features (the model stays loaded)."""
+
+    def check_memory(self, setting) -> str:
+        """Before `load`: raise ValueError when `setting` (a core.memory_plan.Setting) cannot fit the device,
+        saying what to lower; returns a note when it could not be planned ('' otherwise). Engines without
+        `local_memory` have nothing to check."""
+        return ""
 
     def memory_report(self) -> MemoryReport:
         return MemoryReport()

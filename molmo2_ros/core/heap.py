@@ -37,6 +37,7 @@ class HeapTrimmer:
         self.calls = 0
         self._ms_total = 0.0
         self._ms_max = 0.0
+        self._trimmed_at = time.monotonic()
 
     @property
     def available(self) -> bool:
@@ -54,6 +55,13 @@ class HeapTrimmer:
             self._ms_total += ms
             self._ms_max = max(self._ms_max, ms)
         return released
+
+    def trim_every(self, period_s: float, now: float) -> None:
+        """Trim when `period_s` (> 0) has passed since the last trim by this call, give or take half a second (a
+        caller ticking once a second trims on the tick nearest the period)."""
+        if period_s > 0 and now - self._trimmed_at >= period_s - 0.5:
+            self.trim()
+            self._trimmed_at = now
 
     def values(self) -> dict[str, str]:
         """Diagnostics key/values: calls, mean and max cost."""

@@ -98,3 +98,10 @@ def dump_queries(queries: list[Query]) -> str:
     items = [{k: v for k, v in (("id", q.id), ("task", q.task.value), ("text", q.text), ("topic", q.topic)) if v}
              for q in queries]
     return yaml.safe_dump(items, default_flow_style=None, sort_keys=False, width=1000) if items else "[]"
+
+
+def query_changes(current: list[Query], wanted: list[Query]) -> tuple[list[Query], list[str]]:
+    """(queries to add, ids to remove) that turn `current` into `wanted`; a changed query is removed and added."""
+    have = {q.id: q for q in current}
+    want = {q.id: q for q in wanted}
+    return [q for q in wanted if have.get(q.id) != q], [i for i, q in have.items() if want.get(i) != q]

@@ -18,12 +18,15 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .counters import Counters
 from .engine_interface import AnyStop, Engine, InferRequest
 from .queries import validate_query
+from .sampling import SlowFastConfig, plan_clip
 from .schedule import SchedulePolicy
 from .stream import Stream
-from .types import Clip, Frame, Inference, Query, QueryResult
+from .types import Clip, Frame, Inference, Query, QueryResult, TaskKind
 
 ResultsCallback = Callable[[Clip, list[QueryResult]], None]
 ErrorCallback = Callable[[str], None]
@@ -136,7 +139,7 @@ class Runtime:
                 requests.append(InferRequest(clip, tuple(queries), stream.config.max_new_tokens))
         if not requests:
             return []
-        if self.batch_streams:
+        if self.batch_streams and self.engine.capabilities.batch_clips:
             inferences = self.engine.infer_batch(requests, self._stop)
         else:
             inferences = [self.engine.infer(r.clip, list(r.queries), r.max_new_tokens, self._stop)
@@ -281,3 +284,15 @@ class Runtime:
                     job.finish(self.last_error)
                 if self._on_error is not None:
                     self._on_error(f"worker error: {self.last_error}")
+
+
+def warm_up(engine: Engine, slowfast: SlowFastConfig) -> None:
+    """One tiny inference (two black frames, one caption token) so that the first real clip does not pay for lazy
+    initialisation; RuntimeError when the engine cannot answer it."""
+    black = np.zeros((378, 378, 3), np.uint8)
+    frames = [(i, Frame(stamp_ns=i + 1, image=black, frame_id="warmup")) for i in range(2)]
+    clip = plan_clip(frames, -1, 2, slowfast, epoch=-1, stream="warmup")
+    inference = engine.infer(clip, [Query("warmup", TaskKind.CAPTION)], 1)
+    engine.clear_cache()
+    if inference.error:
+        raise RuntimeError(f"warm-up inference failed: {inference.error}")

@@ -252,16 +252,16 @@ def depth_config(v: Mapping, enabled: bool | None = None) -> DepthConfig:
                        min_m=v["depth.min_m"], max_m=v["depth.max_m"], window_px=v["depth.window_px"])
 
 
-def memory_setting(v: Mapping, queries: int, cuda: bool = True) -> memory_plan.Setting:
-    """What the memory planner needs from the parameters (`queries`: standing queries, at least one is planned);
-    dtype 'auto' is bfloat16 on CUDA, as the engine resolves it."""
+def memory_setting(v: Mapping, queries: int, cuda: bool = True, cameras: int = 1) -> memory_plan.Setting:
+    """What the memory planner needs from the parameters (`queries`: standing queries per camera, at least one is
+    planned; `cameras` served by the one model); dtype 'auto' is bfloat16 on CUDA, as the engine resolves it."""
     dtype = v["dtype"] if v["dtype"] != "auto" else ("bfloat16" if cuda else "float32")
     return memory_plan.Setting(
         dtype=dtype, quantization=v["quantization"], window_s=v["window_s"], sample_fps=v["sample_fps"],
         max_frames=v["max_frames"], queries=max(1, queries), max_new_tokens=v["max_new_tokens"],
         slowfast=v["slowfast.enabled"], slow_pooling=v["slowfast.slow_pooling"],
         fast_pooling=v["slowfast.fast_pooling"], key_every=v["slowfast.key_every"],
-        attn_implementation=v["attn_implementation"] or "sdpa", cuda=cuda)
+        attn_implementation=v["attn_implementation"] or "sdpa", cuda=cuda, cameras=cameras)
 
 
 # ---- presets and explicit values -----------------------------------------------------------------------------

@@ -165,7 +165,7 @@ class VllmEngine(Engine):
     """Answers queries with a Molmo2 served by vLLM. Thread-safe: several threads may call `infer` at once;
     all their requests share the `max_inflight` limit."""
 
-    capabilities = EngineCapabilities(concurrent_clips=True)
+    capabilities = EngineCapabilities(batch_clips=True)
 
     def __init__(self, config: VllmConfig) -> None:
         reason = check_server_url(config.server_url)

@@ -8,6 +8,7 @@ Every value is copied under the lock of its owner; nothing here iterates a live 
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections import deque
 
@@ -93,5 +94,82 @@ def status(name: str, hardware_id: str, level: int, message: str, values: dict[s
                             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
 
 
-def array(stamp_header, statuses: list[DiagnosticStatus]) -> DiagnosticArray:
-    return DiagnosticArray(header=stamp_header, status=statuses)
+class StatusReporter:
+    """Assembles the node's DiagnosticArray once a tick: one status for the node, one per camera. Runs on the
+    node's timer thread; what it reads from other threads (window stats, counters, input stats, the engine's
+    memory) is copied under their owners' locks. `stats[camera]` is written by the runtime's worker."""
+
+    def __init__(self) -> None:
+        self.rises = Rises()
+        self.stats: dict[str, WindowStats] = {}
+
+    def reset(self, cameras: list[str]) -> None:
+        self.stats = {c: WindowStats() for c in cameras}
+
+    def array(self, node, header) -> DiagnosticArray:
+        """The statuses of `node` (a Molmo2Node: its lifecycle, model, runtime, inputs and parameters)."""
+        runtime = node.runtime
+        name = node.get_fully_qualified_name()
+        model = str(node.get_parameter("model").value or node.get_parameter("engine_plugin").value)
+        values: dict[str, object] = {
+            "state": node.lifecycle_state, "model_state": node.model_state, "model": model,
+            "cameras": ", ".join(c or "(unnamed)" for c in node.cameras), "model_loads": node.model_loads,
+            "schedule": node.get_parameter("schedule").value, "active_goals": node.query_server.active_goals,
+            "threads": threading.active_count(), "last_error": node.error, "visuals_skipped": node.visuals.skipped,
+            "gil_switch_interval_ms": f"{sys.getswitchinterval() * 1e3:.3f}", **node.heap.values(),
+        }
+        level, message = OK, node.lifecycle_state if node.lifecycle_state != "active" else "ok"
+        cameras = []
+        if runtime is not None:
+            pending, pinned = runtime.pending()
+            values.update({"pending_clips": pending, "pending_mb": f"{pinned / 2**20:.1f}"})
+            memory = runtime.engine.memory_report()
+            values["device"] = memory.device
+            if runtime.engine.capabilities.local_memory:  # a server's memory is not this machine's
+                values.update({"gpu_memory_mb": f"{memory.allocated_mb:.1f}", "gpu_reserved_mb":
+                               f"{memory.reserved_mb:.1f}", "cached_frames": memory.cached_frames})
+            values.update(runtime.engine.diagnostics())
+            counts = runtime.counters.snapshot()
+            values.update(sorted(counts.items()))
+            if self.rises.rose("worker_errors", counts.get("worker_errors", 0)):
+                level, message = WARN, f"worker error: {runtime.last_error}"
+            cameras = [self._camera(node, name, camera, runtime) for camera in node.cameras]
+        if node.model_state == "failed":
+            level, message = ERROR, f"configure failed: {node.error}"
+        hardware = values.get("device") or model
+        return DiagnosticArray(header=header, status=[status(node_status_name(name), str(hardware), level, message,
+                                                             values), *cameras])
+
+    def _camera(self, node, node_name: str, camera: str, runtime) -> DiagnosticStatus:
+        stream = runtime.streams[camera]
+        camera_input = node.inputs[camera]
+        counts = {**camera_input.counters.snapshot(), **stream.counter_snapshot()}
+        stats = self.stats[camera]
+        values: dict[str, object] = {"camera": camera or "(unnamed)", **camera_input.stats(), **stats.values(),
+                                     "standing_queries": len(stream.queries)}
+        for key in ("frames_received", "windows_processed", "windows_skipped", "windows_dropped_budget",
+                    "windows_stopped", "inference_errors"):
+            values[key] = counts.get(key, 0)
+        values["frames_dropped"] = sum(v for k, v in counts.items() if k.startswith(("bad_", "buffer_dropped_")))
+        depth = node.depth_inputs[camera]
+        if depth.enabled:
+            values.update(depth.values())
+        values.update(sorted((k, v) for k, v in counts.items() if k not in values))
+        level, message = OK, "ok"
+        stride = node.get_parameter("stride_s").value
+        p50 = stats.latency_p50()
+        key = f"{camera}:"
+        if node.lifecycle_state != "active":
+            message = node.lifecycle_state
+        elif camera_input.silent:
+            level, message = WARN, f"no frames on {camera_input.topic}"
+        elif self.rises.rose(key + "bad", sum(v for k, v in counts.items() if k.startswith("bad_"))):
+            level, message = WARN, "bad frames dropped (see the bad_* counts)"
+        elif self.rises.rose(key + "errors", counts.get("inference_errors", 0)):
+            level, message = WARN, f"inference failed: {runtime.last_error}"
+        elif depth_warning := depth.warning():
+            level, message = WARN, depth_warning
+        elif p50 is not None and p50 > stride:
+            level, message = WARN, (f"inference p50 {p50:.2f} s is slower than the stride ({stride:.2f} s): "
+                                    "windows are skipped")
+        return status(camera_status_name(node_name, camera), camera_input.topic, level, message, values)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
 
-from molmo2_ros.core.settings import SPECS
+from molmo2_ros.core.settings import SPECS, defaults, parse_cameras
 
 # Per-camera parameters `<camera>.<name>`; defaults come from the global parameter of the same name ("queries":
 # empty = the shared list).
@@ -76,3 +76,26 @@ def camera_descriptor(camera: str, name: str) -> ParameterDescriptor:
     return d
 
 
+
+
+def declare_parameters(node) -> tuple[list[str], str]:
+    """Declare every parameter of `node`: `preset` first, then every setting with the preset's value as its default
+    (a params file or command line value still wins), then each named camera's own parameters. Returns (camera
+    names, the first setup error or ''): an unknown preset or bad `cameras` is reported when the node configures."""
+    error = ""
+    try:
+        initial = defaults(node.declare_parameter("preset", "", descriptor("preset")).value)
+    except ValueError as problem:
+        initial, error = defaults(), str(problem)
+    for name in SPECS:
+        if name != "preset":
+            node.declare_parameter(name, initial[name], descriptor(name))
+    try:
+        cameras = parse_cameras(node.get_parameter("cameras").value)
+    except ValueError as problem:
+        cameras, error = [""], error or str(problem)
+    for camera in filter(None, cameras):
+        for name in CAMERA_PARAMS:
+            default = "" if name == "queries" else node.get_parameter(name).value
+            node.declare_parameter(f"{camera}.{name}", default, camera_descriptor(camera, name))
+    return cameras, error

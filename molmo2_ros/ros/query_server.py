@@ -16,6 +16,7 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 
 from molmo2_ros.action import Query as QueryAction
 from molmo2_ros.core.queries import task_kind
+from molmo2_ros.core.tracks import event_id, split_id, track_id
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.srv import ManageQueries
 
@@ -26,7 +27,7 @@ MAX_GOALS = 4
 
 class QueryServer:
     """ManageQueries service and Query action of a Molmo2Node (which provides `runtime`, `lifecycle_state`,
-    `set_standing_queries(camera, queries)`, `standing_queries(camera)`, and `cameras`)."""
+    `standing` (standing_queries.StandingQueries) and `cameras`)."""
 
     def __init__(self, node, callback_group) -> None:
         self.node = node
@@ -47,7 +48,7 @@ class QueryServer:
     def _on_manage(self, request, response):
         response.success, response.message = self._manage(request)
         try:
-            queries = self.node.standing_queries(request.camera)
+            queries = self.node.standing.listed(request.camera)
         except ValueError:
             queries = []
         response.queries = [convert.query_to_msg(q) for q in queries]
@@ -58,7 +59,7 @@ class QueryServer:
         if request.op not in ops:
             return False, f"unknown op {request.op} (OP_LIST=0, OP_ADD=1, OP_REMOVE=2)"
         try:
-            queries = self.node.standing_queries(request.camera)
+            queries = self.node.standing.listed(request.camera)
         except ValueError as error:
             return False, str(error)
         where = f" of camera '{request.camera}'" if request.camera else ""
@@ -67,7 +68,7 @@ class QueryServer:
         if request.op == ManageQueries.Request.OP_REMOVE:
             if not any(q.id == request.query.id for q in queries):
                 return False, f"no query with id '{request.query.id}'{where}"
-            reason = self.node.set_standing_queries(request.camera, [q for q in queries if q.id != request.query.id])
+            reason = self.node.standing.set(request.camera, [q for q in queries if q.id != request.query.id])
             return (False, reason) if reason else (True, f"removed query '{request.query.id}'{where}")
         try:
             query = convert.query_from_msg(request.query, self.node.get_parameter("max_query_chars").value)
@@ -75,7 +76,7 @@ class QueryServer:
             return False, str(error)
         if any(q.id == query.id for q in queries):
             return False, f"query id '{query.id}' already exists{where}"
-        reason = self.node.set_standing_queries(request.camera, [*queries, query])
+        reason = self.node.standing.set(request.camera, [*queries, query])
         return (False, reason) if reason else (True, f"added {query.task.value} query '{query.id}'{where}")
 
     # ---- Query action ------------------------------------------------------------------------------------
@@ -127,9 +128,12 @@ class QueryServer:
         if isinstance(job.result, str) or job.result is None:
             return self._abort(goal_handle, result, job.result or "no result")
         r = job.result
+        query_id = f"goal/{number}"  # the result's ids name the goal (the job's query id must be a plain name)
         for track in r.tracks:
-            track.id = track.id.replace(f"goal_{number}/", f"goal/{number}/", 1)
-        r.query = Query(id=f"goal/{number}", task=r.query.task, text=r.query.text)
+            track.id = track_id(query_id, split_id(track.id)[1])
+        for event in r.events:
+            event.id, event.query_id = event_id(query_id, split_id(event.id)[1]), query_id
+        r.query = Query(id=query_id, task=r.query.task, text=r.query.text)
         result.success, result.message = True, "ok"
         result.answer = convert.answer_msg(r)
         if r.query.task in (TaskKind.POINT, TaskKind.COUNT, TaskKind.EVENT):
