@@ -180,7 +180,7 @@ def _run_replay(args, bag: Path, out: Path):
         print(note)
     if getattr(args, "report", False):
         _write_report(args, bag, summary, out, config)
-    return summary, note
+    return summary, note, config
 
 
 def _write_report(args, bag: Path, summary, out: Path, config, truth_path: Path | None = None) -> dict:
@@ -210,7 +210,7 @@ def _write_report(args, bag: Path, summary, out: Path, config, truth_path: Path 
 
 
 def cmd_replay(args) -> int:
-    summary, _ = _run_replay(args, Path(args.bag), Path(args.out))
+    summary, _, _ = _run_replay(args, Path(args.bag), Path(args.out))
     return 130 if summary.interrupted else 0
 
 
@@ -281,7 +281,7 @@ def cmd_demo(args) -> int:
     if args.use_oracle:
         args.oracle = str(truth_path)
     args.topic, args.no_gif, args.queries, args.report = "", True, "", False
-    summary, note = _run_replay(args, bag, out / "replay")
+    summary, note, config = _run_replay(args, bag, out / "replay")
     truth = GroundTruth.load(truth_path)
     results = load_results(summary.results_path)
     report = evaluate(results, truth)
@@ -290,7 +290,7 @@ def cmd_demo(args) -> int:
     print(format_table(report))
     (out / "eval.json").write_text(json.dumps({"headline": head, "report": report, "answer_metrics": extra},
                                               indent=1))
-    paths = _write_report(args, bag, summary, out, _pipeline(_settings(args)).streams[""], truth_path)
+    paths = _write_report(args, bag, summary, out, config, truth_path)  # {} when there was nothing to report
     print(f"output bag: {summary.output_bag}\nevaluation: {out / 'eval.json'}")
     if note:
         print(note)
@@ -298,7 +298,7 @@ def cmd_demo(args) -> int:
             **{k: head[k] for k in ("point_hit_rate", "point_recall", "absence_correct", "count_exact", "count_mae",
                                     "mota", "id_switches_per_track_per_min", "event_f1", "event_start_error_s",
                                     "event_end_error_s")},
-            "report": str(paths["report"]), "video": str(paths["video"]), "gif": str(paths["gif"]),
+            **{k: str(paths.get(k, "")) for k in ("report", "video", "gif")},
             "output_bag": summary.output_bag, "wall_s": round(time.perf_counter() - started, 2)}
     print(json.dumps(line))
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +109,10 @@ def test_installed_command_prints_no_traceback(tmp_path):
     out = subprocess.run([sys.executable, "-m", "molmo2_ros.cli", "video2bag", str(tmp_path / "x.mp4"),
                           str(tmp_path / "bag")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+
+
+def test_demo_shorter_than_one_window_reports_no_report_instead_of_crashing(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--seconds", "1", "--use-oracle", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    line = json.loads(out.strip().splitlines()[-1])
+    assert "report: not written" in out and line["report"] == "" and line["output_bag"]

@@ -382,33 +382,3 @@ def _tally(stats: dict[str, Any], r: QueryResult) -> None:
     stats["tracks"] += len(r.tracks)
     stats["events"] += len(r.events)
     stats["empty"] += int(not (r.points or r.tracks or r.events or r.count))
-
-
-def default_model_dir() -> Path:
-    """Where the default tiny random model lives: $XDG_CACHE_HOME (or ~/.cache)/molmo2_ros/tiny-random."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return cache / "molmo2_ros" / "tiny-random"
-
-
-def ensure_tiny_model(folder: Path | None = None) -> Path:
-    """Build the tiny random Molmo2 into `folder` once (atomically); returns the folder."""
-    import shutil
-    import tempfile
-
-    from ..core.tiny_model import build_tiny_model
-
-    folder = Path(folder or default_model_dir())
-    if (folder / "config.json").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
-    try:
-        build_tiny_model(tmp)
-        try:
-            tmp.rename(folder)
-        except OSError:
-            if not (folder / "config.json").is_file():  # not built by a concurrent process meanwhile
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
