@@ -34,7 +34,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -51,8 +51,7 @@ if str(ROOT) not in sys.path:
 from molmo2_ros.core.molmo2_inputs import Molmo2InputBuilder  # noqa: E402
 from molmo2_ros.core.sampling import tokens_per_frame  # noqa: E402
 from molmo2_ros.core.tiny_model import TinySpec, build_config, build_processor  # noqa: E402
-from molmo2_ros.core.types import Clip, ClipFrame, Frame  # noqa: E402
-from molmo2_ros.offline.scenario import OCCLUDER, _background, _Object, render_frame  # noqa: E402
+from molmo2_ros.offline.scenario import OCCLUDER, SceneObject, render_frame, textured_background  # noqa: E402
 from video_tasks import PLAN_WEIGHTS, TASKS, VideoTaskSampler  # noqa: E402
 from samples import (COLOURS, EVENT_FLAGS, FRAME_DT, KINDS, LABELS, NONE_ANSWER, STAMP0, Sample,  # noqa: E402,F401
                      cell_of, coord)
@@ -66,7 +65,7 @@ SPEC = TinySpec(vit_hidden=64, vit_layers=2, vit_heads=4, vit_intermediate=128, 
 
 
 # ---- data ---------------------------------------------------------------------------------------------------
-def _visible(x: float, y: float, w: int, h: int) -> bool:
+def is_visible(x: float, y: float, w: int, h: int) -> bool:
     ox0, oy0, ox1, oy1 = OCCLUDER
     return 0 <= x < w and 0 <= y < h and not (ox0 * w <= x <= ox1 * w and oy0 * h <= y <= oy1 * h)
 
@@ -125,7 +124,7 @@ class SceneSampler:
     def background(self, w: int, h: int) -> np.ndarray:
         pool = self._backgrounds.setdefault((w, h), [])
         if len(pool) < 8:
-            pool.append(_background(w, h, int(self.rng.integers(1 << 30))))
+            pool.append(textured_background(w, h, int(self.rng.integers(1 << 30))))
             return pool[-1]
         return pool[int(self.rng.integers(len(pool)))]
 
@@ -161,11 +160,11 @@ class SceneSampler:
                 if all(math.dist((x, y), p) > (size + o.size) * px * 1.1 for o, p in zip(objs, pos.values())):
                     break
             colour, kind = self._label(vocabulary)
-            obj = _Object(f"o{i}", f"{colour} {kind}", kind, colour, size, lambda t: (0.0, 0.0))
+            obj = SceneObject(f"o{i}", f"{colour} {kind}", kind, colour, size, lambda t: (0.0, 0.0))
             objs.append(obj)
             pos[obj.id] = (x, y)
         img = render_frame(self.background(w, h), objs, pos)
-        visible = [(o.label, *pos[o.id]) for o in objs if _visible(*pos[o.id], w, h)]
+        visible = [(o.label, *pos[o.id]) for o in objs if is_visible(*pos[o.id], w, h)]
         label = self._ask(sorted({v[0] for v in visible}), p_none, vocabulary)
         targets = sorted([(x, y) for lab, x, y in visible if lab == label])
         return {"image": img, "label": label, "targets": targets, "visible": visible, "w": w, "h": h}
@@ -185,7 +184,7 @@ class SceneSampler:
             vx, vy = speed * math.cos(angle), speed * math.sin(angle)
             fall_at = float(rng.uniform(-1.0, span)) if rng.random() < 0.2 else None
             colour, kind = self._label(vocabulary)
-            objs.append(_Object(f"o{i}", f"{colour} {kind}", kind, colour, size, lambda t: (0.0, 0.0)))
+            objs.append(SceneObject(f"o{i}", f"{colour} {kind}", kind, colour, size, lambda t: (0.0, 0.0)))
             paths[f"o{i}"] = (x0, y0, vx, vy, fall_at)
 
         def at(key: str, t: float) -> tuple[float, float]:
@@ -202,7 +201,7 @@ class SceneSampler:
         for f in range(n_frames):
             pos = {o.id: at(o.id, f * FRAME_DT) for o in objs}
             frames.append(render_frame(background, objs, pos))
-            visible.append([(o.label, *pos[o.id], o.id) for o in objs if _visible(*pos[o.id], w, h)])
+            visible.append([(o.label, *pos[o.id], o.id) for o in objs if is_visible(*pos[o.id], w, h)])
         label = self._ask(sorted({v[0] for frame in visible for v in frame}), p_none, vocabulary)
         per_frame = [{v[3]: (v[1], v[2]) for v in frame if v[0] == label} for frame in visible]
         answer, digits = track_answer(label, per_frame, pools, w, h)

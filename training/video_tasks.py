@@ -2,7 +2,7 @@
 
 Each sample is a new world from `molmo2_ros.offline.scenario.build_random_world` (objects that rest, move, enter,
 leave, fall and touch), rendered at 2 fps (the product's sampling rate) over 1-12 frames, with a SlowFast plan
-drawn per clip (`PLANS`). Ground truth comes from the scenario's own rules (`_visible`, `_events` on a 10 fps
+drawn per clip (`PLANS`). Ground truth comes from the scenario's own rules (`is_visible`, `scenario_events` on a 10 fps
 timeline), and answers use the grammar of the oracle (`molmo2_ros/offline/oracle.py`), so that the evaluation
 scores exactly what the model was taught:
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from molmo2_ros.offline.scenario import (COLORS, EVENT_TEXT, KINDS, _background, _events, _visible,
-                                         build_random_world, render_frame)
+from molmo2_ros.offline.scenario import (COLORS, EVENT_TEXT, KINDS, build_random_world, is_visible, render_frame,
+                                         scenario_events, textured_background)
 from samples import EVENT_FLAGS, FRAME_DT, LABELS, NONE_ANSWER, Sample, write_coords
 
 TASKS = ("point", "count", "track", "event")
@@ -76,7 +76,8 @@ class VideoTaskSampler:
         resumed from `rng` draws the same images."""
         key = (w, h, int(self.rng.integers(8)))
         if key not in self._backgrounds:
-            self._backgrounds[key] = _background(w, h, int(np.random.default_rng([self.seed, *key]).integers(1 << 30)))
+            seed = int(np.random.default_rng([self.seed, *key]).integers(1 << 30))
+            self._backgrounds[key] = textured_background(w, h, seed)
         return self._backgrounds[key]
 
     def world_clip(self, w: int, h: int, n_frames: int) -> WorldClip:
@@ -91,7 +92,7 @@ class VideoTaskSampler:
         times = [float(k * GRID_DT) for k in steps]
         stamps = [int(k) for k in steps]  # one unit = GRID_DT
         tracks = {o.id: [(o.motion(t)[0] * w, o.motion(t)[1] * h) for t in times] for o in objects}
-        events = _events(objects, tracks, times, stamps, w, h)
+        events = scenario_events(objects, tracks, times, stamps, w, h)
         frame_steps = [round(i * FRAME_DT / GRID_DT) for i in range(n_frames)]
         background = self.background(w, h)
         images, visible = [], []
@@ -99,7 +100,7 @@ class VideoTaskSampler:
             i = k - int(steps[0])
             pos = {o.id: tracks[o.id][i] for o in objects}
             images.append(render_frame(background, objects, pos))
-            visible.append({o: p for o, p in pos.items() if _visible(*p, w, h)})
+            visible.append({o: p for o, p in pos.items() if is_visible(*p, w, h)})
         for e in events:
             e["frames"] = [f for f, k in enumerate(frame_steps) if e["start_ns"] <= k <= e["end_ns"]]
         return WorldClip(images, visible, {o.id: o.label for o in objects}, {o.id: o.kind for o in objects},

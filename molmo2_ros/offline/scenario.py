@@ -35,7 +35,7 @@ COLORS = {"red": (220, 30, 30), "blue": (30, 60, 220), "green": (30, 170, 60)}
 
 
 @dataclass(frozen=True)
-class _Object:
+class SceneObject:
     id: str
     label: str
     kind: str  # ball | square | triangle
@@ -66,33 +66,34 @@ def _bounce(x0: float, x_meet: float, y: float, t_meet: float):
     return f
 
 
-def build_world(seconds: float, width: int, height: int, rng: np.random.Generator | None = None) -> list[_Object]:
+def build_world(seconds: float, width: int, height: int, rng: np.random.Generator | None = None) -> list[SceneObject]:
     """The objects of the default scenario for a clip of `seconds` and this image size (`rng` is not used)."""
     d = seconds
     r = 0.05
     gap = 1.8 * r * min(width, height) / width  # the squares' centres meet at 90% of their touching distance
     return [
-        _Object("ball_1", "red ball", "ball", "red", r, _linear((-0.08, 0.3), (1.08, 0.3), 0.0, 0.6 * d)),
-        _Object("ball_2", "red ball", "ball", "red", r, _fall(0.78, 0.15, 0.85, 0.3 * d),
+        SceneObject("ball_1", "red ball", "ball", "red", r, _linear((-0.08, 0.3), (1.08, 0.3), 0.0, 0.6 * d)),
+        SceneObject("ball_2", "red ball", "ball", "red", r, _fall(0.78, 0.15, 0.85, 0.3 * d),
                 ((0.3 * d, 0.3 * d + FALL_S),)),
-        _Object("ball_3", "red ball", "ball", "red", r, _fall(0.15, 0.1, 0.85, 0.65 * d),
+        SceneObject("ball_3", "red ball", "ball", "red", r, _fall(0.15, 0.1, 0.85, 0.65 * d),
                 ((0.65 * d, 0.65 * d + FALL_S),)),
-        _Object("square_1", "blue square", "square", "blue", r, _bounce(0.2, 0.5 - gap / 2, 0.65, 0.45 * d)),
-        _Object("square_2", "blue square", "square", "blue", r, _bounce(0.8, 0.5 + gap / 2, 0.65, 0.45 * d)),
-        _Object("square_3", "blue square", "square", "blue", r, _linear((0.3, -0.08), (0.3, 0.45), 0.55 * d, 0.8 * d)),
-        _Object("triangle_1", "green triangle", "triangle", "green", r,
+        SceneObject("square_1", "blue square", "square", "blue", r, _bounce(0.2, 0.5 - gap / 2, 0.65, 0.45 * d)),
+        SceneObject("square_2", "blue square", "square", "blue", r, _bounce(0.8, 0.5 + gap / 2, 0.65, 0.45 * d)),
+        SceneObject("square_3", "blue square", "square", "blue", r,
+                    _linear((0.3, -0.08), (0.3, 0.45), 0.55 * d, 0.8 * d)),
+        SceneObject("triangle_1", "green triangle", "triangle", "green", r,
                 _linear((-0.08, 1.0), (1.08, -0.08), 0.1 * d, 0.9 * d)),
     ]
 
 
 def build_two_colour_world(seconds: float, width: int, height: int,
-                           rng: np.random.Generator | None = None) -> list[_Object]:
+                           rng: np.random.Generator | None = None) -> list[SceneObject]:
     """Two balls that differ only by colour, on diagonals that cross below the occluder mid-clip (`rng` is not
     used)."""
     r = 0.05
     return [
-        _Object("red_ball", "red ball", "ball", "red", r, _linear((0.1, 0.35), (0.9, 0.75), 0.0, seconds)),
-        _Object("blue_ball", "blue ball", "ball", "blue", r, _linear((0.9, 0.35), (0.1, 0.75), 0.0, seconds)),
+        SceneObject("red_ball", "red ball", "ball", "red", r, _linear((0.1, 0.35), (0.9, 0.75), 0.0, seconds)),
+        SceneObject("blue_ball", "blue ball", "ball", "blue", r, _linear((0.9, 0.35), (0.1, 0.75), 0.0, seconds)),
     ]
 
 
@@ -108,7 +109,7 @@ KINDS = ("ball", "square", "triangle")
 
 
 def build_random_world(seconds: float, width: int, height: int, rng: np.random.Generator | None = None,
-                       palette: tuple[tuple[str, str], ...] = ()) -> list[_Object]:
+                       palette: tuple[tuple[str, str], ...] = ()) -> list[SceneObject]:
     """1-9 objects with random labels (colour x kind) and the default world's kinds of motion, drawn from `rng`:
     resting, straight moves that may start or end outside the image (enter, leave), falls from rest (1.5 s,
     landing inside), and pairs that approach, touch (centres at 75-95 % of the touching distance) and bounce
@@ -119,7 +120,7 @@ def build_random_world(seconds: float, width: int, height: int, rng: np.random.G
     rng = rng if rng is not None else np.random.default_rng(0)
     px = min(width, height)
     grid = np.arange(-1.0, seconds + 1.0, 0.1)
-    objects: list[_Object] = []
+    objects: list[SceneObject] = []
     paths: list[np.ndarray] = []  # pixel positions of each object on `grid`
 
     def path(motion) -> np.ndarray:
@@ -142,7 +143,7 @@ def build_random_world(seconds: float, width: int, height: int, rng: np.random.G
         colour = colour or str(rng.choice(list(COLORS)))
         kind = kind or str(rng.choice(KINDS))
         n = sum(o.kind == kind for o in objects) + 1
-        objects.append(_Object(f"{kind}_{n}", f"{colour} {kind}", kind, colour, s, motion, tuple(falls)))
+        objects.append(SceneObject(f"{kind}_{n}", f"{colour} {kind}", kind, colour, s, motion, tuple(falls)))
         paths.append(p)
 
     def size() -> float:
@@ -193,7 +194,7 @@ def build_random_world(seconds: float, width: int, height: int, rng: np.random.G
     return objects
 
 
-def _visible(x: float, y: float, width: int, height: int) -> bool:
+def is_visible(x: float, y: float, width: int, height: int) -> bool:
     """Centre inside the image and not behind the occluder."""
     ox0, oy0, ox1, oy1 = OCCLUDER
     inside = 0 <= x < width and 0 <= y < height
@@ -213,7 +214,7 @@ def _runs(flags: list[bool]) -> list[tuple[int, int]]:
     return runs
 
 
-def _events(objects: list[_Object], tracks: dict[str, list[tuple[float, float]]], times: list[float],
+def scenario_events(objects: list[SceneObject], tracks: dict[str, list[tuple[float, float]]], times: list[float],
             stamps: list[int], width: int, height: int) -> list[dict]:
     """Fall, touch and leave events with exact frame spans."""
     px = min(width, height)
@@ -232,7 +233,7 @@ def _events(objects: list[_Object], tracks: dict[str, list[tuple[float, float]]]
     for i, a in enumerate(objects):
         for b in objects[i + 1:]:
             limit = (a.size + b.size) * px
-            flags = [math.dist(pa, pb) < limit and _visible(*pa, width, height) and _visible(*pb, width, height)
+            flags = [math.dist(pa, pb) < limit and is_visible(*pa, width, height) and is_visible(*pb, width, height)
                      for pa, pb in zip(tracks[a.id], tracks[b.id])]
             for first, last in _runs(flags):
                 add("touch", f"{a.label} touches {b.label}", first, last, [a.id, b.id])
@@ -253,7 +254,7 @@ def _touches_border(x: float, y: float, r: float, width: int, height: int) -> bo
     return x < r or y < r or x > width - 1 - r or y > height - 1 - r
 
 
-def _background(width: int, height: int, seed: int) -> np.ndarray:
+def textured_background(width: int, height: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:height, 0:width]
     base = 200 + 30 * (xx / max(width - 1, 1)) - 20 * (yy / max(height - 1, 1))
@@ -262,7 +263,8 @@ def _background(width: int, height: int, seed: int) -> np.ndarray:
     return np.repeat(gray[..., None], 3, axis=2)
 
 
-def render_frame(background: np.ndarray, objects: list[_Object], positions: dict[str, tuple[float, float]]) -> np.ndarray:
+def render_frame(background: np.ndarray, objects: list[SceneObject],
+                 positions: dict[str, tuple[float, float]]) -> np.ndarray:
     """RGB image of the world with objects at `positions` (pixels), the occluder drawn on top."""
     img = background.copy()
     height, width = img.shape[:2]
@@ -286,7 +288,7 @@ def render_frame(background: np.ndarray, objects: list[_Object], positions: dict
     return img
 
 
-def default_queries(objects: list[_Object]) -> list[dict]:
+def default_queries(objects: list[SceneObject]) -> list[dict]:
     """Standing queries of the default scenario and the objects they refer to: one per task, an event query per
     event type (asked as Molmo2 is asked: "Point to any {text} in the video"), the triangle (hidden behind the
     occluder or outside the image part of the time) and a label that is never there (green ball)."""
@@ -307,7 +309,7 @@ def default_queries(objects: list[_Object]) -> list[dict]:
     ]
 
 
-def two_colour_queries(objects: list[_Object]) -> list[dict]:
+def two_colour_queries(objects: list[SceneObject]) -> list[dict]:
     """Point and track queries for each ball of the two-colour world, asked by colour."""
     return [{"id": f"{o.color}_{task}", "task": task, "text": o.label, "objects": [o.id]}
             for o in objects for task in ("point", "track")]
@@ -316,7 +318,7 @@ def two_colour_queries(objects: list[_Object]) -> list[dict]:
 EVENT_TEXT = {"fall": "{kind} falling", "touch": "{kind}s touching", "leave": "{kind} leaving the frame"}
 
 
-def random_queries(objects: list[_Object]) -> list[dict]:
+def random_queries(objects: list[SceneObject]) -> list[dict]:
     """For every label: point, count and track; for every kind: one event query per event type; plus a point
     query for a label that is not in the scene (when one is left)."""
     labels = sorted({o.label for o in objects})
@@ -341,7 +343,7 @@ WORLDS = {"default": (build_world, default_queries), "two_colours": (build_two_c
           "random": (build_random_world, random_queries)}
 
 
-def _image_message(typestore, img: np.ndarray, encoding: str, stamp_ns: int, frame_id: str, jpeg_quality: int):
+def image_message(typestore, img: np.ndarray, encoding: str, stamp_ns: int, frame_id: str, jpeg_quality: int):
     header = typestore.types["std_msgs/msg/Header"](
         stamp=typestore.types["builtin_interfaces/msg/Time"](sec=stamp_ns // NS_PER_S, nanosec=stamp_ns % NS_PER_S),
         frame_id=frame_id)
@@ -399,7 +401,7 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
     topic = "/camera/image_raw/compressed" if encoding == "jpeg" else "/camera/image_raw"
     msgtype = "sensor_msgs/msg/CompressedImage" if encoding == "jpeg" else "sensor_msgs/msg/Image"
     typestore = get_typestore(Stores.ROS2_HUMBLE)
-    background = _background(width, height, seed)
+    background = textured_background(width, height, seed)
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     depth_world = None
     if depth is not None:
@@ -412,7 +414,7 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
             depth_world.add_connections(writer, typestore)
         for k, stamp in enumerate(stamps):
             img = render_frame(background, objects, {o.id: tracks[o.id][k] for o in objects})
-            _, msg = _image_message(typestore, img, encoding, stamp, frame_id, jpeg_quality)
+            _, msg = image_message(typestore, img, encoding, stamp, frame_id, jpeg_quality)
             writer.write(conn, stamp, typestore.serialize_cdr(msg, msgtype))
             if depth_world is not None:
                 depth_world.write(writer, typestore, stamp, {o.id: tracks[o.id][k] for o in objects})
@@ -421,9 +423,9 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
         "fps": fps, "frames": stamps,
         "objects": [{"id": o.id, "label": o.label, "kind": o.kind, "color": o.color,
                      "radius_px": o.size * min(width, height),
-                     "track": [[s, round(x, 3), round(y, 3), _visible(x, y, width, height)]
+                     "track": [[s, round(x, 3), round(y, 3), is_visible(x, y, width, height)]
                                for s, (x, y) in zip(stamps, tracks[o.id])]} for o in objects],
-        "events": _events(objects, tracks, times, stamps, width, height),
+        "events": scenario_events(objects, tracks, times, stamps, width, height),
         "queries": queries(objects),
     }
     if depth_world is not None:

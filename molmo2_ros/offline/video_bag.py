@@ -10,7 +10,7 @@ import cv2
 
 from ..core.types import NS_PER_S
 from .convert import DEFAULT_START_NS
-from .scenario import _image_message
+from .scenario import image_message
 
 
 # FFmpeg opens any text file as a "video" rendered by its ANSI-art decoder: that is not camera footage.
@@ -69,7 +69,7 @@ def video_to_bag(video: str | Path, out_bag: str | Path, *, encoding: str = "jpe
                 while ok:
                     stamp = start_ns + round(count * NS_PER_S / fps)
                     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-                    _, msg = _image_message(typestore, rgb, encoding, stamp, frame_id, jpeg_quality)
+                    _, msg = image_message(typestore, rgb, encoding, stamp, frame_id, jpeg_quality)
                     writer.write(conn, stamp, typestore.serialize_cdr(msg, msgtype))
                     count += 1
                     ok, bgr = capture.read()
