@@ -59,7 +59,7 @@ class SlowFastConfig:
         return (keys + (self.key_every - 1) * tokens_per_frame(self.fast_pooling, patches_per_side)) / self.key_every
 
 
-# Named plans (README "SlowFast"): the default, the old 2x2-key plan, and the released uniform pooling.
+# Named plans (README "SlowFast plans"): the default, "detail" (2x2 keys, 3x3 others), and the released uniform pooling.
 SLOWFAST_PRESETS = {
     "default": SlowFastConfig(),
     "detail": SlowFastConfig(slow_pooling=(2, 2), fast_pooling=(3, 3)),

@@ -49,8 +49,8 @@ def main(args: list[str] | None = None, executor_class=HandOffExecutor) -> int:
 
 def run() -> None:
     """Process entry point: main(), then leave without the interpreter's finalization. Everything is already shut
-    down and flushed; tearing down torch and transformers modules at interpreter exit took another 2-6 s on a
-    loaded 2-core host, which broke the 5 s SIGINT/SIGTERM exit bound (measured with the old and the new node)."""
+    down and flushed; tearing down torch and transformers modules at interpreter exit takes 2-6 s on a loaded 2-core
+    host, past the node's 5 s SIGINT/SIGTERM exit bound."""
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
