@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from .counters import Counters
+from .intake import BadFrame
 from .types import (NS_PER_S, EventState, Frame, GroundedPoint, Lifted3D, LiftStatus, Point3D, QueryResult,
                     TrackStatus)
 
@@ -65,12 +66,8 @@ class DepthConfig:
             raise ValueError("depth.window_px must be >= 1")
 
 
-class BadDepth(ValueError):
-    """A depth image that cannot be used; `reason` is a short counter key."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
+class BadDepth(BadFrame):
+    """A depth image that cannot be used; `reason`: unsupported_encoding, empty_image, bad_step, truncated_data."""
 
 
 @dataclass(frozen=True, eq=False)
