@@ -11,21 +11,20 @@ Image, CompressedImage and CameraInfo are the same in every ROS 2 distribution),
 never needed. Replay's depth reader (offline/depth_bag.py) reads through the same `open_storage`, `deserializer`
 and `read_messages`, and `molmo2-ros play` opens bags with `open_storage`, so they take every bag this one takes.
 
-Frames come out in log-time order as `BagFrame`s: the header stamp and frame_id are read at once (deserializing
-CDR gives zero-copy views of the pixel bytes), the pixels are decoded only by `BagFrame.decode()`, so a caller
-can ask the clip buffer first and skip frames that will not be sampled.
+Frames come out in log-time order as `BagFrame`s: the header stamp is read at once (deserializing CDR gives
+zero-copy views of the pixel bytes), the pixels are decoded only by `BagFrame.decode()`, so that the replay's intake
+(core/intake.py, the node's) asks the clip buffer first and skips frames that will not be sampled. A message that
+cannot be deserialized is a dropped frame of the intake's vocabulary (BadFrame, undeserializable).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..core.image_decode import BadImage, decode_compressed, decode_raw
+from ..core.image_decode import frame_from_compressed, frame_from_image
+from ..core.intake import BadFrame
 from ..core.types import NS_PER_S, Frame
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -84,6 +83,26 @@ def read_messages(reader, connections: list, path: Path) -> Iterator[tuple[Any, 
                        f"({type(error).__name__}: {error}): the bag is damaged; {DAMAGED_REMEDY}") from error
 
 
+def deserialized(messages: Iterable[tuple[Any, int, Any]], deserialize: Callable[[Any, str], Any],
+                 on_bad: Callable[[BadFrame], None] | None = None) -> Iterator[tuple[int, int, Any]]:
+    """(index, log time ns, message) of `read_messages`' items; a message that cannot be deserialized is skipped,
+    told to `on_bad` as BadFrame (undeserializable)."""
+    for index, (conn, log_ns, raw) in enumerate(messages):
+        try:
+            msg = deserialize(raw, conn.msgtype)
+        except Exception as error:  # noqa: BLE001 - a corrupt message is a counted drop
+            if on_bad is not None:
+                on_bad(BadFrame("undeserializable", f"message {index} (log time {log_ns} ns) cannot be deserialized "
+                                                    f"as {conn.msgtype}: {error}"))
+            continue
+        yield index, log_ns, msg
+
+
+def header_stamp_ns(msg: Any) -> int:
+    """header.stamp of a deserialized message, in ns."""
+    return int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
+
+
 def is_service_event(connection) -> bool:
     """A service-introspection topic (`<service>/_service_event`, type `pkg/srv/Name_Event`)."""
     return connection.topic.endswith(SERVICE_EVENT_SUFFIX) or "/srv/" in connection.msgtype
@@ -107,37 +126,24 @@ def pick_camera_topic(connections, topic: str = "") -> tuple[str, str]:
 
 
 class BagFrame:
-    """One camera message: header stamp (ns), frame_id and log time known, pixels decoded by `decode()`."""
+    """One camera message: header stamp (ns) and log time known, pixels decoded by `decode()`."""
 
-    __slots__ = ("index", "log_ns", "stamp_ns", "frame_id", "_msg", "_compressed")
+    __slots__ = ("index", "log_ns", "stamp_ns", "_msg", "_compressed")
 
     def __init__(self, index: int, log_ns: int, msg: Any, compressed: bool) -> None:
         self.index, self.log_ns = index, log_ns
-        self.stamp_ns = int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec)
-        self.frame_id = str(msg.header.frame_id)
+        self.stamp_ns = header_stamp_ns(msg)
         self._msg, self._compressed = msg, compressed
 
     def decode(self) -> Frame:
-        """The frame with RGB pixels. Raises BadImage (its `reason` names the counter)."""
-        m = self._msg
-        if self._compressed:
-            image = decode_compressed(m.format, m.data)
-        else:
-            image = decode_raw(m.encoding, int(m.width), int(m.height), int(m.step), m.is_bigendian, m.data)
-        return Frame(stamp_ns=self.stamp_ns, image=image, frame_id=self.frame_id)
-
-    def placeholder(self) -> Frame:
-        """A frame without pixels, for stamps the clip buffer will not keep (as the node does)."""
-        return Frame(stamp_ns=self.stamp_ns, image=np.empty((0, 0, 3), np.uint8), frame_id=self.frame_id)
+        """The frame with RGB pixels. Raises BadImage."""
+        return (frame_from_compressed if self._compressed else frame_from_image)(self._msg, self.stamp_ns)
 
 
 class CameraBag:
-    """One camera topic of a bag. Use as a context manager; `frames()` iterates once, in log-time order.
+    """One camera topic of a bag. Use as a context manager; `frames()` iterates once, in log-time order."""
 
-    Messages that cannot be deserialized are skipped and counted in `counters` ("bad_undeserializable"),
-    with `on_drop(text)` called once per reason."""
-
-    def __init__(self, path: str | Path, topic: str = "", on_drop: Callable[[str], None] | None = None) -> None:
+    def __init__(self, path: str | Path, topic: str = "") -> None:
         self.path = Path(path)
         self._reader, self.ros1 = open_storage(self.path)
         try:
@@ -147,8 +153,6 @@ class CameraBag:
             raise
         self._connections = [c for c in self._reader.connections if c.topic == self.topic]
         self.count = sum(c.msgcount for c in self._connections)
-        self.counters: Counter = Counter()
-        self._on_drop = on_drop
         self._deserialize = deserializer(self.ros1)
 
     def __enter__(self) -> CameraBag:
@@ -162,22 +166,12 @@ class CameraBag:
             reader, self._reader = self._reader, None
             reader.close()
 
-    def frames(self) -> Iterator[BagFrame]:
+    def frames(self, on_bad: Callable[[BadFrame], None] | None = None) -> Iterator[BagFrame]:
+        """The camera's frames; a message that cannot be deserialized is skipped, told to `on_bad`."""
         compressed = self.msgtype.endswith("CompressedImage")
-        for index, (conn, log_ns, raw) in enumerate(read_messages(self._reader, self._connections, self.path)):
-            try:
-                msg = self._deserialize(raw, conn.msgtype)
-            except Exception as error:  # noqa: BLE001 - a corrupt message is a counted drop
-                self._drop("undeserializable", f"message {index} (log time {log_ns} ns) cannot be deserialized as "
-                                               f"{conn.msgtype}: {error}")
-                continue
+        messages = read_messages(self._reader, self._connections, self.path)
+        for index, log_ns, msg in deserialized(messages, self._deserialize, on_bad):
             yield BagFrame(index, log_ns, msg, compressed)
-
-    def _drop(self, reason: str, text: str) -> None:
-        key = f"bad_{reason}"
-        self.counters[key] += 1
-        if self.counters[key] == 1 and self._on_drop is not None:
-            self._on_drop(f"{self.topic}: {text} (dropped; further drops are only counted as {key})")
 
 
 def decoded_frames(path: str | Path, topic: str = "") -> list[Frame]:
@@ -188,6 +182,6 @@ def decoded_frames(path: str | Path, topic: str = "") -> list[Frame]:
         for item in camera.frames():
             try:
                 out.append(item.decode())
-            except BadImage:
+            except BadFrame:
                 continue
         return out

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from ..core.depth import BadDepth, CameraModel, depth_from_buffer
+from ..core.depth import CameraModel, DepthImage, depth_from_buffer
+from ..core.intake import BadFrame, DepthGate
 from ..core.stream import Stream
-from ..core.types import NS_PER_S
-from .bags import deserializer, open_storage, read_messages
+from .bags import deserialized, deserializer, header_stamp_ns, open_storage, read_messages
 
 IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
@@ -48,7 +48,9 @@ def pick_depth_topics(connections, colour_topic: str, depth_topic: str = "", inf
 class DepthFeeder:
     """Reads the depth and CameraInfo topics of a bag for one stream (with depth enabled). `feed_until(stamp)`
     adds every depth frame stamped up to `stamp + max_dt` that the stream can use; call it before pushing the
-    colour frame of that stamp. Bad depth frames are counted in the stream (depth_bad_<reason>) and warned once."""
+    colour frame of that stamp. Depth frames go through the node's depth gate (core/intake.py), counted in the
+    stream's counters with the node's names (depth_frames_decoded, depth_frames_skipped, depth_bad_<reason>); the
+    first bad frame of each reason is warned of."""
 
     def __init__(self, bag: str | Path, stream: Stream, colour_topic: str, depth_topic: str = "",
                  info_topic: str = "", warn=lambda message: print(f"warning: {message}", file=sys.stderr)) -> None:
@@ -66,7 +68,9 @@ class DepthFeeder:
             self._reader.close()
             raise
         conns = [c for c in self._reader.connections if c.topic == self.depth_topic]
-        self._messages: Iterator[tuple[Any, int, Any]] = read_messages(self._reader, conns, self._path)
+        self._gate = DepthGate(lambda: stream, _depth_image, stream.counters, self._dropped, prefix="depth_")
+        self._messages = deserialized(read_messages(self._reader, conns, self._path), self._deserialize,
+                                      self._gate.drop)
         self._next: tuple[int, Any] | None = None
         self._done = False
 
@@ -92,6 +96,9 @@ class DepthFeeder:
             self._warned.add(key)
             self._warn(message)
 
+    def _dropped(self, error: BadFrame, _msg: Any) -> None:
+        self._warn_once(error.reason, f"depth on {self.depth_topic}: {error}; such frames are dropped")
+
     def _peek(self) -> tuple[int, Any] | None:
         """(header stamp, message) of the next depth message, or None at the end."""
         if self._next is None and not self._done:
@@ -99,26 +106,17 @@ class DepthFeeder:
             if item is None:
                 self._done = True
             else:
-                conn, _, raw = item
-                msg = self._deserialize(raw, conn.msgtype)
-                self._next = (int(msg.header.stamp.sec) * NS_PER_S + int(msg.header.stamp.nanosec), msg)
+                msg = item[2]
+                self._next = (header_stamp_ns(msg), msg)
         return self._next
 
     def feed_until(self, colour_stamp_ns: int) -> None:
         store = self.stream.depth.store
         while (item := self._peek()) is not None and item[0] <= colour_stamp_ns + store.max_dt_ns:
             self._next = None
-            stamp, msg = item
-            if not self.stream.wants_depth(stamp):
-                continue
-            try:
-                depth = depth_from_buffer(msg.encoding, int(msg.width), int(msg.height), int(msg.step),
-                                          msg.is_bigendian, msg.data, stamp, msg.header.frame_id)
-            except BadDepth as error:
-                self.stream.counters.add(f"depth_bad_{error.reason}")
-                self._warn_once(error.reason, f"depth on {self.depth_topic}: {error}; such frames are dropped")
-                continue
-            store.add_depth(depth)
+            depth = self._gate.take(*item)
+            if depth is not None:
+                store.add_depth(depth)
 
     def notices(self) -> None:
         """Warn about the lifter's problems (not aligned, CameraInfo of another size), once each."""
@@ -128,3 +126,9 @@ class DepthFeeder:
     def close(self) -> None:
         self.notices()
         self._reader.close()
+
+
+def _depth_image(msg: Any, stamp_ns: int) -> DepthImage:
+    """The DepthImage of a sensor_msgs/Image. Raises BadDepth."""
+    return depth_from_buffer(msg.encoding, int(msg.width), int(msg.height), int(msg.step), msg.is_bigendian, msg.data,
+                             stamp_ns, msg.header.frame_id)

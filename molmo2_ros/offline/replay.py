@@ -18,18 +18,17 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..core.image_decode import BadImage
 from ..core.messages import MessageTypes, bag_topic, full_name, output_topics, result_messages
 from ..core.overlay import draw_overlay
 from ..core.engine_interface import Engine
+from ..core.intake import BadFrame, ColourGate
 from ..core.runtime import Runtime
 from ..core.schedule import EveryWindowPolicy
 from ..core.stream import Stream, StreamConfig
@@ -44,24 +43,22 @@ GIF_MAX_FRAMES = 400
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
-def runtime_frames(bag_frames: Iterable[BagFrame], accepts: Callable[[int], str], drops: Counter,
-                   warn: Callable[[str], None]) -> Iterator[Frame]:
-    """The frames to push into the runtime, as the node makes them: a frame is decoded only when its stream's clip
-    buffer will keep it (`accepts`; others pass as placeholders without pixels, which the buffer counts); an
-    undecodable frame is dropped and counted in `drops` under bad_<reason> (the node's counter names), the first of
-    each reason with a warning."""
-    for item in bag_frames:
-        if accepts(item.stamp_ns) not in ("keep", "backward_jump"):
-            yield item.placeholder()
-            continue
-        try:
-            yield item.decode()
-        except BadImage as error:
-            key = f"bad_{error.reason}"
-            drops[key] += 1
-            if drops[key] == 1:
-                warn(f"frame {item.index} (stamp {item.stamp_ns} ns) cannot be decoded: {error} (dropped; further "
-                     f"drops are only counted as {key})")
+def runtime_frames(camera: CameraBag, stream: Stream, warn: Callable[[str], None]) -> Iterator[Frame]:
+    """The frames to push into the runtime, through the node's intake (core/intake.py): a frame is decoded only when
+    the stream's clip buffer will keep it (others pass as placeholders without pixels, which the buffer counts); a
+    frame that cannot be deserialized or decoded is dropped and counted in the stream's counters under bad_<reason>
+    (the node's counter names), the first of each reason with a warning."""
+    def dropped(error: BadFrame, item: BagFrame | None) -> None:
+        key = f"bad_{error.reason}"
+        if stream.counters[key] == 1:
+            where = camera.topic if item is None else f"frame {item.index} (stamp {item.stamp_ns} ns) cannot be decoded"
+            warn(f"{where}: {error} (dropped; further drops are only counted as {key})")
+
+    gate = ColourGate(stream.accepts, lambda item, _stamp: item.decode(), stream.counters, dropped)
+    for item in camera.frames(gate.drop):
+        frame = gate.take(item.stamp_ns, item)
+        if frame is not None:
+            yield frame
 
 
 def load_queries(path: str | Path) -> list[Query]:
@@ -288,7 +285,7 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
     stream = Stream("", queries, config)
     # Clips run as soon as they fall due, so at most one is ever pending: the byte budget never binds here.
     runtime = Runtime(engine, [stream], EveryWindowPolicy(max_pending_bytes=2**40))
-    camera = CameraBag(bag, topic, on_drop=warn)
+    camera = CameraBag(bag, topic)
     depth = None
     if config.depth.enabled:
         from .depth_bag import DepthFeeder
@@ -306,7 +303,6 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
     writer = ResultBagWriter(bag_out)
     bar = Progress(camera.count, progress)
     gif_frames: list[np.ndarray] = []
-    drops: Counter = Counter()
     started = time.perf_counter()
     try:
         with open(out / "results.jsonl", "w", encoding="utf-8") as jsonl, InterruptRequest(note_interrupt) as stop:
@@ -317,7 +313,7 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
                 jsonl.flush()
 
             try:
-                for frame in runtime_frames(camera.frames(), stream.accepts, drops, warn):
+                for frame in runtime_frames(camera, stream, warn):
                     summary.frames += 1
                     if depth is not None:
                         depth.feed_until(frame.stamp_ns)
@@ -359,11 +355,10 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         summary.output_messages = writer.messages
         counters = stream.counter_snapshot()
         summary.counters = {k: int(v) for k, v in sorted(counters.items())}
-        drops.update(camera.counters)
-        drops.update({k: v for k, v in counters.items() if k.startswith("buffer_dropped_")})
-        summary.frames_dropped = dict(sorted(drops.items()))
-        summary.frames += sum(n for k, n in drops.items() if k.startswith("bad_"))  # never reached the runtime
-        zero = drops["buffer_dropped_zero_stamp"]
+        summary.frames_dropped = {k: n for k, n in summary.counters.items()
+                                  if k.startswith(("bad_", "buffer_dropped_"))}
+        summary.frames += sum(n for k, n in counters.items() if k.startswith("bad_"))  # never reached the runtime
+        zero = counters.get("buffer_dropped_zero_stamp", 0)
         if zero:
             warn(f"{zero} of {summary.frames} frames on {camera.topic} have a zero header stamp and were dropped (the "
                  f"node drops them too){': no window was processed' if zero == summary.frames else ''}; the camera "
