@@ -36,9 +36,9 @@ import psutil
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # test/helpers (not conftest: pytest's)
 
-from conftest import FASTDDS_PROFILE, ros_environment  # noqa: E402
+from bench.ros_env import FASTDDS_PROFILE, ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate, wait_until  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
@@ -49,7 +49,7 @@ NODE_SCRIPT = REPO / "scripts" / "molmo2_node"
 NODE_ENTRY = {  # how the node process starts, per --executor
     "handoff": [str(NODE_SCRIPT)],
     "rclpy": ["-c", "import sys; from rclpy.executors import MultiThreadedExecutor; "
-                    "from molmo2_ros.ros.node import main; sys.exit(main(executor_class=MultiThreadedExecutor))"],
+                    "from molmo2_ros.ros.main import main; sys.exit(main(executor_class=MultiThreadedExecutor))"],
 }
 TOPIC = "/bench/camera/image_raw"
 NODE = "/molmo2"

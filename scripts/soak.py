@@ -29,12 +29,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "test"))
+sys.path.insert(0, str(REPO / "test"))  # test/helpers (not conftest: pytest's)
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 
-from conftest import ros_environment  # noqa: E402
+from bench.ros_env import ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate  # noqa: E402
 from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
