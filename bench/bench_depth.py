@@ -169,10 +169,13 @@ def main(argv: list[str] | None = None) -> int:
     stats = run_streams(args.seconds, args.objects)
     window_s = inference_s(baseline_clips(5), args.max_new_tokens, args.threads)
     ratio = stats["lift_ms_per_window_p50"] / (window_s * 1e3)
+    passed = ratio < 0.01
     result = {"machine": f"{platform.node()} {psutil.cpu_count()} cpu", "colour": COLOUR, "depth": DEPTH,
               "rate_hz": RATE_HZ, "seconds": args.seconds, "objects": args.objects, **stats,
               "inference_s_per_window_tiny": window_s, "max_new_tokens": args.max_new_tokens,
-              "lift_share_of_inference": ratio, "target": "lift p50 < 1 % of inference", "pass": ratio < 0.01}
+              "lift_share_of_inference": ratio,
+              "targets": {"lift_share_of_inference": {"value": ratio, "target": "< 0.01 (lift p50 < 1 % of inference)",
+                                                      "pass": passed}}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     rows = [("windows (full from the 9th)", stats["windows"]),
@@ -185,11 +188,11 @@ def main(argv: list[str] | None = None) -> int:
             ("depth frames held max (MiB)", f"{stats['depth_frames_held_max']} ({stats['depth_held_mib_max']:.1f})"),
             ("RSS before / after MiB", f"{stats['rss_before_mib']:.0f} / {stats['rss_after_mib']:.0f}"),
             ("inference s per window (tiny model)", f"{window_s:.3f}"),
-            ("lift share of inference", f"{100 * ratio:.3f} % {'PASS' if ratio < 0.01 else 'MISS'} (< 1 %)")]
+            ("lift share of inference", f"{100 * ratio:.3f} % {'PASS' if passed else 'MISS'} (< 1 %)")]
     width = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
     print(f"wrote {args.out}")
-    return 0 if ratio < 0.01 else 1
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
