@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gc
 import math
+import threading
+import time
 
 import cv2
 import numpy as np
@@ -226,6 +228,27 @@ def test_store_matches_exact_or_nearest_within_max_dt_and_refuses_unaligned():
     store.add_colour(f4)
     assert store.depth_for(4_000_000_000).stamp_ns == 4_000_000_000
     assert store.held_frames() == 2
+
+
+def test_wait_for_returns_when_the_depth_of_a_frame_arrives_or_can_no_longer_come():
+    """What the node's lifting waits for (depth.wait_s): the trailing depth frame of a clip's newest frame."""
+    store = DepthStore(DepthConfig(enabled=True, max_dt_s=0.02), Counters())
+    f1, f2 = frame(1_000_000_000), frame(2_000_000_000)
+    store.add_colour(f1)
+    store.add_colour(f2)
+    timer = threading.Timer(0.2, store.add_depth, [plane(1.0, stamp=1_000_000_000)])
+    started = time.monotonic()
+    timer.start()
+    assert store.wait_for(1_000_000_000, 5.0) and 0.15 < time.monotonic() - started < 2.0  # woken by its arrival
+    assert not store.wait_for(2_000_000_000, 0.1)  # timed out: no depth for it
+    store.add_depth(plane(2.0, stamp=1_990_000_000))  # 10 ms off: a match, but a closer one may still come
+    started = time.monotonic()
+    assert store.wait_for(2_000_000_000, 0.2) and time.monotonic() - started >= 0.15
+    store.add_depth(plane(3.0, stamp=2_500_000_000))  # past stamp + max_dt: no closer depth can follow
+    started = time.monotonic()
+    assert store.wait_for(2_000_000_000, 5.0) and time.monotonic() - started < 0.1
+    assert not store.wait_for(3_000_000_000, 5.0)  # not a held colour frame: nothing to wait for
+    del f1, f2
 
 
 def test_store_holds_depth_exactly_as_long_as_its_colour_frame():

@@ -25,11 +25,8 @@ Not compared (one side only, checked to be exactly these):
   replay: image (foxglove_msgs/CompressedImage, the clip's newest frame as JPEG) and annotations (foxglove_msgs/
   ImageAnnotations): the bag's Foxglove visuals, no node counterpart.
 
-Known differences, marked xfail(strict=True) so that a fix shows up as XPASS (then remove the mark):
-  - DEPTH_RACE: the live node lifts a clip before the depth frames still in flight arrive, so the clip's newest
-    frame is NO_DEPTH where the replay has 3D. Only the 3D comparison can fail this way (`raises=DepthRaceDiffers`,
-    raised only when every 3D difference is such a point); the 2D comparison of the depth case is strict.
-  - NO_3D_END: neither side publishes the ENDED reports of tracks and events on their 3D topics.
+With depth the node waits for the depth of a clip's newest frame before lifting (depth.wait_s) and both sides end
+the 3D side of their tracks and events (the closing results are lifted): the 3D topics are equal too.
 
 The comparison can fail: `compare` reports per topic the message counts and the first differing fields (path, node
 value, replay value). Checked while writing this test with the node at stride 1 s against the replay at 0.5 s:
@@ -71,7 +68,6 @@ WALL_TIME_FIELDS = {"molmo2_ros/msg/Answer": ("inference_time",)}
 NODE_ONLY = {"overlay", "markers", "transition_event", "query/_action/feedback", "query/_action/status"}
 NODE_ONLY_DEPTH = NODE_ONLY | {"markers3d"}
 REPLAY_ONLY = {"image", "annotations"}
-NO_DEPTH = 2  # GroundedPoint3D.STATUS_NO_DEPTH
 INFRASTRUCTURE = {"/diagnostics", "/rosout", "/parameter_events"}
 
 
@@ -151,37 +147,6 @@ def compare(node: dict[str, list[dict]], replay: dict[str, list[dict]]) -> list[
 
 def is_3d(topic: str) -> bool:
     return topic.split("/")[0].endswith("3d")
-
-
-def stamp_ns(t: dict) -> int:
-    return t["sec"] * 1_000_000_000 + t["nanosec"]
-
-
-def patch_late_depth(node, replay, found: list[int]):
-    """`node` with every GroundedPoint3D that the node lifted as NO_DEPTH where the replay has the same 2D point
-    lifted otherwise replaced by the replay's (the live node's depth race, see DepthRaceDiffers); appends the
-    patched points' stamps to `found`."""
-    if isinstance(node, dict) and isinstance(replay, dict):
-        if node.keys() == replay.keys() >= {"point", "status", "position"} and node["point"] == replay["point"] \
-                and node["status"] == NO_DEPTH != replay["status"]:
-            found.append(stamp_ns(node["point"]["stamp"]))
-            return replay
-        return {k: patch_late_depth(v, replay[k], found) if k in replay else v for k, v in node.items()}
-    if isinstance(node, tuple) and isinstance(replay, tuple) and len(node) == len(replay):
-        return tuple(patch_late_depth(x, y, found) for x, y in zip(node, replay))
-    return node
-
-
-class DepthRaceDiffers(AssertionError):
-    """The node's 3D differs from the replay's only by points lifted before their depth frame came (NO_DEPTH)."""
-
-
-DEPTH_RACE = (
-    "known product difference: the live node lifts a window's points as soon as the model answers, without waiting "
-    "for the depth frames of the clip that are still in flight (core/stream.py Stream.ground_inference -> "
-    "DepthLifter.lift; DepthStore.add_depth matches them only afterwards), so with a fast engine the clip's newest "
-    "frame is NO_DEPTH; the replay feeds every depth frame up to the colour stamp + depth.max_dt_s before the clip "
-    "(offline/depth_bag.py DepthFeeder.feed_until), so it always has it")
 
 
 # ---- the two sides -----------------------------------------------------------------------------------------
@@ -313,10 +278,8 @@ def case(request, tmp_path_factory) -> dict:
     return {"depth": depth, "scenario": scenario, "queries": queries, "replay": replay, "replay_topics": topics}
 
 
-def test_node_publishes_what_replay_writes(ros_env, client, case, tmp_path, request):
+def test_node_publishes_what_replay_writes(ros_env, client, case, tmp_path):
     depth, queries, replay = case["depth"], case["queries"], case["replay"]
-    if depth:  # only the 3D comparison may fail this way (raises=): any other failure is a real one
-        request.applymarker(pytest.mark.xfail(strict=True, raises=DepthRaceDiffers, reason=DEPTH_RACE))
     outputs = output_names(queries, depth)
     # the replay has something to compare: windows, points, tracks that end, events that end, and with depth 3D
     assert len(replay["answers/ball_point"]) >= 10
@@ -343,29 +306,11 @@ def test_node_publishes_what_replay_writes(ros_env, client, case, tmp_path, requ
     assert not problems, "node and replay differ:\n" + "\n".join(problems)
     if not depth:
         return
-    got3d, replay3d = {t: m for t, m in got.items() if is_3d(t)}, {t: m for t, m in replay.items() if is_3d(t)}
-    problems = compare(got3d, replay3d)
-    if not problems:
-        return
-    late: list[int] = []
-    patched = {t: [patch_late_depth(m, r, late) for m, r in zip(msgs, replay3d[t])]
-               if len(msgs) == len(replay3d.get(t, [])) else msgs for t, msgs in got3d.items()}
-    report = "node and replay differ in 3D:\n" + "\n".join(problems)
-    assert not compare(patched, replay3d), report  # anything else than late depth: a real failure
-    clip_ends = {stamp_ns(m["header"]["stamp"]) for m in got["answers/ball_point"]}
-    assert set(late) <= clip_ends, f"{report}\nNO_DEPTH on frames that were not a clip's newest: " \
-                                   f"{sorted(set(late) - clip_ends)}"
-    raise DepthRaceDiffers(f"{report}\n(all {len(late)} differing points are NO_DEPTH on the node, all on the newest "
-                           f"frame of a clip: {len(set(late))} of {len(clip_ends)} clips)")
+    problems = compare({t: m for t, m in got.items() if is_3d(t)}, {t: m for t, m in replay.items() if is_3d(t)})
+    assert not problems, "node and replay differ in 3D:\n" + "\n".join(problems)
 
 
-NO_3D_END = (
-    "known product gap, node and replay alike: the closing results that end the open tracks and events at the end "
-    "of a replay or at deactivation carry no 3D (core/stream.py Stream.finish builds them with lifted=None, so "
-    "core/messages.py lifted_messages gives none): tracks3d/<id> and events3d/<id> never get their ENDED report")
-
-
-def test_3d_side_ends_tracks_and_events(case, request):
+def test_3d_side_ends_tracks_and_events(case):
     """With depth the last TrackArray3D of a track query and the last Event3D of every event end them (ENDED), as
     their 2D messages do. Checked on the replay's bag (the node publishes the same, test above)."""
     if not case["depth"]:
@@ -375,7 +320,6 @@ def test_3d_side_ends_tracks_and_events(case, request):
     last2d = {m["id"]: m["state"] for t, msgs in replay.items() if t.startswith("events/") for m in msgs}
     last3d = {m["id"]: m["state"] for t, msgs in replay.items() if t.startswith("events3d/") for m in msgs}
     assert set(last2d.values()) == {2} and set(last3d) == set(last2d)
-    request.applymarker(pytest.mark.xfail(strict=True, reason=NO_3D_END))  # only the checks below
     tracks3d = replay["tracks3d/ball_track"]
     problems = []
     if not all(t["status"] == 3 for t in tracks3d[-1]["tracks"]):

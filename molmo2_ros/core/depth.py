@@ -21,6 +21,7 @@ RealSense, ZED and OAK-D publish), not the distance along the ray.
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Sequence
@@ -49,13 +50,16 @@ UNDISTORT_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-12
 @dataclass(frozen=True)
 class DepthConfig:
     """enabled: lift points to 3D; max_dt_s: largest |depth stamp - colour stamp| matched (0 = exact stamps);
-    min_m, max_m: valid depth range; window_px: side of the square look-up window in colour pixels."""
+    min_m, max_m: valid depth range; window_px: side of the square look-up window in colour pixels; wait_s: how long
+    lifting a clip waits for the depth of its newest frame (a depth topic published just after the colour image
+    arrives after a fast answer; 0 = lift with what has arrived)."""
 
     enabled: bool = False
     max_dt_s: float = 0.02
     min_m: float = 0.1
     max_m: float = 10.0
     window_px: int = 5
+    wait_s: float = 0.1
 
     def __post_init__(self) -> None:
         if self.max_dt_s < 0:
@@ -64,6 +68,8 @@ class DepthConfig:
             raise ValueError(f"depth range must satisfy 0 <= min_m < max_m, got {self.min_m}..{self.max_m}")
         if self.window_px < 1:
             raise ValueError("depth.window_px must be >= 1")
+        if self.wait_s < 0:
+            raise ValueError("depth.wait_s must be >= 0")
 
 
 class BadDepth(BadFrame):
@@ -252,10 +258,12 @@ class DepthStore:
         self.counters = counters
         self._notice = notice or (lambda key, message: None)
         self._lock = threading.Lock()
+        self._arrived = threading.Condition(self._lock)  # notified by add_depth (wait_for)
         self._held: dict[int, _Held] = {}
         self._pending: deque[DepthImage] = deque()
         self._dead: deque[tuple[int, _Held]] = deque()
         self._newest_colour_ns = 0
+        self._newest_depth_ns = 0
 
     def _purge(self) -> None:
         while self._dead:
@@ -313,6 +321,8 @@ class DepthStore:
         """A decoded depth frame: matched to held colour frames, else kept pending for the colour frame to come."""
         with self._lock:
             self._purge()
+            self._newest_depth_ns = max(self._newest_depth_ns, depth.stamp_ns)
+            self._arrived.notify_all()
             matched = [self._attach(s, h, depth) for s, h in self._held.items()
                        if abs(depth.stamp_ns - s) <= self.max_dt_ns]
             if any(matched):
@@ -324,6 +334,25 @@ class DepthStore:
             if len(self._pending) > PENDING_MAX:
                 self._pending.popleft()
                 self.counters.add("depth_frames_expired")
+
+    def wait_for(self, stamp_ns: int, timeout_s: float) -> bool:
+        """Wait at most `timeout_s` until the held colour frame of this stamp has its final depth match: one of the
+        same stamp, or any match once a depth frame past stamp + max_dt arrived (depth comes in stamp order, so no
+        closer one can follow). True when it has a match; False at once for a stamp not held."""
+        deadline = time.monotonic() + timeout_s
+        with self._arrived:
+            while True:
+                self._purge()
+                held = self._held.get(stamp_ns)
+                if held is None:
+                    return False
+                settled = self._newest_depth_ns > stamp_ns + self.max_dt_ns
+                if held.depth is not None and (held.dt_ns == 0 or settled):
+                    return True
+                remaining = deadline - time.monotonic()
+                if settled or remaining <= 0:
+                    return held.depth is not None
+                self._arrived.wait(remaining)
 
     def depth_for(self, stamp_ns: int) -> DepthImage | None:
         """The depth frame matched to the held colour frame of this stamp, or None."""

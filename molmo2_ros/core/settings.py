@@ -136,6 +136,9 @@ SPECS: dict[str, Spec] = {
                            0.0, 1.0),
     "depth.min_m": Spec(0.1, "Depth below this (metres) is invalid.", 0.0, 1000.0),
     "depth.max_m": Spec(10.0, "Depth above this (metres) is invalid.", 0.001, 1000.0),
+    "depth.wait_s": Spec(0.1, "How long lifting a clip waits for the depth frame of its newest colour frame (a depth "
+                              "topic trails its colour image; a fast answer may come first). 0 = no wait.",
+                         0.0, 1.0),
     "depth.window_px": Spec(5, "Side of the square depth look-up window around a point, in colour pixels (scaled to "
                                "the depth resolution).", 1, 101),
     "queries": Spec("", "Standing queries: YAML list of {id, task, text, topic} (see the package README). Shared "
@@ -249,7 +252,8 @@ def stream_config(v: Mapping) -> StreamConfig:
 def depth_config(v: Mapping, enabled: bool | None = None) -> DepthConfig:
     """`enabled`: a camera's own depth.enabled (None: the global one)."""
     return DepthConfig(enabled=v["depth.enabled"] if enabled is None else enabled, max_dt_s=v["depth.max_dt_s"],
-                       min_m=v["depth.min_m"], max_m=v["depth.max_m"], window_px=v["depth.window_px"])
+                       min_m=v["depth.min_m"], max_m=v["depth.max_m"], window_px=v["depth.window_px"],
+                       wait_s=v["depth.wait_s"])
 
 
 def memory_setting(v: Mapping, queries: int, cuda: bool = True, cameras: int = 1) -> memory_plan.Setting:

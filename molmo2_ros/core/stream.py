@@ -177,6 +177,7 @@ class Stream:
                 results.append(self.ground(inference, g.query, g.text, g.inference_s, model_id, stateful=True,
                                            confidence=g.confidence, lift=False))
         if self.depth is not None:
+            self.depth.store.wait_for(clip.end_ns, self.config.depth.wait_s)  # the newest frame's depth may trail
             with self._lock:
                 self.depth.lift(results, stateful=True)  # all answers of the clip at once: one look-up per point
         return results
@@ -199,6 +200,9 @@ class Stream:
                 text="", model_id=model_id, inference_s=0.0, closing=True,
                 tracks=ended if query.task == TaskKind.TRACK else [],
                 events=ended if query.task == TaskKind.EVENT else []))
+        if self.depth is not None:  # the 3D side ends too (the lifter keeps the 3D of points it lifted before)
+            with self._lock:
+                self.depth.lift(results, stateful=True)
         return results
 
     def ground(self, inference: Inference, query: Query, text: str, inference_s: float, model_id: str,

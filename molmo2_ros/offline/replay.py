@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -282,7 +282,9 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         print(f"{chr(10) if bar_active else ''}interrupted: stopping after this window and ending open tracks and "
               "events (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
-    stream = Stream("", queries, config)
+    # Depth is fed before each colour frame up to its stamp + max_dt (DepthFeeder.feed_until): the best match is
+    # there when a clip is lifted, nothing to wait for.
+    stream = Stream("", queries, replace(config, depth=replace(config.depth, wait_s=0.0)))
     # Clips run as soon as they fall due, so at most one is ever pending: the byte budget never binds here.
     runtime = Runtime(engine, [stream], EveryWindowPolicy(max_pending_bytes=2**40))
     camera = CameraBag(bag, topic)
