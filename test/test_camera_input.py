@@ -1,5 +1,5 @@
 """Cheap intake: the stamp read from the serialized message equals the deserialized header stamp, for every
-camera message type, and a message too short to hold one is refused."""
+camera message type, and a message too short to hold one is refused (a BadFrame of reason truncated_message)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from builtin_interfaces.msg import Time
 from rclpy.serialization import serialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
-from molmo2_ros.ros.camera_input import TruncatedMessage, peek_stamp_ns
+from molmo2_ros.core.intake import BadFrame
+from molmo2_ros.ros.camera_input import peek_stamp_ns
 
 
 @pytest.mark.parametrize("msg_type", [Image, CompressedImage])
@@ -30,5 +31,6 @@ def test_big_endian_encapsulation_is_read_as_such():
 
 
 def test_truncated_message_is_refused():
-    with pytest.raises(TruncatedMessage):
+    with pytest.raises(BadFrame) as refused:
         peek_stamp_ns(b"\x00\x01\x00\x00\x05")
+    assert refused.value.reason == "truncated_message" and "5 bytes" in str(refused.value)

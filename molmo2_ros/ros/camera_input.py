@@ -2,9 +2,9 @@
 its input statistics.
 
 Cheap intake: the subscription takes the serialized message (a raw subscription). The header stamp is read from
-the first bytes of the CDR data, the camera's clip buffer says whether it keeps that stamp (at most `sample_fps`,
-2 Hz by default), and only kept frames are deserialized and decoded; the other ~93 % of a 30 Hz camera never
-become Python messages.
+the first bytes of the CDR data and the frame goes through the intake's gate (core/intake.py, as in a replay): the
+camera's clip buffer says whether it keeps that stamp (at most `sample_fps`, 2 Hz by default), and only kept frames
+are deserialized and decoded; the other ~93 % of a 30 Hz camera never become Python messages.
 """
 
 from __future__ import annotations
@@ -14,17 +14,16 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
-import numpy as np
 from rclpy.qos import HistoryPolicy, QoSPolicyKind, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
 
 from molmo2_ros.core.counters import Counters
-from molmo2_ros.core.image_decode import BadImage
+from molmo2_ros.core.image_decode import frame_from_compressed, frame_from_image
+from molmo2_ros.core.intake import BadFrame, ColourGate, FrameGate
 from molmo2_ros.core.types import Frame
-
-from . import convert
 
 try:  # Iron and newer
     from rclpy.event_handler import SubscriptionEventCallbacks
@@ -32,11 +31,6 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 THROTTLE_S = 5.0
-_EMPTY = np.empty((0, 0, 3), np.uint8)
-
-
-class TruncatedMessage(ValueError):
-    """Serialized data too short to hold a header stamp."""
 
 
 def peek_stamp_ns(raw: bytes) -> int:
@@ -44,9 +38,9 @@ def peek_stamp_ns(raw: bytes) -> int:
 
     Both start with std_msgs/Header, whose stamp (int32 sec, uint32 nanosec) is the first field after the 4-byte
     CDR encapsulation header; bit 0 of the encapsulation kind is the byte order (1 = little endian), in XCDR1 and
-    XCDR2 alike."""
+    XCDR2 alike. Raises BadFrame (truncated_message)."""
     if len(raw) < 12:
-        raise TruncatedMessage(f"{len(raw)} bytes")
+        raise BadFrame("truncated_message", f"serialized message too short ({len(raw)} bytes)")
     sec, nanosec = struct.unpack_from("<iI" if raw[1] & 1 else ">iI", raw, 4)
     return sec * 1_000_000_000 + nanosec
 
@@ -57,8 +51,8 @@ class CameraInput:
     Threads: the image callback runs in its own mutually exclusive group (one frame at a time per camera); the
     node's 1 Hz timer calls `tick` and `stats`, which read under a lock."""
 
-    def __init__(self, node, camera: str, accepts: Callable[[str, int], str], push: Callable[[str, Frame], object],
-                 callback_group) -> None:
+    def __init__(self, node, camera: str, accepts: Callable[[str, int], str] | None,
+                 push: Callable[[str, Any], object], callback_group) -> None:
         self.node = node
         self.camera = camera
         self.relative_topic = f"{camera}/image" if camera else "image"
@@ -70,7 +64,9 @@ class CameraInput:
         self._qos_mode = ""
         self._recheck = False
         self._msg_type = Image
+        self._to_frame = frame_from_image
         self._deserialize_all = False
+        self._gate = self._new_gate()
         self._lock = threading.Lock()
         self._callback_ms: deque[float] = deque(maxlen=2048)  # ~68 s at 30 Hz
         self._last_frame = time.monotonic()
@@ -83,7 +79,9 @@ class CameraInput:
 
     # ---- subscription ------------------------------------------------------------------------------------
     def start(self) -> None:
-        self._msg_type = CompressedImage if self._param("input_compressed") else Image
+        compressed = bool(self._param("input_compressed"))
+        self._msg_type = CompressedImage if compressed else Image
+        self._to_frame = frame_from_compressed if compressed else frame_from_image
         self._deserialize_all = bool(self.node.get_parameter("intake_deserialize_all").value)
         self._last_frame = time.monotonic()
         self._warned_silent = False
@@ -130,62 +128,55 @@ class CameraInput:
             self._recheck = True
 
     # ---- intake ------------------------------------------------------------------------------------------
+    def _new_gate(self) -> FrameGate:
+        """The gate this input's frames pass (the depth subscription's is a DepthGate)."""
+        return ColourGate(self._verdict, self._decode, self.counters, self._dropped)
+
     def _on_raw(self, raw: bytes) -> None:
         started = time.perf_counter()
         try:
-            self._take(raw)
+            self.take(raw)
         finally:
             with self._lock:
                 self._callback_ms.append((time.perf_counter() - started) * 1e3)
 
-    def _received(self, raw: bytes) -> int | None:
-        """Count a message and read its stamp (None: too short to hold one, counted as bad)."""
+    def take(self, raw: bytes) -> None:
+        """One serialized message: counted, its stamp read, through the gate; what comes out is pushed."""
         self._last_frame = time.monotonic()
         self.counters.add("frames_received")
         try:
-            return peek_stamp_ns(raw)
-        except TruncatedMessage as error:
-            self._bad("truncated_message", f"serialized message too short ({error})")
-            return None
+            stamp = peek_stamp_ns(raw)
+            # intake_deserialize_all, the comparison mode: what a plain (non-raw) subscription costs
+            payload = self._deserialize(raw) if self._deserialize_all else raw
+        except BadFrame as error:
+            self._gate.drop(error)
+            return
+        taken = self._gate.take(stamp, payload)
+        if taken is not None:
+            self._push(self.camera, taken)
 
-    def _take(self, raw: bytes) -> None:
-        stamp = self._received(raw)
-        if stamp is None:
-            return
-        msg = None
-        if self._deserialize_all:  # the comparison mode: what a plain (non-raw) subscription costs
-            msg = self._deserialize(raw)
-            if msg is None:
-                return
-        verdict = self._accepts(self.camera, stamp)
-        if verdict not in ("keep", "backward_jump"):
-            if verdict == "zero_stamp":
-                self.node.get_logger().warning(f"frames on {self.topic} have a zero stamp: dropped",
-                                               throttle_duration_sec=THROTTLE_S)
-            self._push(self.camera, Frame(stamp_ns=stamp, image=_EMPTY))
-            return
-        self.counters.add("frames_decoded")
-        msg = msg or self._deserialize(raw)
-        if msg is None:
-            return
-        try:
-            frame = (convert.frame_from_compressed(msg, stamp) if self._msg_type is CompressedImage
-                     else convert.frame_from_image(msg, stamp))
-        except BadImage as error:
-            self._bad(convert.bad_frame_reason(msg), str(error))
-            return
-        self._push(self.camera, frame)
+    def _verdict(self, stamp_ns: int) -> str:
+        """The clip buffer's verdict on a stamp, with a warning for zero stamps."""
+        verdict = self._accepts(self.camera, stamp_ns)
+        if verdict == "zero_stamp":
+            self.node.get_logger().warning(f"frames on {self.topic} have a zero stamp: dropped",
+                                           throttle_duration_sec=THROTTLE_S)
+        return verdict
 
-    def _deserialize(self, raw: bytes):
+    def _decode(self, payload: Any, stamp_ns: int) -> Frame:
+        """A kept frame: deserialized here unless intake_deserialize_all did it already, then decoded."""
+        msg = payload if self._deserialize_all else self._deserialize(payload)
+        return self._to_frame(msg, stamp_ns)
+
+    def _deserialize(self, raw: bytes) -> Any:
+        """The message of serialized data. Raises BadFrame (undeserializable)."""
         try:
             return deserialize_message(raw, self._msg_type)
         except Exception as error:  # noqa: BLE001 - corrupt CDR from a misbehaving publisher
-            self._bad("undeserializable", f"{type(error).__name__}: {error}")
-            return None
+            raise BadFrame("undeserializable", f"{type(error).__name__}: {error}") from error
 
-    def _bad(self, reason: str, detail: str) -> None:
-        self.counters.add(f"bad_{reason}")
-        self.node.get_logger().warning(f"dropping bad frame(s) from {self.topic} ({reason}): {detail}",
+    def _dropped(self, error: BadFrame, _payload: object) -> None:
+        self.node.get_logger().warning(f"dropping bad frame(s) from {self.topic} ({error.reason}): {error}",
                                        throttle_duration_sec=THROTTLE_S)
 
     # ---- 1 Hz timer --------------------------------------------------------------------------------------

@@ -11,17 +11,15 @@ import importlib
 import numpy as np
 from builtin_interfaces.msg import Duration, Time
 from geometry_msgs.msg import Point
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import Image
 from std_msgs.msg import ColorRGBA, Header
 from visualization_msgs.msg import ImageMarker
 
 from molmo2_ros.core import messages
 from molmo2_ros.core.colours import id_colour
-from molmo2_ros.core.image_decode import SUPPORTED_ENCODINGS, decode_compressed, decode_raw
 from molmo2_ros.core.queries import query_from_mapping
 from molmo2_ros.core.tracks import split_id
-from molmo2_ros.core.types import (NS_PER_S, Event, Frame, GroundedPoint, Query, QueryResult, TaskKind, Track,
-                                   TrackStatus)
+from molmo2_ros.core.types import NS_PER_S, Event, GroundedPoint, Query, QueryResult, TaskKind, Track, TrackStatus
 from molmo2_ros.msg import Answer as AnswerMsg
 from molmo2_ros.msg import Event as EventMsg
 from molmo2_ros.msg import GroundedPoint as GroundedPointMsg
@@ -60,40 +58,7 @@ def duration_msg(seconds: float) -> Duration:
     return Duration(sec=int(seconds), nanosec=int(round((seconds % 1) * NS_PER_S)))
 
 
-# ---- input --------------------------------------------------------------------------------------------------
-def frame_from_image(msg: Image, stamp_ns: int) -> Frame:
-    """Decode a sensor_msgs/Image (any supported encoding, padded rows). Raises BadImage."""
-    rgb = decode_raw(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data)
-    return Frame(stamp_ns=stamp_ns, image=rgb, frame_id=msg.header.frame_id)
-
-
-def frame_from_compressed(msg: CompressedImage, stamp_ns: int) -> Frame:
-    """Decode a sensor_msgs/CompressedImage. Raises BadImage."""
-    return Frame(stamp_ns=stamp_ns, image=decode_compressed(msg.format, msg.data), frame_id=msg.header.frame_id)
-
-
-def _min_row_bytes(encoding: str, width: int) -> int:
-    enc = encoding.lower()
-    channels = 4 if enc.startswith(("rgba", "bgra")) else 3 if enc.startswith(("rgb", "bgr", "8uc3")) else \
-        2 if enc.startswith(("yuv", "uyvy", "yuyv")) else 1
-    return width * channels * (2 if "16" in enc else 1)
-
-
-def bad_frame_reason(msg: Image | CompressedImage) -> str:
-    """Short counter key for a frame the decoder refused (diagnostics count drops per reason)."""
-    if isinstance(msg, CompressedImage):
-        return "empty_data" if len(msg.data) == 0 else "undecodable"
-    if msg.encoding.lower() not in SUPPORTED_ENCODINGS:
-        return "unsupported_encoding"
-    if msg.width == 0 or msg.height == 0:
-        return "empty_image"
-    if msg.step < _min_row_bytes(msg.encoding, msg.width):
-        return "bad_step"
-    if len(msg.data) < msg.step * msg.height:
-        return "truncated_data"
-    return "undecodable"
-
-
+# ---- images -------------------------------------------------------------------------------------------------
 def image_msg(rgb: np.ndarray, stamp_ns: int, frame_id: str) -> Image:
     """An rgb8 sensor_msgs/Image (bytes assigned at once: fast)."""
     h, w = rgb.shape[:2]

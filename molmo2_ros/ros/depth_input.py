@@ -3,8 +3,9 @@ image topic `<camera>/depth` (`depth` for the unnamed camera) and the colour cam
 relative names, so namespaces and remaps compose.
 
 The depth subscription is a CameraInput (same QoS handling: the camera's `qos` and `input_depth`, `auto` matching
-the publishers; the same no-frame warning) with its own intake: the stamp is read from the serialized message and
-only depth frames that can match a colour frame the clip buffer kept are deserialized (about 2 of 30 at 30 Hz).
+the publishers; the same no-frame warning) with the intake's depth gate (core/intake.py, as in a replay): the stamp
+is read from the serialized message and only depth frames that can match a colour frame the clip buffer kept are
+deserialized (about 2 of 30 at 30 Hz).
 CameraInfo is small and is taken with a best-effort subscription (it matches reliable and best-effort publishers).
 """
 
@@ -16,7 +17,8 @@ from collections.abc import Callable
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from molmo2_ros.core.depth import BadDepth, CameraModel, depth_from_buffer
+from molmo2_ros.core.depth import CameraModel, DepthImage, depth_from_buffer
+from molmo2_ros.core.intake import DepthGate, FrameGate
 from molmo2_ros.core.stream import Stream
 
 from .camera_input import CameraInput
@@ -25,10 +27,10 @@ INFO_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=Reli
 
 
 class _DepthSubscription(CameraInput):
-    """The depth image subscription: CameraInput's QoS handling and no-frame warning, with a depth intake."""
+    """The depth image subscription: CameraInput's QoS handling, no-frame warning and intake, through a depth gate."""
 
     def __init__(self, node, camera: str, stream_of: Callable[[str], Stream | None], callback_group) -> None:
-        super().__init__(node, camera, accepts=None, push=None, callback_group=callback_group)
+        super().__init__(node, camera, accepts=None, push=self._store, callback_group=callback_group)
         self.relative_topic = f"{camera}/depth" if camera else "depth"
         self.topic = node.resolve_topic(self.relative_topic)
         self._stream_of = stream_of
@@ -40,27 +42,22 @@ class _DepthSubscription(CameraInput):
         self._warned_silent = False
         self._subscribe()
 
-    def _take(self, raw: bytes) -> None:
-        stamp = self._received(raw)
-        if stamp is None:
-            return
-        stream = self._stream_of(self.camera)
-        if stream is None or stream.depth is None:
-            return
-        if not stream.wants_depth(stamp):
-            self.counters.add("frames_skipped")
-            return
-        msg = self._deserialize(raw)
-        if msg is None:
-            return
-        try:
-            depth = depth_from_buffer(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data,
-                                      stamp, msg.header.frame_id)
-        except BadDepth as error:
-            self._bad(error.reason, str(error))
-            return
-        self.counters.add("frames_decoded")
-        stream.depth.store.add_depth(depth)
+    def _new_gate(self) -> FrameGate:
+        return DepthGate(self._stream, self._decode, self.counters, self._dropped)
+
+    def _stream(self) -> Stream | None:
+        return self._stream_of(self.camera)
+
+    def _decode(self, payload: bytes, stamp_ns: int) -> DepthImage:
+        msg = self._deserialize(payload)
+        return depth_from_buffer(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data, stamp_ns,
+                                 msg.header.frame_id)
+
+    def _store(self, camera: str, depth: DepthImage) -> None:
+        """What the gate let through, into the depth store of the stream (None once a cleanup removed it)."""
+        stream = self._stream_of(camera)
+        if stream is not None and stream.depth is not None:
+            stream.depth.store.add_depth(depth)
 
 
 class DepthInput:
