@@ -236,6 +236,9 @@ def test_wait_for_returns_when_the_depth_of_a_frame_arrives_or_can_no_longer_com
     f1, f2 = frame(1_000_000_000), frame(2_000_000_000)
     store.add_colour(f1)
     store.add_colour(f2)
+    started = time.monotonic()
+    assert not store.wait_for(2_000_000_000, 5.0) and time.monotonic() - started < 0.1  # no depth stream: no wait
+    store.add_depth(plane(0.5, stamp=950_000_000))  # the depth stream runs (its frame matches nothing)
     timer = threading.Timer(0.2, store.add_depth, [plane(1.0, stamp=1_000_000_000)])
     started = time.monotonic()
     timer.start()

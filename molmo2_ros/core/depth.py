@@ -338,7 +338,8 @@ class DepthStore:
     def wait_for(self, stamp_ns: int, timeout_s: float) -> bool:
         """Wait at most `timeout_s` until the held colour frame of this stamp has its final depth match: one of the
         same stamp, or any match once a depth frame past stamp + max_dt arrived (depth comes in stamp order, so no
-        closer one can follow). True when it has a match; False at once for a stamp not held."""
+        closer one can follow). True when it has a match; False at once for a stamp not held, and no wait while the
+        depth stream is silent (its newest frame over a second older than the stamp: no depth topic, a dead camera)."""
         deadline = time.monotonic() + timeout_s
         with self._arrived:
             while True:
@@ -350,7 +351,7 @@ class DepthStore:
                 if held.depth is not None and (held.dt_ns == 0 or settled):
                     return True
                 remaining = deadline - time.monotonic()
-                if settled or remaining <= 0:
+                if settled or remaining <= 0 or self._newest_depth_ns + NS_PER_S < stamp_ns:
                     return held.depth is not None
                 self._arrived.wait(remaining)
 
