@@ -116,6 +116,12 @@ def depth_from_buffer(encoding: str, width: int, height: int, step: int, is_bige
     return DepthImage(stamp_ns=stamp_ns, data=pixels, unit_m=unit, frame_id=frame_id)
 
 
+def depth_from_msg(msg, stamp_ns: int) -> DepthImage:
+    """The DepthImage of a sensor_msgs/Image (an rclpy or rosbags message alike). Raises BadDepth."""
+    return depth_from_buffer(msg.encoding, int(msg.width), int(msg.height), int(msg.step), msg.is_bigendian, msg.data,
+                             stamp_ns, str(msg.header.frame_id))
+
+
 def aligned(depth_size: tuple[int, int], colour_size: tuple[int, int]) -> bool:
     """Whether a (width, height) depth image can be registered to a colour image: same aspect ratio within 2 %."""
     (dw, dh), (cw, ch) = depth_size, colour_size

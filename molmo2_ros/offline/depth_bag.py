@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.depth import CameraModel, DepthImage, depth_from_buffer
+from ..core.depth import CameraModel, depth_from_msg
 from ..core.intake import BadFrame, DepthGate
 from ..core.stream import Stream
 from .bags import deserialized, deserializer, header_stamp_ns, open_storage, read_messages
@@ -68,7 +68,7 @@ class DepthFeeder:
             self._reader.close()
             raise
         conns = [c for c in self._reader.connections if c.topic == self.depth_topic]
-        self._gate = DepthGate(lambda: stream, _depth_image, stream.counters, self._dropped, prefix="depth_")
+        self._gate = DepthGate(lambda: stream, depth_from_msg, stream.counters, self._dropped, prefix="depth_")
         self._messages = deserialized(read_messages(self._reader, conns, self._path), self._deserialize,
                                       self._gate.drop)
         self._next: tuple[int, Any] | None = None
@@ -126,9 +126,3 @@ class DepthFeeder:
     def close(self) -> None:
         self.notices()
         self._reader.close()
-
-
-def _depth_image(msg: Any, stamp_ns: int) -> DepthImage:
-    """The DepthImage of a sensor_msgs/Image. Raises BadDepth."""
-    return depth_from_buffer(msg.encoding, int(msg.width), int(msg.height), int(msg.step), msg.is_bigendian, msg.data,
-                             stamp_ns, msg.header.frame_id)

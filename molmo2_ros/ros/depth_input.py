@@ -17,7 +17,7 @@ from collections.abc import Callable
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from molmo2_ros.core.depth import CameraModel, DepthImage, depth_from_buffer
+from molmo2_ros.core.depth import CameraModel, DepthImage, depth_from_msg
 from molmo2_ros.core.intake import DepthGate, FrameGate
 from molmo2_ros.core.stream import Stream
 
@@ -49,9 +49,7 @@ class _DepthSubscription(CameraInput):
         return self._stream_of(self.camera)
 
     def _decode(self, payload: bytes, stamp_ns: int) -> DepthImage:
-        msg = self._deserialize(payload)
-        return depth_from_buffer(msg.encoding, msg.width, msg.height, msg.step, msg.is_bigendian, msg.data, stamp_ns,
-                                 msg.header.frame_id)
+        return depth_from_msg(self._deserialize(payload), stamp_ns)
 
     def _store(self, camera: str, depth: DepthImage) -> None:
         """What the gate let through, into the depth store of the stream (None once a cleanup removed it)."""
