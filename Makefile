@@ -205,7 +205,7 @@ setup-vllm: $(VLLM_STAMP) $(PLUGIN_STAMP)
 
 # make serve-vllm [MODEL=folder|hub-id] [PORT=N]: runs in the foreground until Ctrl-C.
 serve-vllm: setup-vllm
-	$(PY_VLLM) $(ROOT)/molmo2_ros/offline/vllm_server.py $(if $(MODEL),--model $(MODEL)) $(if $(PORT),--port $(PORT))
+	$(PY_VLLM) $(ROOT)/scripts/vllm_server.py $(if $(MODEL),--model $(MODEL)) $(if $(PORT),--port $(PORT))
 
 bench-fleet: setup setup-vllm
 	scripts/with_ros $(PY) -m bench.bench_fleet

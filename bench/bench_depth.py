@@ -144,7 +144,7 @@ def inference_s(clips: list, max_new_tokens: int, threads: int) -> float:
     import torch
 
     from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
-    from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model
+    from scripts.tiny_model import TinySpec, build_tiny_model
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as folder:

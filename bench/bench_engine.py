@@ -43,7 +43,7 @@ from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
 from molmo2_ros.core.molmo2_inputs import chat_text, video_metadata
 from molmo2_ros.core.prompts import build_prompt
 from molmo2_ros.core.sampling import SlowFastConfig
-from molmo2_ros.core.tiny_model import BENCH_SPEC, TinySpec, build_tiny_model
+from scripts.tiny_model import BENCH_SPEC, TinySpec, build_tiny_model
 from molmo2_ros.core.types import NS_PER_S, Clip, Frame, Query, TaskKind
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -53,7 +53,7 @@ def run_client(engine_kind: str, server_url: str, bag: str, seconds: float, star
     from molmo2_ros.core.engine_factory import make_engine
     from molmo2_ros.core.sampling import SlowFastConfig
     from molmo2_ros.offline.bags import decoded_frames
-    from molmo2_ros.offline.vllm_server import TINY_MODEL
+    from scripts.vllm_server import TINY_MODEL
 
     if engine_kind == "vllm":
         from molmo2_ros.core.vllm_engine import VllmConfig
@@ -184,7 +184,7 @@ def agreement(server_url: str, frames: list) -> dict:
     from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
     from molmo2_ros.core.sampling import SlowFastConfig
     from molmo2_ros.core.vllm_engine import VllmConfig, VllmEngine
-    from molmo2_ros.offline.vllm_server import TINY_MODEL
+    from scripts.vllm_server import TINY_MODEL
 
     local = Molmo2Engine(EngineConfig(model=str(TINY_MODEL), max_new_tokens=MAX_NEW_TOKENS))
     local.load()
@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from molmo2_ros.offline.bags import decoded_frames
     from molmo2_ros.offline.scenario import generate_scenario
-    from molmo2_ros.offline.vllm_server import VllmServer
+    from scripts.vllm_server import VllmServer
 
     folder = Path(tempfile.mkdtemp(prefix="bench_fleet_"))
     counts = [int(n) for n in args.clients.split(",")]

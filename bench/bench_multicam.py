@@ -253,7 +253,7 @@ def core_ab(model: Path, seconds: float, max_new_tokens: int) -> dict:
 
 
 def main() -> int:
-    from molmo2_ros.core.tiny_model import build_tiny_model
+    from scripts.tiny_model import build_tiny_model
 
     parser = argparse.ArgumentParser(description="4 cameras into one molmo2 node (tiny model, CPU)")
     parser.add_argument("--seconds", type=float, default=60.0)

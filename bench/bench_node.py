@@ -154,7 +154,7 @@ def other_load() -> list[dict]:
 
 
 def run(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> dict:
-    from molmo2_ros.core.tiny_model import build_tiny_model
+    from scripts.tiny_model import build_tiny_model
 
     model = build_tiny_model(tmp / "tiny")
     params = tmp / "params.yaml"

@@ -27,7 +27,7 @@ from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.core.vllm_engine import VllmConfig, VllmEngine
 from molmo2_ros.offline.bags import decoded_frames
 from molmo2_ros.offline.scenario import generate_scenario
-from molmo2_ros.offline.vllm_server import TINY_MODEL, VllmServer
+from scripts.vllm_server import TINY_MODEL, VllmServer
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out" / "vllm_attention.json"

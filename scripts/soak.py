@@ -36,7 +36,7 @@ from rclpy.qos import QoSProfile  # noqa: E402
 
 from bench.ros_env import ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate  # noqa: E402
-from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model  # noqa: E402
+from scripts.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
 
 NODE_NAME = f"molmo2_soak_{os.getpid()}"

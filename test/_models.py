@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from molmo2_ros.core.tiny_model import TinySpec, build_tiny_model
+from scripts.tiny_model import TinySpec, build_tiny_model
 
 
 @functools.lru_cache(maxsize=None)

@@ -33,7 +33,7 @@ from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.core.vllm_engine import ServerUnavailableError, VllmConfig, VllmEngine
 from molmo2_ros.offline.bags import decoded_frames
-from molmo2_ros.offline.vllm_server import TINY_MODEL, free_port
+from scripts.vllm_server import TINY_MODEL, free_port
 
 pytestmark = [needs_vllm, pytest.mark.ros_free]
 UNIFORM = SlowFastConfig(enabled=False)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers.vllm_server import needs_vllm, start_server
-from molmo2_ros.offline.vllm_server import free_port
+from scripts.vllm_server import free_port
 
 pytestmark = needs_vllm
 REPO = Path(__file__).resolve().parents[1]

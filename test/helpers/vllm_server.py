@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from molmo2_ros.offline.vllm_server import TINY_MODEL, VLLM_PYTHON, VllmServer
+from scripts.vllm_server import TINY_MODEL, VLLM_PYTHON, VllmServer
 
 needs_vllm = pytest.mark.skipif(not VLLM_PYTHON.exists(), reason="no .venv-vllm: run `make setup-vllm`")
 START_TIMEOUT_S = 600.0  # start-up is 35-95 s on 2 idle cores; other work on the machine makes it slower

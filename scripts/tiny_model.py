@@ -1,7 +1,7 @@
 """Tiny Molmo2 models built offline from a `Molmo2Config`: same classes, processor and code path as the real ones.
 
-Used by tests, benchmarks, the demo and CPU presets. The folder written by `build_tiny_model` loads back through
-the same `load_model` code a user's Hub model takes.
+Development tooling (tests, benchmarks, training), not the product: the folder written by `build_tiny_model` loads
+back through the same `load_model` code a user's Hub model takes.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 tests and the fleet benchmark use it. Standard library only: it runs from any venv and starts the server with the
 vLLM venv's Python (`make setup-vllm` builds .venv-vllm with the project's plugin, vllm_plugin/).
 
-    python -m molmo2_ros.offline.vllm_server [--model DIR] [--port N]   # serves until Ctrl-C, prints the URL
+    python scripts/vllm_server.py [--model DIR] [--port N]   # serves until Ctrl-C, prints the URL
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 TINY_MODEL = REPO / "models" / "molmo2-tiny-synthetic"
 
