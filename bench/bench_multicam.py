@@ -46,7 +46,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # test/helpers (not conftest: pytest's)
 
 from bench.bench_node import rss_parts_mb  # noqa: E402
-from bench.ros_env import ros_environment  # noqa: E402
+from helpers.ros_env import ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate, wait_until  # noqa: E402
 from molmo2_ros.core.clip_buffer import BufferConfig  # noqa: E402
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine  # noqa: E402

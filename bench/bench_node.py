@@ -39,7 +39,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "test"))  # test/helpers (not conftest: pytest's)
 
-from bench.ros_env import FASTDDS_PROFILE, ros_environment  # noqa: E402
+from helpers.ros_env import FASTDDS_PROFILE, ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate, wait_until  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402

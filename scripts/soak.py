@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "test"))  # test/helpers (not conftest: pytest's)
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
 from rclpy.qos import QoSProfile  # noqa: E402
 
-from bench.ros_env import ros_environment  # noqa: E402
+from helpers.ros_env import ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate  # noqa: E402
 from scripts.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402

@@ -1,5 +1,5 @@
 """The project's Fast DDS profile (config/fastdds_shm.xml) is loaded on this distribution: best-effort 1080p frames
-arrive over shared memory with the environment the tests, benches and soak use (conftest.ros_overrides, variable
+arrive over shared memory with the environment the tests, benches and soak use (helpers/ros_env.ros_overrides, variable
 names per $ROS_DISTRO), and are lost with the default transports (no profile). On Jazzy (Fast DDS 2.14) the
 profile is read from FASTRTPS_DEFAULT_PROFILES_FILE only, on Kilted (Fast DDS 3) from FASTDDS_DEFAULT_PROFILES_FILE,
 which alone must not make Fast DDS 3 warn about the old name."""

@@ -15,7 +15,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import Image
 from visualization_msgs.msg import ImageMarker
 
-from conftest import ros_environment
+from helpers.ros_env import ros_environment
 from helpers.ros_client import Client, NodeProcess, run_camera, start_camera, wait_until
 from molmo2_ros.action import Query as QueryAction
 from molmo2_ros.msg import Answer, Event, PointArray, StandingQuery, Track, TrackArray

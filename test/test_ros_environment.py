@@ -1,5 +1,6 @@
 """Environment variable names per ROS 2 distribution (molmo2_ros/ros/environment.py) and what the tests, benches and
-soak hand to their ROS processes (conftest.ros_overrides). ROS-free: the names are decided before a process starts."""
+soak hand to their ROS processes (helpers/ros_env.ros_overrides). ROS-free: the names are decided before a process
+starts."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FASTDDS_PROFILE, ros_overrides
+from helpers.ros_env import FASTDDS_PROFILE, ros_overrides
 from molmo2_ros.ros.environment import (conflicting_variables, fastdds_profile_env, localhost_discovery_env,
                                         ros_distro, uses_fastdds2)
 

@@ -48,7 +48,7 @@ NODE_QUERIES = "- {id: ball, task: point, text: red ball}\n- {id: people, task: 
 
 @pytest.fixture(scope="module")
 def ros(tmp_path_factory):
-    from conftest import ros_environment
+    from helpers.ros_env import ros_environment
     from helpers.ros_client import Client
 
     with ros_environment(tmp_path_factory.mktemp("ros_home")) as env:
