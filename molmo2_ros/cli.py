@@ -130,7 +130,8 @@ def _queries(args, bag: Path, max_chars: int):
             raise CliError(f"{error} (--queries takes a YAML list of {{id, task, text}})") from None
     scenario = _scenario_next_to(bag)
     if scenario is not None:
-        items = [{k: q[k] for k in ("id", "task", "text") if k in q} for q in json.loads(scenario.read_text())["queries"]]
+        truth = json.loads(scenario.read_text())["queries"]
+        items = [{k: q[k] for k in ("id", "task", "text") if k in q} for q in truth]
         try:
             return parse_queries(items, max_chars, where=str(scenario))
         except ValueError as error:
