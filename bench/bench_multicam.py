@@ -39,7 +39,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -56,12 +55,14 @@ from molmo2_ros.core.stream import Stream, StreamConfig  # noqa: E402
 from molmo2_ros.core.types import NS_PER_S, Frame, Query, TaskKind  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
+from scripts.soak_stats import ProcSampler  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "bench" / "out"
 NODE = "/molmo2"
 WINDOW_S, STRIDE_S = 8.0, 1.0
 MAX_NEW_TOKENS = 16
+WARMUP_S = WINDOW_S + 2 * STRIDE_S  # until the first windows ran: RSS start/end/peak are read after it
 CAMERAS = {  # name -> camera.py arguments
     "hd0": ["--width", "1280", "--height", "720", "--rate", "30"],
     "hd1": ["--width", "1280", "--height", "720", "--rate", "30"],
@@ -137,7 +138,8 @@ def as_int(d: dict[str, str], key: str) -> int:
 
 def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: Path, tmp: Path,
         extra: tuple[str, ...] = ()) -> dict:
-    """One node run with all cameras streaming for `seconds`; returns its measurements."""
+    """One node run with all cameras streaming for `seconds`; returns its measurements, with `samples`: the node's
+    (seconds since the cameras started, RSS MB, threads) once a second, and its exit code."""
     params = tmp / "params.yaml"
     params.write_text(PARAMS)
     log = open(OUT_DIR / f"multicam_node_{schedule}_{'batched' if batch else 'unbatched'}.log", "wb")
@@ -149,8 +151,8 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
     node = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     watcher = Watcher()
     cameras: dict[str, subprocess.Popen] = {}
+    sampler = ProcSampler(node.pid)
     try:
-        ps = psutil.Process(node.pid)
         wait_until(lambda: node.poll() is not None or (watcher.diag and next(iter(watcher.diag.values())).get(
             "state") == "active"), 180.0, what="node active")
         if node.poll() is not None:
@@ -160,14 +162,14 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
                 [sys.executable, "-m", "bench.camera", "--topic", topic(name), "--seconds", str(seconds),
                  "--frame-id", f"{name}_optical", *camera_args], env=env, cwd=REPO, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True)
+        sampler.start()
         t0 = time.monotonic()
-        wait_until(lambda: time.monotonic() - t0 >= WINDOW_S + 2 * STRIDE_S or any(
+        wait_until(lambda: time.monotonic() - t0 >= WARMUP_S or any(
             c.poll() is not None for c in cameras.values()), WINDOW_S + 30, what="warm-up")
-        rss_samples = [ps.memory_info().rss / 2**20]  # one per second after the warm-up
         rss_split_start = rss_parts_mb(node.pid)
         while any(c.poll() is None for c in cameras.values()):
             time.sleep(1.0)
-            rss_samples.append(ps.memory_info().rss / 2**20)
+        samples = sampler.stop()
         rss_split_end = rss_parts_mb(node.pid)
         sent = {}
         for name, cam in cameras.items():
@@ -186,7 +188,8 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         for cam in cameras.values():
             if cam.poll() is None:
                 cam.kill()
-        terminate(node)
+        sampler.stop()
+        exit_code = terminate(node)
         log.close()
         watcher.close()
     with watcher.lock:
@@ -199,6 +202,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
                       "windows_skipped": as_int(d, "windows_skipped"),
                       "inference_s_p50": float(d.get("inference_latency_p50_s") or "nan"),
                       "callback_ms_p99": float(d.get("callback_ms_p99") or "nan")} for c, d in diag.items()}
+    rss_samples = [mb for t, mb, _ in samples if t >= WARMUP_S] or [samples[-1][1]]
     rss_start = statistics.median(rss_samples[:10])
     rss_end = statistics.median(rss_samples[-10:])
     return {
@@ -215,7 +219,8 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         "rss_mb_start": round(rss_start, 1), "rss_mb_end": round(rss_end, 1),
         "rss_mb_peak": round(max(rss_samples), 1), "rss_mb_every_5s": [round(r, 1) for r in rss_samples[::5]],
         "rss_split_mb_start": rss_split_start, "rss_split_mb_end": rss_split_end,
-        "per_camera": per_camera, "outputs_received": len(outputs),
+        "threads_start": samples[0][2], "threads_end": samples[-1][2],
+        "per_camera": per_camera, "outputs_received": len(outputs), "samples": samples, "node_exit_code": exit_code,
         "heap_trim": {k: first.get(k) for k in ("heap_trim_calls", "heap_trim_ms_mean", "heap_trim_ms_max")},
     }
 
@@ -272,6 +277,7 @@ def main() -> int:
             extra = tuple(args.param)
             live = run(args.seconds, "live", True, env, model, tmp, extra)
             if args.live_only:
+                live.pop("samples")
                 (OUT_DIR / "multicam_live.json").write_text(json.dumps(live, indent=2) + "\n")
                 print(json.dumps({k: v for k, v in live.items() if k != "per_camera"}))
                 return 0
@@ -280,6 +286,8 @@ def main() -> int:
             core = [core_ab(model, args.seconds, tokens) for tokens in (MAX_NEW_TOKENS, 64)]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    for node_run in (live, batched, unbatched):
+        node_run.pop("samples")
     ratio = unbatched["engine_busy_s"] / batched["engine_busy_s"] if batched["engine_busy_s"] else None
     core_ratio = core[0]["ratio"]
     age_limit = STRIDE_S + 2 * live["inference_s_p50"]

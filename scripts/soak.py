@@ -5,15 +5,16 @@ seconds (default 1800), measuring the node process and its /diagnostics.
     SOAK_S=1800 scripts/with_ros .venv/bin/python scripts/soak.py      (or: make soak)
 
 Environment: SOAK_S (length in s), SOAK_WARMUP_S (default min(120, SOAK_S / 4): RSS and threads are sampled
-this long after the first processed window and again at the end), SOAK_GROWTH (allowed relative growth, 0.05).
+this long after the first processed window and again at the end; RSS samples once a second from then on give
+the least-squares slope, as in scripts/soak_multicam.py), SOAK_GROWTH (allowed relative growth, 0.05).
 ROS traffic stays on this host (localhost discovery and the SHM Fast DDS profile under the variable names of
 $ROS_DISTRO, as in the tests) on a ROS_DOMAIN_ID claimed like the tests do.
 
 Prints progress on stderr and, as its LAST stdout line, one JSON object: rss_mb_start, rss_mb_end,
-threads_start, threads_end, frames_in, frames_dropped_by_reason, windows_processed, windows_skipped, crashes
-(plus frames_sent, clips, inference_errors, worker_errors, seconds). Exit status 1 when RSS or thread count grew
-by more than SOAK_GROWTH, the node crashed, or a clip is unaccounted for (every clip the buffer emitted must be
-processed, counted as skipped, or counted as an inference error); else 0.
+threads_start, threads_end, frames_in, frames_dropped_by_reason, windows_processed, windows_skipped, crashes,
+rss_mb_slope_per_hour_after_warmup (plus frames_sent, clips, inference_errors, worker_errors, seconds). Exit
+status 1 when RSS or thread count grew by more than SOAK_GROWTH, the node crashed, or a clip is unaccounted for
+(every clip the buffer emitted must be processed, counted as skipped, or counted as an inference error); else 0.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from helpers.ros_env import ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate  # noqa: E402
 from scripts.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
+from scripts.soak_stats import ProcSampler, proc_stats  # noqa: E402
 
 NODE_NAME = f"molmo2_soak_{os.getpid()}"
 TOPIC = f"/soak_{os.getpid()}/image"
@@ -46,11 +48,6 @@ RATE_HZ, WIDTH, HEIGHT = 30.0, 640, 480
 
 def log(msg: str) -> None:
     print(f"soak: {msg}", file=sys.stderr, flush=True)
-
-
-def proc_stats(pid: int) -> dict:
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024.0, "threads": int(fields["Threads"])}
 
 
 class Diagnostics(SpunNode):
@@ -134,6 +131,7 @@ def soak(env: dict[str, str], tmp: Path, seconds: float, warmup: float, growth: 
                 raise RuntimeError("no window processed")
             time.sleep(0.2)
         first_window = time.monotonic()
+        sampler = ProcSampler(node.pid).start()
         start = end = None
         next_report = time.monotonic() + 60
         while camera.poll() is None:
@@ -177,7 +175,9 @@ def soak(env: dict[str, str], tmp: Path, seconds: float, warmup: float, growth: 
             "windows_skipped": as_int(d, "windows_skipped"), "crashes": crashes, "frames_sent": count,
             "clips": as_int(d, "buffer_clips"), "inference_errors": as_int(d, "inference_errors"),
             "worker_errors": as_int(d, "worker_errors"), "seconds": round(time.monotonic() - started, 1),
+            "rss_mb_slope_per_hour_after_warmup": sampler.slope(warmup),
         }
+        sampler.stop()
     except Exception as error:  # noqa: BLE001 - report as a crash in the summary
         log(f"error: {error}")
         crashes = 1

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
+import sys
 import threading
 import time
+import tracemalloc
 
 
 def _malloc_trim():
@@ -71,3 +74,45 @@ class HeapTrimmer:
             mean = self._ms_total / self.calls if self.calls else 0.0
             return {"heap_trim_calls": str(self.calls), "heap_trim_ms_mean": f"{mean:.2f}",
                     "heap_trim_ms_max": f"{self._ms_max:.2f}"}
+
+
+def malloc_info() -> dict[str, int]:
+    """glibc's own account of its heap (malloc_info): arenas, bytes it holds from the OS, and how much of that is
+    free inside it (freed chunks not given back: fragmentation when it grows with RSS). Empty without glibc."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        buf, size = ctypes.c_char_p(), ctypes.c_size_t()
+        libc.open_memstream.restype = ctypes.c_void_p
+        stream = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+        libc.malloc_info(0, ctypes.c_void_p(stream))
+        libc.fclose(ctypes.c_void_p(stream))
+        xml = ctypes.string_at(buf, size.value).decode()
+        libc.free(buf)
+    except (OSError, AttributeError):
+        return {}
+    tail = xml[xml.rfind("</heap>"):]  # the totals over all arenas follow the last heap
+    free = sum(int(n) for n in re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', tail))
+    current = re.search(r'<system type="current" size="(\d+)"', tail)
+    return {"arenas": xml.count("<heap nr="), "system_mb": int(current.group(1)) >> 20 if current else -1,
+            "free_mb": free >> 20}
+
+
+def trace_memory(period_s: float, top: int = 10) -> None:
+    """Investigation switch (env MOLMO2_TRACEMALLOC_S, read by the node's entry point): start tracemalloc and log
+    to stderr every `period_s` the Python memory traced, glibc's malloc_info and the `top` line-level growths
+    since the previous dump, to tell a Python leak (traced memory grows) from heap the allocator keeps (RSS and
+    free_mb grow, traced memory flat). Slows the node: not for production."""
+    tracemalloc.start()
+
+    def dump() -> None:
+        previous = tracemalloc.take_snapshot()
+        while True:
+            time.sleep(period_s)
+            snapshot = tracemalloc.take_snapshot()
+            current, peak = tracemalloc.get_traced_memory()
+            lines = [f"tracemalloc: traced {current / 2**20:.1f} MB (peak {peak / 2**20:.1f}), malloc {malloc_info()}"]
+            lines += [f"tracemalloc:   {stat}" for stat in snapshot.compare_to(previous, "lineno")[:top]]
+            print("\n".join(lines), file=sys.stderr, flush=True)
+            previous = snapshot
+
+    threading.Thread(target=dump, name="trace_memory", daemon=True).start()

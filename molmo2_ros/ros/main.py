@@ -8,6 +8,7 @@ import sys
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
+from ..core.heap import trace_memory
 from .executor import HandOffExecutor
 from .node import Molmo2Node
 
@@ -26,6 +27,8 @@ def main(args: list[str] | None = None, executor_class=HandOffExecutor) -> int:
     executor_class: an rclpy executor class taking num_threads (bench_node --executor rclpy compares rclpy's
     MultiThreadedExecutor with the default HandOffExecutor).
     """
+    if os.environ.get("MOLMO2_TRACEMALLOC_S"):  # memory investigation only (molmo2_ros/core/heap.py)
+        trace_memory(float(os.environ["MOLMO2_TRACEMALLOC_S"]))
     rclpy.init(args=_with_default_image_remap(list(sys.argv if args is None else args)))
     node = Molmo2Node()
     name = node.get_fully_qualified_name()
