@@ -52,7 +52,7 @@ def run_client(engine_kind: str, server_url: str, bag: str, seconds: float, star
     from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
     from molmo2_ros.core.engine_factory import make_engine
     from molmo2_ros.core.sampling import SlowFastConfig
-    from molmo2_ros.offline.bags import decoded_frames
+    from molmo2_ros.offline.data.bags import decoded_frames
     from scripts.vllm_server import TINY_MODEL
 
     if engine_kind == "vllm":
@@ -255,8 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                                     args.camera)))
         return 0
 
-    from molmo2_ros.offline.bags import decoded_frames
-    from molmo2_ros.offline.scenario import generate_scenario
+    from molmo2_ros.offline.data.bags import decoded_frames
+    from molmo2_ros.offline.data.scenario import generate_scenario
     from scripts.vllm_server import VllmServer
 
     folder = Path(tempfile.mkdtemp(prefix="bench_fleet_"))

@@ -155,9 +155,9 @@ def tiny_slowfast(args, workdir: Path) -> dict:
     from molmo2_ros.cli import SHIPPED_MODEL
     from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
     from molmo2_ros.core.stream import StreamConfig
-    from molmo2_ros.offline.evaluate import evaluate, load_results
+    from molmo2_ros.offline.evaluation.evaluate import evaluate, load_results
     from molmo2_ros.offline.replay import replay
-    from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
+    from molmo2_ros.offline.data.scenario import GroundTruth, generate_scenario
 
     scen = workdir / "tiny_scenario"
     bag = generate_scenario(scen, seconds=args.tiny_seconds, width=320, height=240, seed=7)

@@ -25,8 +25,8 @@ from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
 from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.core.vllm_engine import VllmConfig, VllmEngine
-from molmo2_ros.offline.bags import decoded_frames
-from molmo2_ros.offline.scenario import generate_scenario
+from molmo2_ros.offline.data.bags import decoded_frames
+from molmo2_ros.offline.data.scenario import generate_scenario
 from scripts.vllm_server import TINY_MODEL, VllmServer
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from .offline.targets import targets_arg
+from molmo2_ros.offline.evaluation.targets import targets_arg
 
 SHIPPED_NOTE = ("NOTE: preset tiny: molmo2-tiny-synthetic, a 0.9 M-parameter Molmo2 trained by this project on the "
                 "CPU in the synthetic world (8-frame clips; held-out means: point hit rate 0.45, recall 0.71, "
@@ -95,8 +95,8 @@ def _pipeline(values: dict):
 def _engine(args, values: dict, config):
     """(loaded engine, note to print with the results: what the shipped model can and cannot do, or "")."""
     if args.oracle:
-        from .offline.oracle import NO_NOISE, NoiseConfig, OracleEngine
-        from .offline.scenario import GroundTruth
+        from molmo2_ros.offline.evaluation.oracle import NO_NOISE, NoiseConfig, OracleEngine
+        from molmo2_ros.offline.data.scenario import GroundTruth
 
         print(ORACLE_NOTE, file=sys.stderr)
         return OracleEngine(GroundTruth.load(args.oracle), NoiseConfig() if args.noise == "default" else NO_NOISE), ""
@@ -140,8 +140,8 @@ def _queries(args, bag: Path, max_chars: int):
 
 
 def cmd_generate(args) -> int:
-    from .offline.depth_world import DepthOptions
-    from .offline.scenario import generate_scenario
+    from molmo2_ros.offline.data.depth_world import DepthOptions
+    from molmo2_ros.offline.data.scenario import generate_scenario
 
     try:
         depth = DepthOptions(encoding=args.depth_encoding, scale=args.depth_scale, distortion=args.distortion,
@@ -157,8 +157,8 @@ def cmd_generate(args) -> int:
 
 
 def _run_replay(args, bag: Path, out: Path):
-    from .offline.bags import BagError, CameraBag
-    from .offline.replay import replay
+    from molmo2_ros.offline.data.bags import BagError, CameraBag
+    from molmo2_ros.offline.replay import replay
 
     if (out / "molmo2_bag").exists():
         raise CliError(f"'{out}' already holds a replay's output bag (molmo2_bag): pass a new --out folder or "
@@ -186,8 +186,8 @@ def _run_replay(args, bag: Path, out: Path):
 
 def _write_report(args, bag: Path, summary, out: Path, config, truth_path: Path | None = None) -> dict:
     """Video (MP4 + GIF) and report.html of a replay in OUT, scored against scenario.json when there is one."""
-    from .offline.report import build_report
-    from .offline.scenario import GroundTruth
+    from molmo2_ros.offline.report.report import build_report
+    from molmo2_ros.offline.data.scenario import GroundTruth
 
     truth_path = truth_path or (_scenario_next_to(bag) if not args.queries else None)
     truth = GroundTruth.load(truth_path) if truth_path else None
@@ -216,8 +216,8 @@ def cmd_replay(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .offline.evaluate import ResultsError, evaluate, format_table, load_results
-    from .offline.scenario import GroundTruth
+    from molmo2_ros.offline.evaluation.evaluate import ResultsError, evaluate, format_table, load_results
+    from molmo2_ros.offline.data.scenario import GroundTruth
 
     for path, what in ((args.results, "results.jsonl of a replay"), (args.scenario, "scenario.json ground truth")):
         if not Path(path).is_file():
@@ -234,7 +234,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from .offline.convert import convert_file
+    from molmo2_ros.offline.evaluation.convert import convert_file
 
     for path in convert_file(args.annotations, args.out, width=args.width, height=args.height, coords=args.coords,
                              task=args.task):
@@ -243,7 +243,7 @@ def cmd_convert(args) -> int:
 
 
 def cmd_video2bag(args) -> int:
-    from .offline.video_bag import VideoError, video_to_bag
+    from molmo2_ros.offline.data.video_bag import VideoError, video_to_bag
 
     try:
         n = video_to_bag(args.video, args.out, encoding=args.encoding, storage=args.storage)
@@ -254,8 +254,8 @@ def cmd_video2bag(args) -> int:
 
 
 def cmd_play(args) -> int:
-    from .offline.bags import BagError
-    from .offline.player import play
+    from molmo2_ros.offline.data.bags import BagError
+    from molmo2_ros.offline.data.player import play
 
     if args.rate <= 0:
         raise CliError(f"--rate {args.rate}: pass a rate > 0 (1 = recorded speed)")
@@ -269,9 +269,9 @@ def cmd_play(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .offline.answer_metrics import answer_metrics, headline
-    from .offline.evaluate import evaluate, format_table, load_results
-    from .offline.scenario import GroundTruth, generate_scenario
+    from molmo2_ros.offline.evaluation.answer_metrics import answer_metrics, headline
+    from molmo2_ros.offline.evaluation.evaluate import evaluate, format_table, load_results
+    from molmo2_ros.offline.data.scenario import GroundTruth, generate_scenario
 
     started = time.perf_counter()
     out = Path(args.out)

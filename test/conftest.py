@@ -67,7 +67,7 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def vllm_scenario_bag(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The 24 s scenario bag (320x240, 10 fps) that test_vllm.py and test_vllm_node.py send to `vllm_server`."""
-    from molmo2_ros.offline.scenario import generate_scenario
+    from molmo2_ros.offline.data.scenario import generate_scenario
 
     return generate_scenario(tmp_path_factory.mktemp("scenario"), seconds=24.0, fps=10.0, width=320, height=240)
 

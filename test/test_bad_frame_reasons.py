@@ -24,8 +24,8 @@ from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.depth import DepthConfig
 from molmo2_ros.core.stream import Stream, StreamConfig
 from molmo2_ros.core.types import NS_PER_S, Frame
-from molmo2_ros.offline.bags import CameraBag
-from molmo2_ros.offline.depth_bag import DepthFeeder
+from molmo2_ros.offline.data.bags import CameraBag
+from molmo2_ros.offline.data.depth_bag import DepthFeeder
 from molmo2_ros.offline.replay import runtime_frames
 from molmo2_ros.ros.camera_input import CameraInput
 from molmo2_ros.ros.depth_input import DepthInput

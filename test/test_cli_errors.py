@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from molmo2_ros.cli import main
-from molmo2_ros.offline.scenario import generate_scenario
+from molmo2_ros.offline.data.scenario import generate_scenario
 
 
 def one_error_line(capsys, argv: list[str], *expected: str) -> str:

@@ -1,7 +1,7 @@
-"""`molmo2-ros replay --depth` reads depth and CameraInfo through the colour reader's functions (offline/bags.py), so
-an RGB-D bag as robots record it lifts the same 3D points as the bag it was made from: a Humble sqlite3 bag without
-message definitions (also in a folder named *.bag), an mcap bag with a service-event topic whose schema is .srv
-text, and a ROS 1 file (CameraInfo's K and D in capitals)."""
+"""`molmo2-ros replay --depth` reads depth and CameraInfo through the colour reader's functions (offline/data/bags.py),
+so an RGB-D bag as robots record it lifts the same 3D points as the bag it was made from: a Humble sqlite3 bag
+without message definitions (also in a folder named *.bag), an mcap bag with a service-event topic whose schema is
+.srv text, and a ROS 1 file (CameraInfo's K and D in capitals)."""
 
 from __future__ import annotations
 

@@ -13,9 +13,9 @@ import pytest
 
 from molmo2_ros.cli import main
 from molmo2_ros.core.types import NS_PER_S, TaskKind
-from molmo2_ros.offline.evaluate import load_results
-from molmo2_ros.offline.depth_world import DepthOptions, DepthWorld
-from molmo2_ros.offline.scenario import COLORS, OCCLUDER, build_world, render_frame
+from molmo2_ros.offline.evaluation.evaluate import load_results
+from molmo2_ros.offline.data.depth_world import DepthOptions, DepthWorld
+from molmo2_ros.offline.data.scenario import COLORS, OCCLUDER, build_world, render_frame
 
 
 def _run(args: list[str], capsys) -> tuple[int, str, str]:
@@ -161,7 +161,7 @@ def test_3d_truth_follows_the_declared_lens(tmp_path):
     """With distortion, an object's 3D truth projects (OpenCV's forward model) back onto its pixel."""
     import cv2
 
-    from molmo2_ros.offline.scenario import generate_scenario
+    from molmo2_ros.offline.data.scenario import generate_scenario
 
     generate_scenario(tmp_path, seconds=2.0, fps=5.0, width=320, height=240,
                       depth=DepthOptions(distortion="rational_polynomial"))
@@ -179,7 +179,7 @@ def test_3d_truth_follows_the_declared_lens(tmp_path):
 def test_generate_writes_depth_and_camera_info_topics(tmp_path):
     from rosbags.highlevel import AnyReader
 
-    from molmo2_ros.offline.scenario import generate_scenario
+    from molmo2_ros.offline.data.scenario import generate_scenario
 
     bag = generate_scenario(tmp_path, seconds=2.0, fps=10.0, width=160, height=120,
                             depth=DepthOptions(encoding="32FC1", scale=0.5, offset_s=0.004))

@@ -60,9 +60,9 @@ def _has(img: np.ndarray, colour: tuple[int, int, int]) -> bool:
 @pytest.mark.parametrize("qid", QUERY_IDS)
 def test_a_query_has_one_colour_in_overlay_markers_annotations_video_and_report(qid, tmp_path):
     from molmo2_ros.offline.annotations import AnnotationBuilder, register
-    from molmo2_ros.offline.demo_video import DemoRenderer, build_views
+    from molmo2_ros.offline.report.demo_video import DemoRenderer, build_views
     from molmo2_ros.offline.replay import project_typestore
-    from molmo2_ros.offline.report import write_report
+    from molmo2_ros.offline.report.report import write_report
     from molmo2_ros.ros import convert, convert_3d
 
     colour = id_colour(qid)

@@ -24,7 +24,7 @@ from helpers.install_space import install_dir, install_env, installed_executable
 from helpers.ros_client import Client, NodeProcess, run_camera, wait_until
 from molmo2_ros.core.presets import SHIPPED_MODEL
 from molmo2_ros.msg import Answer
-from molmo2_ros.offline.scenario import generate_scenario
+from molmo2_ros.offline.data.scenario import generate_scenario
 from molmo2_ros.ros.environment import fastdds_profile_env
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +53,7 @@ def start(process: dict, env: dict[str, str], log: Path) -> NodeProcess:
 
 
 def test_installed_modules_come_from_the_install_space(robot_env, tmp_path):
-    code = "import molmo2_ros.ros.node as n, molmo2_ros.offline.bags as b, molmo2_ros.msg as m; " \
+    code = "import molmo2_ros.ros.node as n, molmo2_ros.offline.data.bags as b, molmo2_ros.msg as m; " \
            "print(n.__file__); print(b.__file__); print(m.__file__)"
     out = subprocess.run(["python3", "-c", code], env=robot_env, cwd=tmp_path / "run", capture_output=True,
                          text=True, timeout=120)

@@ -135,7 +135,8 @@ def test_3d_messages_carry_the_lifted_points():
 
 
 def test_the_shared_mapping_and_the_offline_path_import_without_rclpy():
-    code = ("import sys; import molmo2_ros.core.messages, molmo2_ros.offline.replay, molmo2_ros.offline.evaluate; "
+    code = ("import sys; import molmo2_ros.core.messages, molmo2_ros.offline.replay, "
+            "molmo2_ros.offline.evaluation.evaluate; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('rclpy', 'builtin_interfaces', 'std_msgs')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -52,8 +52,8 @@ from helpers.reliability import ORACLE, start_node, unique_names
 from helpers.ros_client import Client, process_env, wait_until
 from molmo2_ros.core.messages import bag_topic, output_topics
 from molmo2_ros.core.queries import parse_queries
-from molmo2_ros.offline.depth_world import CAMERA_INFO_TOPIC, DEPTH_TOPIC, DepthOptions
-from molmo2_ros.offline.scenario import generate_scenario
+from molmo2_ros.offline.data.depth_world import CAMERA_INFO_TOPIC, DEPTH_TOPIC, DepthOptions
+from molmo2_ros.offline.data.scenario import generate_scenario
 
 CLI = Path(sys.executable).parent / "molmo2-ros"
 NAME, _ = unique_names()

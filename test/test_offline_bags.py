@@ -1,4 +1,4 @@
-"""Replay of bags from every distribution and recorder (molmo2_ros/offline/bags.py), and replay faults: bad frames
+"""Replay of bags from every distribution and recorder (molmo2_ros/offline/data/bags.py), and replay faults: bad frames
 are dropped and counted like the node does, frames that will not be sampled are never decoded, zero stamps and
 damaged bags are reported in summary.json. ROS-free (rosbags only)."""
 
@@ -14,10 +14,10 @@ from helpers.bag_variants import read_camera, write_humble_sqlite3, write_ros1, 
 from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.stream import StreamConfig
 from molmo2_ros.core.types import Query, TaskKind
-from molmo2_ros.offline.bags import BagError, CameraBag
-from molmo2_ros.offline.oracle import NO_NOISE, OracleEngine
+from molmo2_ros.offline.data.bags import BagError, CameraBag
+from molmo2_ros.offline.evaluation.oracle import NO_NOISE, OracleEngine
 from molmo2_ros.offline.replay import replay
-from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
+from molmo2_ros.offline.data.scenario import GroundTruth, generate_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = StreamConfig(buffer=BufferConfig(window_s=2.0, stride_s=1.0, sample_fps=2.0))

@@ -9,8 +9,8 @@ import pytest
 from molmo2_ros.core.serialization import result_to_dict
 from molmo2_ros.core.types import (Event, EventState, GroundedPoint, Query, QueryResult, TaskKind, Track,
                                    TrackStatus)
-from molmo2_ros.offline.evaluate import ResultsError, evaluate, load_results
-from molmo2_ros.offline.scenario import GroundTruth
+from molmo2_ros.offline.evaluation.evaluate import ResultsError, evaluate, load_results
+from molmo2_ros.offline.data.scenario import GroundTruth
 
 S = [1_000_000_000 * k for k in range(1, 11)]  # 10 frames, 1 s apart
 
@@ -166,7 +166,7 @@ def motmetrics_scores(results: list[QueryResult], gt: GroundTruth, objects: list
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from molmo2_ros.offline.scenario import generate_scenario
+    from molmo2_ros.offline.data.scenario import generate_scenario
 
     out = tmp_path_factory.mktemp("synthetic")
     bag = generate_scenario(out, seconds=12.0, fps=10.0, width=320, height=240)
@@ -175,7 +175,7 @@ def synthetic(tmp_path_factory):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_tracking_metrics_equal_py_motmetrics_on_noisy_oracle_replays(synthetic, tmp_path, seed):
-    from molmo2_ros.offline.oracle import NoiseConfig, OracleEngine
+    from molmo2_ros.offline.evaluation.oracle import NoiseConfig, OracleEngine
     from molmo2_ros.offline.replay import replay
 
     bag, gt = synthetic
@@ -232,7 +232,7 @@ def test_tracking_metrics_equal_py_motmetrics_on_dense_random_scenes(seed):
 
 
 def test_convert_annotations_percent_to_pixels():
-    from molmo2_ros.offline.convert import convert_annotations
+    from molmo2_ros.offline.evaluation.convert import convert_annotations
 
     items = [{"video": "v.mp4", "fps": 2, "label": "penguin",
               "points": [{"time": 0.0, "x": 50, "y": 25, "id": 1}, {"time": 0.5, "x": 10, "y": 10, "id": 2}]}]
@@ -243,7 +243,7 @@ def test_convert_annotations_percent_to_pixels():
 
 def test_convert_ai2_point_tracking_records(tmp_path):
     """Records in the schema of Ai2's published point-tracking datasets (frame_trajectories, pixel points)."""
-    from molmo2_ros.offline.convert import convert_file
+    from molmo2_ros.offline.evaluation.convert import convert_file
 
     record = {"id": "q1", "video": "clip_7.mp4", "expression": "the left dog", "fps": 30, "sampling_fps": 2,
               "width": 640, "height": 480, "n_frames": 60, "task": "track",
@@ -267,8 +267,8 @@ def test_video_to_bag_stamps_match_converted_ground_truth(tmp_path):
     import numpy as np
     from rosbags.highlevel import AnyReader
 
-    from molmo2_ros.offline.convert import DEFAULT_START_NS
-    from molmo2_ros.offline.video_bag import video_to_bag
+    from molmo2_ros.offline.evaluation.convert import DEFAULT_START_NS
+    from molmo2_ros.offline.data.video_bag import video_to_bag
 
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))

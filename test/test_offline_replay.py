@@ -12,10 +12,10 @@ from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
 from molmo2_ros.core.messages import bag_topic, output_topics
 from molmo2_ros.core.stream import StreamConfig
 from molmo2_ros.core.types import NS_PER_S, EventState, Query, TaskKind, TrackStatus
-from molmo2_ros.offline.evaluate import evaluate, load_results
-from molmo2_ros.offline.oracle import NO_NOISE, NoiseConfig, OracleEngine
+from molmo2_ros.offline.evaluation.evaluate import evaluate, load_results
+from molmo2_ros.offline.evaluation.oracle import NO_NOISE, NoiseConfig, OracleEngine
 from molmo2_ros.offline.replay import BagError, replay
-from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
+from molmo2_ros.offline.data.scenario import GroundTruth, generate_scenario
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +137,27 @@ def test_tiny_model_replay_is_deterministic(tmp_path):
         assert s.windows >= 2
         texts.append([{**json.loads(line), "inference_s": 0} for line in Path(s.results_path).read_text().splitlines()])
     assert texts[0] == texts[1] and len(texts[0]) == 2 * s.windows
+
+
+def test_an_engine_replaying_a_second_bag_answers_on_that_bags_frames(tmp_path):
+    """Vision features are cached by stamp: a second bag with the same stamps but other pixels (seed) must not get
+    the first bag's features (replay clears the engine's cache)."""
+    bags = [generate_scenario(tmp_path / f"s{seed}", seconds=3.0, fps=10.0, width=96, height=64, seed=seed,
+                              world="random") for seed in (1, 2)]
+    truth = GroundTruth.load(tmp_path / "s2" / "scenario.json")
+    config = StreamConfig(buffer=BufferConfig(window_s=2.0, stride_s=1.0), max_new_tokens=8)
+    engine = Molmo2Engine(EngineConfig(model=str(tiny_model_dir()), device="cpu", max_new_tokens=8))
+    engine.load()
+
+    def texts(bag: Path, out: str) -> list[str]:
+        s = replay(bag, tmp_path / out, engine, queries(truth)[:2], config=config, progress=False, gif=False)
+        return [json.loads(line)["text"] for line in Path(s.results_path).read_text().splitlines()]
+
+    texts(bags[0], "first")
+    after_first = texts(bags[1], "second")
+    engine.unload()
+    engine.load()
+    assert after_first == texts(bags[1], "fresh")
 
 
 def test_bad_bag_names_topic(tmp_path):

@@ -13,7 +13,7 @@ from sensor_msgs.msg import Image
 
 from helpers.bag_variants import SERVICE_EVENT_TOPIC, read_camera, write_humble_sqlite3, write_with_service_events
 from helpers.ros_client import Client, process_env, wait_until
-from molmo2_ros.offline.scenario import generate_scenario
+from molmo2_ros.offline.data.scenario import generate_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "molmo2-ros"

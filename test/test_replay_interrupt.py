@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from molmo2_ros.core.types import EventState
-from molmo2_ros.offline.scenario import generate_scenario
+from molmo2_ros.offline.data.scenario import generate_scenario
 
 pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (
 SLOW_REPLAY = """
 import sys, time
 from molmo2_ros.cli import main
-from molmo2_ros.offline.oracle import OracleEngine
+from molmo2_ros.offline.evaluation.oracle import OracleEngine
 
 infer = OracleEngine.infer
 

@@ -19,12 +19,12 @@ import pytest
 from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.stream import StreamConfig
 from molmo2_ros.core.types import Query, TaskKind
-from molmo2_ros.offline.oracle import NO_NOISE, OracleEngine
-from molmo2_ros.offline.evaluate import load_results
+from molmo2_ros.offline.evaluation.oracle import NO_NOISE, OracleEngine
+from molmo2_ros.offline.evaluation.evaluate import load_results
 from molmo2_ros.offline.replay import replay
-from molmo2_ros.offline.report import H, W, Plot, build_report, write_report
-from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
-from molmo2_ros.offline.targets import FIGURES, parse_targets
+from molmo2_ros.offline.report.report import H, W, Plot, build_report, write_report
+from molmo2_ros.offline.data.scenario import GroundTruth, generate_scenario
+from molmo2_ros.offline.evaluation.targets import FIGURES, parse_targets
 
 pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
 

@@ -7,9 +7,9 @@ from molmo2_ros.core.engine_factory import make_engine
 from molmo2_ros.core.settings import pipeline_config, resolve
 from molmo2_ros.core.stream import StreamConfig
 from molmo2_ros.core.types import Query, TaskKind
-from molmo2_ros.offline.evaluate import evaluate, load_results
+from molmo2_ros.offline.evaluation.evaluate import evaluate, load_results
 from molmo2_ros.offline.replay import replay
-from molmo2_ros.offline.scenario import GroundTruth, generate_scenario
+from molmo2_ros.offline.data.scenario import GroundTruth, generate_scenario
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from rclpy.qos import QoSProfile
 from helpers.reliability import ORACLE, SCRIPTED, ns, start_node, unique_names
 from helpers.ros_client import Client, process_env, run_camera, wait_until
 from molmo2_ros.msg import Answer, Event, PointArray, TrackArray
-from molmo2_ros.offline.scenario import generate_scenario
+from molmo2_ros.offline.data.scenario import generate_scenario
 
 CLI = Path(sys.executable).parent / "molmo2-ros"
 NAME, CAM = unique_names()

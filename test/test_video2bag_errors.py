@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from molmo2_ros.offline.bags import decoded_frames
+from molmo2_ros.offline.data.bags import decoded_frames
 
 pytestmark = pytest.mark.ros_free  # imports nothing from ROS: CI runs it once (conftest.py)
 

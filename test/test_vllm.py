@@ -32,7 +32,7 @@ from molmo2_ros.core.prompts import build_prompt
 from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.types import Query, TaskKind
 from molmo2_ros.core.vllm_engine import ServerUnavailableError, VllmConfig, VllmEngine
-from molmo2_ros.offline.bags import decoded_frames
+from molmo2_ros.offline.data.bags import decoded_frames
 from scripts.vllm_server import TINY_MODEL, free_port
 
 pytestmark = [needs_vllm, pytest.mark.ros_free]

@@ -45,7 +45,7 @@ V1_RECIPE = {
             "instance, or 'There are none.' (3x3 and 2x2 pooled frames); from step 6200 also tracking: "
             "'Track the {colour} {shape}.' on 2-8 frame clips at 2 fps (SlowFast poolings) -> "
             "<tracks coords=\"t id x y;...\">label</tracks>, every visible instance, ids by first appearance",
-    "data": "random frames rendered by molmo2_ros.offline.scenario.render_frame: 1-6 objects (ball/square/"
+    "data": "random frames rendered by molmo2_ros.offline.data.scenario.render_frame: 1-6 objects (ball/square/"
             "triangle x red/blue/green, radius 4-6.5% of min(w,h)), textured background, grey occluder; "
             "sizes 320x240, 640x480, 480x360, 400x300, 320x320, 640x360; tracking clips: 1-3 objects in "
             "straight lines up to 0.15 image/s, 20% falling 0.7 image heights in 1.5 s, entering, leaving, "

@@ -36,10 +36,10 @@ from molmo2_ros.core.engine import EngineConfig, Molmo2Engine  # noqa: E402
 from molmo2_ros.core.stream import StreamConfig  # noqa: E402
 from molmo2_ros.core.sampling import SlowFastConfig  # noqa: E402
 from molmo2_ros.core.types import Query, TaskKind  # noqa: E402
-from molmo2_ros.offline.answer_metrics import answer_metrics, headline  # noqa: E402
-from molmo2_ros.offline.evaluate import evaluate, load_results  # noqa: E402
+from molmo2_ros.offline.evaluation.answer_metrics import answer_metrics, headline  # noqa: E402
+from molmo2_ros.offline.evaluation.evaluate import evaluate, load_results  # noqa: E402
 from molmo2_ros.offline.replay import replay  # noqa: E402
-from molmo2_ros.offline.scenario import GroundTruth, generate_scenario  # noqa: E402
+from molmo2_ros.offline.data.scenario import GroundTruth, generate_scenario  # noqa: E402
 
 DEFAULT_SCENARIOS = "default:7:320x240,default:11:640x480,random:101:320x240,random:102:320x240,random:103:640x480"
 PLANS = {"key3_fast5": SlowFastConfig(slow_pooling=(3, 3), fast_pooling=(5, 5), key_every=4),

@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 from molmo2_ros.core.molmo2_inputs import Molmo2InputBuilder  # noqa: E402
 from molmo2_ros.core.sampling import tokens_per_frame  # noqa: E402
 from scripts.tiny_model import TinySpec, build_config, build_processor  # noqa: E402
-from molmo2_ros.offline.scenario import OCCLUDER, SceneObject, render_frame, textured_background  # noqa: E402
+from molmo2_ros.offline.data.scenario import OCCLUDER, SceneObject, render_frame, textured_background  # noqa: E402
 from video_tasks import PLAN_WEIGHTS, TASKS, VideoTaskSampler  # noqa: E402
 from samples import (COLOURS, EVENT_FLAGS, FRAME_DT, KINDS, LABELS, NONE_ANSWER, STAMP0, Sample,  # noqa: E402,F401
                      cell_of, coord)

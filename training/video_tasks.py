@@ -1,9 +1,9 @@
 """Training clips from random worlds of the synthetic scenario: pointing, counting, tracking and events.
 
-Each sample is a new world from `molmo2_ros.offline.scenario.build_random_world` (objects that rest, move, enter,
+Each sample is a new world from `molmo2_ros.offline.data.scenario.build_random_world` (objects that rest, move, enter,
 leave, fall and touch), rendered at 2 fps (the product's sampling rate) over 1-12 frames, with a SlowFast plan
 drawn per clip (`PLANS`). Ground truth comes from the scenario's own rules (`is_visible`, `scenario_events` on a 10 fps
-timeline), and answers use the grammar of the oracle (`molmo2_ros/offline/oracle.py`), so that the evaluation
+timeline), and answers use the grammar of the oracle (`molmo2_ros/offline/evaluation/oracle.py`), so that the evaluation
 scores exactly what the model was taught:
 
 - point  `Point to the {label}.` -> every visible instance on every frame, running ids, `There are none.`;
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from molmo2_ros.offline.scenario import (COLORS, EVENT_TEXT, KINDS, build_random_world, is_visible, render_frame,
+from molmo2_ros.offline.data.scenario import (COLORS, EVENT_TEXT, KINDS, build_random_world, is_visible, render_frame,
                                          scenario_events, textured_background)
 from samples import EVENT_FLAGS, FRAME_DT, LABELS, NONE_ANSWER, Sample, write_coords
 

@@ -1,5 +1,5 @@
 """One intake for camera frames, the node's (ros/camera_input.py, ros/depth_input.py) and the replay's
-(offline/replay.py, offline/depth_bag.py): a frame is decoded only when its stream will use it, and every frame
+(offline/replay.py, offline/data/depth_bag.py): a frame is decoded only when its stream will use it, and every frame
 dropped on the way is counted under one vocabulary, so that a bad frame counts the same live and in a replay.
 
 Colour (`ColourGate`): the clip buffer's verdict on the stamp decides. "keep" and "backward_jump" frames are decoded;

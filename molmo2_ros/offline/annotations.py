@@ -13,8 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..core.colours import id_colour
-from ..core.types import NS_PER_S, QueryResult, TaskKind, TrackStatus
+from molmo2_ros.core.colours import id_colour
+from molmo2_ros.core.types import NS_PER_S, QueryResult, TaskKind, TrackStatus
 
 # ROS 2 definitions of the Foxglove annotation schemas (field names and types as Foxglove reads them).
 FOXGLOVE_MSGS = {

@@ -25,18 +25,18 @@ from typing import Any
 
 import numpy as np
 
-from ..core.messages import MessageTypes, bag_topic, full_name, output_topics, result_messages
-from ..core.overlay import draw_overlay
-from ..core.engine_interface import Engine
-from ..core.intake import BadFrame, ColourGate
-from ..core.runtime import Runtime
-from ..core.schedule import EveryWindowPolicy
-from ..core.stream import Stream, StreamConfig
-from ..core.serialization import result_to_dict
-from ..core.types import Frame, Query, QueryResult, TaskKind
-from .annotations import ANNOTATIONS_TYPE, IMAGE_TYPE, AnnotationBuilder
-from .annotations import register as register_foxglove
-from .bags import BagError, BagFrame, CameraBag
+from molmo2_ros.core.messages import MessageTypes, bag_topic, full_name, output_topics, result_messages
+from molmo2_ros.core.overlay import draw_overlay
+from molmo2_ros.core.engine_interface import Engine
+from molmo2_ros.core.intake import BadFrame, ColourGate
+from molmo2_ros.core.runtime import Runtime
+from molmo2_ros.core.schedule import EveryWindowPolicy
+from molmo2_ros.core.stream import Stream, StreamConfig
+from molmo2_ros.core.serialization import result_to_dict
+from molmo2_ros.core.types import Frame, Query, QueryResult, TaskKind
+from molmo2_ros.offline.annotations import ANNOTATIONS_TYPE, IMAGE_TYPE, AnnotationBuilder
+from molmo2_ros.offline.annotations import register as register_foxglove
+from molmo2_ros.offline.data.bags import BagError, BagFrame, CameraBag
 
 GIF_MAX_WIDTH = 320
 GIF_MAX_FRAMES = 400
@@ -266,7 +266,8 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
            config: StreamConfig = StreamConfig(), topic: str = "", gif: bool = True,
            progress: bool = True, depth_topic: str = "", camera_info_topic: str = "") -> ReplaySummary:
     """Run the runtime over every window of the bag's camera topic and write the outputs to out_dir. With
-    config.depth.enabled, points are lifted to 3D from the bag's depth and CameraInfo topics (offline/depth_bag.py)."""
+    config.depth.enabled, points are lifted to 3D from the bag's depth and CameraInfo topics
+    (offline/data/depth_bag.py)."""
     out = Path(out_dir)
     bag_out = out / "molmo2_bag"
     if bag_out.exists():
@@ -282,6 +283,9 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
         print(f"{chr(10) if bar_active else ''}interrupted: stopping after this window and ending open tracks and "
               "events (Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
+    # Vision features are cached by stream and stamp: an engine that replayed another bag (same stamps, other
+    # pixels) must not reuse them.
+    engine.clear_cache()
     # Depth is fed before each colour frame up to its stamp + max_dt (DepthFeeder.feed_until): the best match is
     # there when a clip is lifted, nothing to wait for.
     stream = Stream("", queries, replace(config, depth=replace(config.depth, wait_s=0.0)))
@@ -290,7 +294,7 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
     camera = CameraBag(bag, topic)
     depth = None
     if config.depth.enabled:
-        from .depth_bag import DepthFeeder
+        from molmo2_ros.offline.data.depth_bag import DepthFeeder
 
         try:
             depth = DepthFeeder(bag, stream, camera.topic, depth_topic, camera_info_topic)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from molmo2_ros.core.engine_interface import Engine, StopFlag
 from molmo2_ros.core.types import Clip, Generation, Inference, Query
-from molmo2_ros.offline.oracle import NO_NOISE, OracleEngine
-from molmo2_ros.offline.scenario import GroundTruth
+from molmo2_ros.offline.evaluation.oracle import NO_NOISE, OracleEngine
+from molmo2_ros.offline.data.scenario import GroundTruth
 
 
 class OraclePlugin(Engine):

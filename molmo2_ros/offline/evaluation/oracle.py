@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.engine_interface import Engine, StopFlag
-from ..core.types import Clip, Generation, Inference, Query, TaskKind
-from .scenario import GroundTruth
+from molmo2_ros.core.engine_interface import Engine, StopFlag
+from molmo2_ros.core.types import Clip, Generation, Inference, Query, TaskKind
+from molmo2_ros.offline.data.scenario import GroundTruth
 
 FIXED_SENTENCE = "This answer comes from the oracle evaluation instrument, which cannot describe or answer about video."
 

@@ -8,7 +8,7 @@ name. That fails on bags robots really record, so this module opens the storage 
 - a rosbag2 folder whose name ends in `.bag` is taken for a ROS 1 file.
 Only the connections read are deserialized, with rosbags' built-in sensor_msgs definitions (`deserializer`:
 Image, CompressedImage and CameraInfo are the same in every ROS 2 distribution), so the bag's own definitions are
-never needed. Replay's depth reader (offline/depth_bag.py) reads through the same `open_storage`, `deserializer`
+never needed. Replay's depth reader (offline/data/depth_bag.py) reads through the same `open_storage`, `deserializer`
 and `read_messages`, and `molmo2-ros play` opens bags with `open_storage`, so they take every bag this one takes.
 
 Frames come out in log-time order as `BagFrame`s: the header stamp is read at once (deserializing CDR gives
@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..core.image_decode import frame_from_compressed, frame_from_image
-from ..core.intake import BadFrame
-from ..core.types import NS_PER_S, Frame
+from molmo2_ros.core.image_decode import frame_from_compressed, frame_from_image
+from molmo2_ros.core.intake import BadFrame
+from molmo2_ros.core.types import NS_PER_S, Frame
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 SERVICE_EVENT_SUFFIX = "/_service_event"

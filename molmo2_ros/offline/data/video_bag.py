@@ -8,9 +8,9 @@ from pathlib import Path
 
 import cv2
 
-from ..core.types import NS_PER_S
-from .convert import DEFAULT_START_NS
-from .scenario import image_message
+from molmo2_ros.core.types import NS_PER_S
+from molmo2_ros.offline.evaluation.convert import DEFAULT_START_NS
+from molmo2_ros.offline.data.scenario import image_message
 
 
 # FFmpeg opens any text file as a "video" rendered by its ANSI-art decoder: that is not camera footage.

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bags import BagError, is_service_event, open_storage
+from molmo2_ros.offline.data.bags import BagError, is_service_event, open_storage
 
 MATCH_SETTLE_S = 0.5
 ACK_TIMEOUT_S = 5.0

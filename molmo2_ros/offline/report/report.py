@@ -15,12 +15,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from ..core.colours import id_colour
-from ..core.types import NS_PER_S, QueryResult, TaskKind
-from .answer_metrics import answer_metrics, headline
-from .evaluate import clip_stamps, eval_points, evaluate
-from .scenario import GroundTruth
-from .targets import FIGURES, Target
+from molmo2_ros.core.colours import id_colour
+from molmo2_ros.core.types import NS_PER_S, QueryResult, TaskKind
+from molmo2_ros.offline.evaluation.answer_metrics import answer_metrics, headline
+from molmo2_ros.offline.evaluation.evaluate import clip_stamps, eval_points, evaluate
+from molmo2_ros.offline.data.scenario import GroundTruth
+from molmo2_ros.offline.evaluation.targets import FIGURES, Target
 
 W, H, PAD = 720, 170, 40
 SPAN_PAD = PAD + 90  # left edge of the time axis of a span plot: its row labels go left of it
@@ -321,8 +321,8 @@ def build_report(bag: Path, results_path: Path, out: Path, *, truth: GroundTruth
     write_report."""
     from tqdm import tqdm
 
-    from .demo_video import render_replay_video
-    from .evaluate import load_results
+    from molmo2_ros.offline.report.demo_video import render_replay_video
+    from molmo2_ros.offline.evaluation.evaluate import load_results
 
     results = load_results(results_path)
     if not results:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from ..core.types import QueryResult, TaskKind
-from .evaluate import clip_stamps
-from .scenario import GroundTruth
+from molmo2_ros.core.types import QueryResult, TaskKind
+from molmo2_ros.offline.evaluation.evaluate import clip_stamps
+from molmo2_ros.offline.data.scenario import GroundTruth
 
 
 def absence(truth: GroundTruth, results: list[QueryResult], objects: list[str]) -> dict[str, Any]:

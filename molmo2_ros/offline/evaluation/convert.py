@@ -17,7 +17,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from ..core.types import NS_PER_S
+from molmo2_ros.core.types import NS_PER_S
 
 DEFAULT_START_NS = 1_700_000_000 * NS_PER_S
 

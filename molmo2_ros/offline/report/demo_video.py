@@ -22,13 +22,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.colours import id_colour
-from ..core.image_decode import BadImage
-from ..core.overlay import LabelPlacer
-from ..core.tracks import split_id
-from ..core.types import NS_PER_S, QueryResult, TaskKind
-from .evaluate import clip_stamps
-from .scenario import GroundTruth
+from molmo2_ros.core.colours import id_colour
+from molmo2_ros.core.image_decode import BadImage
+from molmo2_ros.core.overlay import LabelPlacer
+from molmo2_ros.core.tracks import split_id
+from molmo2_ros.core.types import NS_PER_S, QueryResult, TaskKind
+from molmo2_ros.offline.evaluation.evaluate import clip_stamps
+from molmo2_ros.offline.data.scenario import GroundTruth
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BG = (24, 26, 30)
@@ -304,7 +304,7 @@ def render_replay_video(bag: Path, results: list[QueryResult], truth: GroundTrut
     the bag's frame stamps. Camera frames are decimated to at most `fps` (2: the sampled frames); the GIF takes
     at most 2 frames per second and 60 frames. The bag is read twice (stamps, then images) so that memory stays
     bounded by one frame. `progress`: a callable(done, total) or None."""
-    from .bags import CameraBag
+    from molmo2_ros.offline.data.bags import CameraBag
 
     stamps, keep, last = [], set(), None
     with CameraBag(bag, topic) as camera:  # stamps only: nothing decoded yet

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from ..core.types import LiftStatus, Point3D, QueryResult, TaskKind
-from .depth_world import truth_3d
-from .scenario import GroundTruth
+from molmo2_ros.core.types import LiftStatus, Point3D, QueryResult, TaskKind
+from molmo2_ros.offline.data.depth_world import truth_3d
+from molmo2_ros.offline.data.scenario import GroundTruth
 
 
 def _points_of(results: list[QueryResult]) -> list[Point3D]:

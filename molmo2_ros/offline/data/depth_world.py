@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..core.types import NS_PER_S
+from molmo2_ros.core.types import NS_PER_S
 
 BACKGROUND_M = 4.0
 OCCLUDER_M = 0.8

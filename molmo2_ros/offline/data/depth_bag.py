@@ -4,7 +4,7 @@ bag's aligned depth topic in stamp order, ahead of each colour frame, as the liv
 Topics: `--depth-topic`, else the bag's Image topic with "depth" in its name (first by name); `--camera-info-topic`,
 else the CameraInfo topic in the colour topic's namespace, else the first one. The first CameraInfo message is
 used (intrinsics do not change while recording). Without a CameraInfo topic the replay is 2D only (one warning).
-The bag is opened and read as the colour frames are (offline/bags.py), so every bag replay reads, it reads with
+The bag is opened and read as the colour frames are (offline/data/bags.py), so every bag replay reads, it reads with
 depth too: Humble sqlite3 bags without message definitions, bags with service-event topics, ROS 1 files.
 """
 
@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.depth import CameraModel, depth_from_msg
-from ..core.intake import BadFrame, DepthGate
-from ..core.stream import Stream
-from .bags import deserialized, deserializer, header_stamp_ns, open_storage, read_messages
+from molmo2_ros.core.depth import CameraModel, depth_from_msg
+from molmo2_ros.core.intake import BadFrame, DepthGate
+from molmo2_ros.core.stream import Stream
+from molmo2_ros.offline.data.bags import deserialized, deserializer, header_stamp_ns, open_storage, read_messages
 
 IMAGE = "sensor_msgs/msg/Image"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"

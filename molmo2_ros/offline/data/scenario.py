@@ -25,7 +25,7 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from ..core.types import NS_PER_S
+from molmo2_ros.core.types import NS_PER_S
 
 START_NS = 1_700_000_000 * NS_PER_S
 FALL_S = 1.5
@@ -405,7 +405,7 @@ def generate_scenario(out_dir: str | Path, *, seconds: float = 20.0, fps: float 
     plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
     depth_world = None
     if depth is not None:
-        from .depth_world import DepthWorld
+        from molmo2_ros.offline.data.depth_world import DepthWorld
 
         depth_world = DepthWorld(depth, width, height, objects, OCCLUDER, frame_id)
     with Writer(bag, version=bag_version, storage_plugin=plugin) as writer:

@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from ..core.serialization import result_from_dict
-from ..core.tracks import min_cost_matching
-from ..core.types import NS_PER_S, QueryResult, TaskKind
-from .evaluate_3d import add_3d_metrics
-from .scenario import GroundTruth
+from molmo2_ros.core.serialization import result_from_dict
+from molmo2_ros.core.tracks import min_cost_matching
+from molmo2_ros.core.types import NS_PER_S, QueryResult, TaskKind
+from molmo2_ros.offline.evaluation.evaluate_3d import add_3d_metrics
+from molmo2_ros.offline.data.scenario import GroundTruth
 
 
 class ResultsError(ValueError):
