@@ -89,7 +89,8 @@ def run(bench: Bench, seconds: float | None) -> Verdict:
 
 def table(verdicts: list[Verdict]) -> str:
     rows = [("bench", "verdict", "wall s", "missed / error", "result")]
-    rows += [(v.bench.name, v.status, f"{v.wall_s:.0f}", v.detail or "-", str(v.bench.out.relative_to(REPO)))
+    rows += [(v.bench.name, v.status, f"{v.wall_s:.0f}", v.detail or "-",
+              str(v.bench.out.relative_to(REPO) if v.bench.out.is_relative_to(REPO) else v.bench.out))
              for v in verdicts]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
