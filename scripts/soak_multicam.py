@@ -69,7 +69,9 @@ def main() -> int:
         (OUT_DIR / f"soak_multicam_{schedule}_samples.json").write_text(json.dumps(result["samples"]) + "\n")
     except Exception as error:  # noqa: BLE001 - a node that died or stopped answering: a crash in the summary
         summary = {"seconds": round(time.monotonic() - started, 1), "schedule": schedule, "crashes": 1,
-                   "error": str(error)[-500:]}
+                   **dict.fromkeys(("frames_sent", "frames_received", "windows_processed", "windows_skipped",
+                                    "rss_mb_start", "rss_mb_end", "rss_mb_slope_per_hour_after_warmup",
+                                    "threads_start", "threads_end")), "error": str(error)[-500:]}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps(summary), flush=True)
