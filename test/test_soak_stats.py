@@ -3,7 +3,9 @@ wrong slope would pass or fail a shift-long run on a number that does not mean w
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,7 +14,6 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from molmo2_ros.core.heap import malloc_info  # noqa: E402
 from scripts.soak_stats import ProcSampler, rss_slope_mb_per_hour  # noqa: E402
 
 
@@ -43,9 +44,14 @@ def test_sampler_samples_this_process() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_malloc_info_sees_freed_heap() -> None:
-    before = malloc_info()
-    kept = [bytearray(50_000) for _ in range(4000)]  # below the mmap threshold: from the heap
-    del kept[::2]  # half freed, each free chunk between live ones: glibc keeps it
-    after = malloc_info()
+    """In a fresh interpreter (a test session's heap already holds free chunks that would serve the allocation)."""
+    code = ("import json; from molmo2_ros.core.heap import malloc_info; before = malloc_info(); "
+            "kept = [bytearray(50_000) for _ in range(4000)]; "  # below the mmap threshold: from the heap
+            "del kept[::2]; "  # half freed, each free chunk between live ones: glibc keeps it
+            "print(json.dumps([before, malloc_info()]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = json.loads(out.stdout)
     assert after["arenas"] >= 1 and after["system_mb"] >= before["system_mb"] + 150
     assert after["free_mb"] >= before["free_mb"] + 80
