@@ -50,7 +50,7 @@ BUILD_STAMP := $(INSTALL_DIR)/.molmo2_build.stamp
 SOURCE_LIST := $(INSTALL_DIR)/.molmo2_sources.txt
 
 # What the colcon build depends on. Deleting or adding a file changes SOURCE_LIST, which triggers a build too.
-BUILD_SOURCES := CMakeLists.txt package.xml $(sort $(shell cd $(ROOT) && find molmo2_ros msg srv action launch config scripts \
+BUILD_SOURCES := CMakeLists.txt package.xml $(sort $(shell cd $(ROOT) && find molmo2_ros msg srv action launch config scripts models \
 	-name __pycache__ -prune -o -type f ! -name '*.pyc' ! -name '*~' ! -name '.*' -print 2>/dev/null))
 
 # pip prints one harmless warning per configured-but-missing find-links location; hide those lines.
