@@ -30,7 +30,8 @@ _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _PLUGIN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _CAMERA = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 # Namespaces of the node's own dotted parameters cannot name a camera (its `<camera>.<name>` would collide).
-_RESERVED_CAMERAS = {"slowfast", "track", "event", "overlay", "qos", "use_sim_time", "depth"}
+_RESERVED_CAMERAS = {"slowfast", "track", "event", "overlay", "qos", "use_sim_time", "depth", "history",
+                     "vision_msgs"}
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,28 @@ SPECS: dict[str, Spec] = {
                          0.0, 1.0),
     "depth.window_px": Spec(5, "Side of the square depth look-up window around a point, in colour pixels (scaled to "
                                "the depth resolution).", 1, 101),
+    "history.enabled": Spec(False, "Record a bounded on-disk video history of every camera (sampled frames, aligned "
+                                   "depth, and every grounded output of the standing queries as sightings) so the "
+                                   "Query action can ask about the past and ~/recall can say where and when a thing "
+                                   "was last seen. Off by default: it records video (README 'Rewind').",
+                            read_only=True),
+    "history.path": Spec("", "Folder of the history (created 0700, files 0600). Empty = $ROS_HOME/molmo2_history/"
+                             "<node name> (ROS_HOME defaults to ~/.ros).", read_only=True),
+    "history.max_age_s": Spec(3600.0, "Frames older than this (source time, behind the newest stored frame) are "
+                                      "evicted, oldest first.", 1.0, 30 * 86400.0),
+    "history.max_gb": Spec(2.0, "Largest size of the stored frames on disk; the oldest frames are evicted above it.",
+                           0.001, 10000.0),
+    "history.fps": Spec(2.0, "Stored frames per second of source time per camera (at most sample_fps: only sampled "
+                             "frames are stored).", 0.05, 30.0),
+    "history.max_side_px": Spec(640, "Longest side of a stored frame (larger frames are scaled down; answers still "
+                                     "give pixel positions in the original image).", 64, 8192),
+    "history.feature_cache_mb": Spec(256.0, "Vision features of frames the standing queries already encoded, kept "
+                                            "for rewind questions (they are not encoded again while cached; exact "
+                                            "as on the live path). 0 = only the live window's features.",
+                                     0.0, 1e6),
+    "vision_msgs.enabled": Spec(True, "Also publish vision_msgs/Detection2DArray (points and tracks) and "
+                                      "Detection3DArray (lifted points) per query when vision_msgs is installed "
+                                      "(README 'For planners')."),
     "queries": Spec("", "Standing queries: YAML list of {id, task, text, topic} (see the package README). Shared "
                         "by every camera without its own <camera>.queries; reflects ManageQueries changes."),
 }
@@ -209,6 +232,9 @@ def check_all(values: Mapping[str, object]) -> str:
             return reason
     if values["window_s"] < values["stride_s"]:  # type: ignore[operator]
         return f"window_s ({values['window_s']}) must be >= stride_s ({values['stride_s']})"
+    if values["history.fps"] > values["sample_fps"]:  # type: ignore[operator]
+        return (f"history.fps ({values['history.fps']}) must be <= sample_fps ({values['sample_fps']}): only "
+                "sampled frames are stored")
     if values["depth.min_m"] >= values["depth.max_m"]:  # type: ignore[operator]
         return f"depth.min_m ({values['depth.min_m']}) must be < depth.max_m ({values['depth.max_m']})"
     return ""
