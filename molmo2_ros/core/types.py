@@ -38,19 +38,23 @@ class Query:
 
 @dataclass(frozen=True, eq=False)
 class Frame:
-    """One camera frame: RGB uint8 pixels (H, W, 3) and the camera's stamp and frame_id."""
+    """One camera frame: RGB uint8 pixels (H, W, 3) and the camera's stamp and frame_id.
+
+    source_size: (width, height) of the camera's original image when `image` is a scaled-down copy (a frame read
+    back from the history); width/height are the original's, so grounded pixels land in the original image."""
 
     stamp_ns: int
     image: np.ndarray
     frame_id: str = ""
+    source_size: tuple[int, int] | None = None
 
     @property
     def height(self) -> int:
-        return int(self.image.shape[0])
+        return self.source_size[1] if self.source_size else int(self.image.shape[0])
 
     @property
     def width(self) -> int:
-        return int(self.image.shape[1])
+        return self.source_size[0] if self.source_size else int(self.image.shape[1])
 
 
 @dataclass(frozen=True, eq=False)
