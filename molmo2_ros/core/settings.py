@@ -164,6 +164,9 @@ SPECS: dict[str, Spec] = {
     "vision_msgs.enabled": Spec(True, "Also publish vision_msgs/Detection2DArray (points and tracks) and "
                                       "Detection3DArray (lifted points) per query when vision_msgs is installed "
                                       "(README 'For planners')."),
+    "vision_msgs.box_px": Spec(32.0, "Side of the square vision_msgs/Detection2D box centred on each grounded point, "
+                                     "pixels of the original image (Molmo2 grounds points, not boxes; README "
+                                     "'Standard outputs (vision_msgs)').", 1.0, 4096.0),
     "queries": Spec("", "Standing queries: YAML list of {id, task, text, topic} (see the package README). Shared "
                         "by every camera without its own <camera>.queries; reflects ManageQueries changes."),
 }
@@ -247,7 +250,8 @@ def engine_config(v: Mapping) -> EngineConfig:
     return EngineConfig(model=model, revision=v["revision"], device=v["device"],
                         dtype=v["dtype"], attn_implementation=v["attn_implementation"],
                         quantization=v["quantization"], max_new_tokens=v["max_new_tokens"],
-                        max_query_chars=v["max_query_chars"])
+                        max_query_chars=v["max_query_chars"],
+                        feature_cache_mb=float(v["history.feature_cache_mb"]) if v["history.enabled"] else 0.0)
 
 
 def vllm_config(v: Mapping) -> VllmConfig:
@@ -292,6 +296,20 @@ def memory_setting(v: Mapping, queries: int, cuda: bool = True, cameras: int = 1
         slowfast=v["slowfast.enabled"], slow_pooling=v["slowfast.slow_pooling"],
         fast_pooling=v["slowfast.fast_pooling"], key_every=v["slowfast.key_every"],
         attn_implementation=v["attn_implementation"] or "sdpa", cuda=cuda, cameras=cameras)
+
+
+def history_config(v: Mapping, node_name: str = "molmo2"):
+    """The history's configuration (core/history.py); an empty history.path is $ROS_HOME/molmo2_history/<node
+    name> (ROS_HOME defaults to ~/.ros). The node name is a ROS name ([A-Za-z0-9_]), safe as a folder name."""
+    import os
+    from pathlib import Path
+
+    from .history import HistoryConfig
+
+    path = str(v["history.path"]) or str(Path(os.environ.get("ROS_HOME") or Path.home() / ".ros") / "molmo2_history"
+                                         / re.sub(r"[^A-Za-z0-9_]", "_", node_name.strip("/")))
+    return HistoryConfig(path=Path(path), max_age_s=float(v["history.max_age_s"]), max_gb=float(v["history.max_gb"]),
+                         fps=float(v["history.fps"]), max_side_px=int(v["history.max_side_px"]))
 
 
 # ---- presets and explicit values -----------------------------------------------------------------------------
