@@ -277,10 +277,12 @@ class HistoryStore:
 
     # ---- writing (any thread, never blocks) --------------------------------------------------------------
     def offer_frame(self, camera: str, frame: Frame, *, epoch: int, sample_index: int,
-                    depth: np.ndarray | None = None, depth_unit_m: float = 0.0) -> bool:
+                    depth: np.ndarray | None = None, depth_unit_m: float = 0.0, wait_s: float = 0.0) -> bool:
         """Offer a sampled frame (and its aligned depth) for storage. False when it is not kept: thinned to
         config.fps by source stamp (not counted), the camera's write queue is full (counted history_queue_full),
         the disk is full (counted history_frames_dropped_disk_full), or the store is read-only or closed.
+        wait_s: how long to wait for room in a full queue (0, the node's: never blocks; an offline replay, faster
+        than real time, waits instead of dropping).
         depth: (H, W) integer millimetres or float metres unless `depth_unit_m` (metres per unit) says otherwise.
         The frame and depth arrays must not change afterwards: the writer thread scales and encodes them later."""
         if self.read_only or self._closing:
@@ -295,9 +297,13 @@ class HistoryStore:
                 self.counters.add("history_frames_dropped_disk_full")
                 return False
             with self._cond:
-                if self._pending.get(camera, 0) >= self.config.queue_frames:
-                    self.counters.add("history_queue_full")
-                    return False
+                deadline = time.monotonic() + wait_s
+                while self._pending.get(camera, 0) >= self.config.queue_frames:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or self._closing:
+                        self.counters.add("history_queue_full")
+                        return False
+                    self._cond.wait(remaining)
                 self._pending[camera] = self._pending.get(camera, 0) + 1
                 unit = depth_unit_m or (1e-3 if depth is not None and depth.dtype.kind in "iu" else 1.0)
                 self._items.append(_FrameItem(camera, frame, epoch, sample_index, depth, unit))
@@ -306,12 +312,15 @@ class HistoryStore:
             self._last_kept[camera] = (epoch, frame.stamp_ns)
         return True
 
-    def offer_clip(self, camera: str, clip: Clip, depth_for=None) -> int:
+    def offer_clip(self, camera: str, clip: Clip, depth_for=None, wait_s: float = 0.0) -> int:
         """Offer the frames of an emitted clip that no earlier clip of this camera offered (a new epoch starts
-        over), with their depth from `depth_for(stamp_ns)` -> DepthImage | None when given. Returns frames kept.
+        over), with their depth from `depth_for(stamp_ns)` -> DepthImage | None when given (the stream's
+        DepthStore.depth_for: settled once the clip is lifted). Returns frames kept. wait_s: per frame, see
+        offer_frame.
 
         The hook of both doors: replay and the node call it with each clip they ran (and, at the end, with the
-        window left over) — the window of a clip holds every frame the buffer kept since the previous clip."""
+        window left over): the window of a clip holds every frame the buffer kept since the previous clip. A frame
+        is thus offered up to stride_s (plus the inference) after it was kept."""
         kept = 0
         for cf in clip.frames:
             last = self._last_offered.get(camera)
@@ -321,7 +330,7 @@ class HistoryStore:
             depth = depth_for(cf.stamp_ns) if depth_for is not None else None
             kept += self.offer_frame(camera, cf.frame, epoch=clip.epoch, sample_index=cf.sample_index,
                                      depth=None if depth is None else depth.data,
-                                     depth_unit_m=0.0 if depth is None else depth.unit_m)
+                                     depth_unit_m=0.0 if depth is None else depth.unit_m, wait_s=wait_s)
         return kept
 
     def record(self, camera: str, results: list[QueryResult]) -> None:
@@ -445,8 +454,9 @@ class HistoryStore:
     def _committed(self, items: list, written: dict[str, int]) -> None:
         self.counters.add("frames_written", written["frames"])
         self.counters.add("sightings_written", written["sightings"])
-        if self._full_since:
+        if self._full_since:  # space returned: writing resumed
             self._full_since = 0.0
+            self._last_error = ""
         self._release(items)
 
     def _drop(self, items: list, reason: str) -> None:
@@ -524,9 +534,13 @@ class HistoryStore:
         return [StoredFrame(r[0], r[1], r[2], r[3], r[4], r[5], r[6], bool(r[7])) for r in rows]
 
     def _blob(self, stored: StoredFrame, column: str) -> tuple[bytes, int] | None:
-        row = self._reader().execute(
-            f"SELECT b.{column}, f.{'crc' if column == 'jpeg' else 'depth_crc'} FROM frames f JOIN blobs b "
-            "ON b.id = f.id WHERE f.camera=? AND f.stamp_ns=?", (stored.camera, stored.stamp_ns)).fetchone()
+        try:  # CAST: a damaged row may hold text where a blob was
+            row = self._reader().execute(
+                f"SELECT CAST(b.{column} AS BLOB), f.{'crc' if column == 'jpeg' else 'depth_crc'} FROM frames f "
+                "JOIN blobs b ON b.id = f.id WHERE f.camera=? AND f.stamp_ns=?",
+                (stored.camera, stored.stamp_ns)).fetchone()
+        except sqlite3.DatabaseError:
+            return None
         if row is None or row[0] is None or row[1] is None or zlib.crc32(row[0]) != row[1]:
             return None
         return bytes(row[0]), row[1]
