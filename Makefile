@@ -54,7 +54,8 @@ TEST_IFACE_SRC := test/interfaces/vision_msgs
 TEST_IFACE_BUILD := $(BUILD_DIR)/test_interfaces
 TEST_IFACE_INSTALL := install-test-interfaces$(SPACE_SUFFIX)
 TEST_IFACE_STAMP := $(TEST_IFACE_INSTALL)/.molmo2_test_interfaces.stamp
-TEST_IFACE_SOURCES := $(sort $(shell cd $(ROOT) && find $(TEST_IFACE_SRC) -type f ! -name '*~' ! -name '.*' -print 2>/dev/null))
+TEST_IFACE_SOURCES := $(sort $(shell cd $(ROOT) && find $(TEST_IFACE_SRC) -type f ! -name '*~' ! -name '.*' -print \
+	2>/dev/null))
 TEST_IFACE_LOG := $(TEST_IFACE_BUILD)/colcon_build.log
 
 # What the colcon build depends on. Deleting or adding a file changes SOURCE_LIST, which triggers a build too.

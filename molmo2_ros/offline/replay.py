@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from molmo2_ros.core.messages import MessageTypes, bag_topic, full_name, output_topics, result_messages
+from molmo2_ros.core.messages import (MessageTypes, VisionOptions, VisionTypes, bag_topic, detection_messages,
+                                      full_name, output_topics, result_messages)
 from molmo2_ros.core.overlay import draw_overlay
 from molmo2_ros.core.engine_interface import Engine
 from molmo2_ros.core.intake import BadFrame, ColourGate
@@ -33,6 +34,7 @@ from molmo2_ros.core.runtime import Runtime
 from molmo2_ros.core.schedule import EveryWindowPolicy
 from molmo2_ros.core.stream import Stream, StreamConfig
 from molmo2_ros.core.serialization import result_to_dict
+from molmo2_ros.core.settings import SPECS
 from molmo2_ros.core.types import Frame, Query, QueryResult, TaskKind
 from molmo2_ros.offline.annotations import ANNOTATIONS_TYPE, IMAGE_TYPE, AnnotationBuilder
 from molmo2_ros.offline.annotations import register as register_foxglove
@@ -87,34 +89,59 @@ def msg_dir() -> Path:
     raise FileNotFoundError("cannot find molmo2_ros msg/*.msg (not in the source tree nor AMENT_PREFIX_PATH)")
 
 
+# The vision_msgs 4.x messages of the standard outputs (ros-perception/vision_msgs, the same field names and types;
+# comments left out): the bag needs only their definitions, so a replay writes them with or without vision_msgs
+# installed. test/test_vision_msgs_outputs.py checks them against the test package's (test/interfaces/vision_msgs).
+VISION_MSGS = {
+    "Point2D": "float64 x\nfloat64 y\n",
+    "Pose2D": "vision_msgs/Point2D position\nfloat64 theta\n",
+    "BoundingBox2D": "vision_msgs/Pose2D center\nfloat64 size_x\nfloat64 size_y\n",
+    "BoundingBox3D": "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n",
+    "ObjectHypothesis": "string class_id\nfloat64 score\n",
+    "ObjectHypothesisWithPose": "vision_msgs/ObjectHypothesis hypothesis\ngeometry_msgs/PoseWithCovariance pose\n",
+    "Detection2D": "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
+                   "vision_msgs/BoundingBox2D bbox\nstring id\n",
+    "Detection2DArray": "std_msgs/Header header\nvision_msgs/Detection2D[] detections\n",
+    "Detection3D": "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
+                   "vision_msgs/BoundingBox3D bbox\nstring id\n",
+    "Detection3DArray": "std_msgs/Header header\nvision_msgs/Detection3D[] detections\n",
+}
+
+
 def project_typestore():
-    """A ROS 2 typestore with the molmo2_ros messages registered from their .msg text."""
+    """A ROS 2 typestore with the molmo2_ros messages registered from their .msg text, and vision_msgs'
+    (VISION_MSGS)."""
     from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
     store = get_typestore(Stores.ROS2_HUMBLE)
     types: dict = {}
     for path in sorted(msg_dir().glob("*.msg")):
         types.update(get_types_from_msg(path.read_text(), f"molmo2_ros/msg/{path.stem}"))
+    for name, text in VISION_MSGS.items():
+        types.update(get_types_from_msg(text, f"vision_msgs/msg/{name}"))
     store.register(types)
     return store
 
 
 class ResultBagWriter:
     """Writes QueryResults to an mcap bag on the node's topics (`/molmo2/...`, the 3D sides of a replay with depth
-    on `/molmo2/points3d/<id>`, ...) through the node's mapping (core/messages.py).
+    on `/molmo2/points3d/<id>`, ..., the standard outputs on `/molmo2/detections/<id>` and with depth
+    `/molmo2/detections3d/<id>`) through the node's mapping (core/messages.py). `box_px`: the side of the
+    Detection2D boxes (the node's `vision_msgs.box_px`).
 
     Header stamps are source stamps. The log time of every message of a result is the result's stamp (its clip's
     newest frame), so the bag is ordered by log time: an Event's header keeps its evidence stamp, which may be
     older than the clip that reported it (a replay writes its results in clip order, and clip ends never
     decrease)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, box_px: float = float(SPECS["vision_msgs.box_px"].default)) -> None:
         from rosbags.rosbag2 import StoragePlugin, Writer
 
         self.store = project_typestore()
         register_foxglove(self.store)
         self._annotate = AnnotationBuilder(self.store)
         self.types = MessageTypes.resolve(self.store.types.__getitem__)
+        self.vision = VisionOptions(VisionTypes.resolve(self.store.types.__getitem__), box_px)
         self._writer = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
         self._conns: dict[str, Any] = {}
@@ -127,9 +154,10 @@ class ResultBagWriter:
         self.messages += 1
 
     def write(self, r: QueryResult) -> None:
-        """Every message the node publishes for `r`, its 3D side included (a result with `lifted`)."""
-        topics = output_topics(r.query).by_output(depth=True)
-        for out in result_messages(self.types, r):
+        """Every message the node publishes for `r`, its 3D side (a result with `lifted`) and standard outputs
+        included."""
+        topics = output_topics(r.query).by_output(depth=True, vision=True)
+        for out in result_messages(self.types, r) + detection_messages(self.vision, r):
             self._write(bag_topic(topics[out.output][0]), full_name(out.type_name), out.msg, r.stamp_ns)
 
     def write_frame(self, frame: Frame, results: list[QueryResult], max_trail: int = 32) -> None:

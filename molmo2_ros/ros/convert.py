@@ -39,6 +39,18 @@ def message_class(full_name: str) -> type:
 TYPES = messages.MessageTypes.resolve(message_class)
 
 
+def _vision_types() -> messages.VisionTypes | None:
+    """rclpy's vision_msgs classes for the standard outputs, or None when vision_msgs is not installed."""
+    try:
+        return messages.VisionTypes.resolve(message_class)
+    except (ImportError, AttributeError):
+        return None
+
+
+# None when vision_msgs is not installed: the node then publishes no standard outputs (ros/outputs.py).
+VISION_TYPES = _vision_types()
+
+
 # ---- time ---------------------------------------------------------------------------------------------------
 def time_to_ns(stamp: Time) -> int:
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
@@ -106,6 +118,18 @@ def answer_msg(r: QueryResult) -> AnswerMsg:
 def result_messages(r: QueryResult) -> list[messages.OutMessage]:
     """Every message a streamed result publishes (see core/messages.result_messages)."""
     return messages.result_messages(TYPES, r)
+
+
+def detection_messages(r: QueryResult, box_px: float) -> list[messages.OutMessage]:
+    """The standard outputs of a result (core/messages.detection_messages); [] without vision_msgs."""
+    if VISION_TYPES is None:
+        return []
+    return messages.detection_messages(messages.VisionOptions(VISION_TYPES, box_px), r)
+
+
+def output_class(type_name: str) -> type:
+    """The rclpy class of an output's type name (OutputTopics.by_output: "PointArray", ..., "Detection2DArray")."""
+    return getattr(TYPES, type_name, None) or getattr(VISION_TYPES, type_name)
 
 
 def marker_color(key: str) -> ColorRGBA:

@@ -4,6 +4,10 @@ image markers. All are lifecycle publishers: nothing goes out while the node is 
 Topics and messages come from the one mapping the offline bag shares (`core/messages.py`): the unnamed camera
 publishes under `~/`, a camera named N under `~/N/` (`~/N/points/<id>`, ...); a query with an explicit `topic`
 publishes there (several cameras sharing such a query share the topic; every message carries its camera's frame_id).
+
+Standard outputs: with `vision_msgs.enabled` (read at configure) and vision_msgs installed, every point, count and
+track query also publishes vision_msgs/Detection2DArray on `~/detections/<id>` (with depth: Detection3DArray on
+`~/detections3d/<id>`); without vision_msgs the node logs once that they are off and runs as before.
 """
 
 from __future__ import annotations
@@ -25,6 +29,24 @@ OUTPUT_QOS = QoSProfile(depth=50, history=HistoryPolicy.KEEP_LAST, reliability=R
 OVERLAY_QOS = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST, reliability=ReliabilityPolicy.BEST_EFFORT)
 
 
+_vision_absent_logged = False
+
+
+def vision_box_px(node) -> float | None:
+    """The 2D box side of the standard outputs when they are on (`vision_msgs.enabled` and vision_msgs
+    installed), else None; logs once per process that they are off when vision_msgs is missing."""
+    global _vision_absent_logged
+    if not node.get_parameter("vision_msgs.enabled").value:
+        return None
+    if convert.VISION_TYPES is None:
+        if not _vision_absent_logged:
+            _vision_absent_logged = True
+            node.get_logger().info("standard outputs (vision_msgs/Detection2DArray, Detection3DArray) are off: "
+                                   "vision_msgs is not installed (apt install ros-$ROS_DISTRO-vision-msgs)")
+        return None
+    return float(node.get_parameter("vision_msgs.box_px").value)
+
+
 class CameraOutputs:
     """Publishers of one camera. `add`/`remove` run on service threads, `publish` on the runtime's worker; the
     publisher table (query id -> OutMessage.output -> publisher) is guarded by a lock. `depth`: the queries' 3D
@@ -37,6 +59,7 @@ class CameraOutputs:
         self.camera = camera
         self._lock = threading.Lock()
         self._queries: dict[str, dict[str, object]] = {}
+        self.box_px = vision_box_px(node)  # None: no standard outputs
         prefix = camera_prefix(camera)
         self._overlay = node.create_lifecycle_publisher(Image, f"{prefix}overlay", OVERLAY_QOS)
         self._markers = node.create_lifecycle_publisher(ImageMarker, f"{prefix}markers", OUTPUT_QOS)
@@ -46,8 +69,9 @@ class CameraOutputs:
         `active`."""
         publishers: dict[str, object] = {}
         try:
-            for output, (topic, type_name) in output_topics(query, self.camera).by_output(self.depth).items():
-                publishers[output] = self.node.create_lifecycle_publisher(getattr(convert.TYPES, type_name), topic,
+            outputs = output_topics(query, self.camera).by_output(self.depth, vision=self.box_px is not None)
+            for output, (topic, type_name) in outputs.items():
+                publishers[output] = self.node.create_lifecycle_publisher(convert.output_class(type_name), topic,
                                                                           OUTPUT_QOS)
         except Exception:
             self._destroy(publishers)
@@ -92,6 +116,10 @@ class CameraOutputs:
                 continue
             for out in convert.result_messages(r):
                 publishers[out.output].publish(out.msg)
+            if self.box_px is not None:
+                for out in convert.detection_messages(r, self.box_px):
+                    if (pub := publishers.get(out.output)) is not None:
+                        pub.publish(out.msg)
 
     def publish_visuals(self, clip: Clip, results: list[QueryResult], max_trail: int, lifetime_s: float) -> None:
         """Overlay image and image markers, only while someone subscribes (drawing a 1080p overlay costs ms)."""

@@ -4,7 +4,9 @@ query, its 3D side (CameraOutputs with `depth`), and the camera's RViz markers. 
 Topics and messages come from the one mapping the offline bag shares (`core/messages.py`; unnamed camera under
 `~/`, camera N under `~/N/`): `points3d/<id>`, `counts3d/<id>` (PointArray3D), `tracks3d/<id>` (TrackArray3D),
 `events3d/<id>` (Event3D), `markers3d` (visualization_msgs/MarkerArray). A query with an explicit `topic` T
-publishes its 3D side on `T/3d`. The 2D topics and messages are unchanged.
+publishes its 3D side on `T/3d`. The 2D topics and messages are unchanged. With the standard outputs on (see
+ros/outputs.py) point, count and track queries also publish vision_msgs/Detection3DArray on `detections3d/<id>`
+(`T/detections3d`): their valid 3D points.
 """
 
 from __future__ import annotations
