@@ -196,6 +196,10 @@ class Molmo2Engine(Engine):
         self.builder: Molmo2InputBuilder | None = None
         self.device = torch.device("cpu")
         self._features: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        # Features evicted from `_features`, kept on in host memory up to config.feature_cache_mb (LRU): the
+        # accelerator holds only what sliding windows reuse; a rewind question copies older ones back (exact).
+        self._spilled: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._spilled_bytes = 0
         self._largest_clip: dict[str, int] = {}
         self.templates = None
 
@@ -217,13 +221,16 @@ class Molmo2Engine(Engine):
         """Drop the model and caches and return GPU memory to the driver."""
         self.model = self.processor = self.builder = None
         self._features.clear()
+        self._clear_spilled()
         self._largest_clip.clear()
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
     def clear_cache(self) -> None:
-        """Forget cached vision features and return their GPU memory (the model stays loaded)."""
+        """Forget cached vision features (the host-memory ones too) and return their GPU memory (the model stays
+        loaded)."""
+        self._clear_spilled()
         self._free_cached()
 
     def encode(self, clip: Clip) -> int:
@@ -257,10 +264,10 @@ class Molmo2Engine(Engine):
 
     def memory_report(self) -> MemoryReport:
         if self.device.type != "cuda":
-            return MemoryReport(device=str(self.device), cached_frames=len(self._features))
+            return MemoryReport(device=str(self.device), cached_frames=len(self._features) + len(self._spilled))
         return MemoryReport(device=str(self.device), allocated_mb=torch.cuda.memory_allocated(self.device) / 2**20,
                             reserved_mb=torch.cuda.memory_reserved(self.device) / 2**20,
-                            cached_frames=len(self._features))
+                            cached_frames=len(self._features) + len(self._spilled))
 
     # ---- inference ---------------------------------------------------------------------------------------
     def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None,
@@ -340,29 +347,66 @@ class Molmo2Engine(Engine):
 
     def _clip_features(self, clip: Clip) -> tuple[torch.Tensor, int]:
         """Pooled visual features of the clip's frames, [visual tokens, hidden]; encodes only uncached frames.
-        Cached by (stream, epoch, stamp, pooling): each camera keeps its own features."""
+        Cached by (stream, epoch, stamp, pooling): each camera keeps its own features. A frame read back scaled down
+        from the history (Frame.source_size) takes the features of its full-size original when they are cached;
+        its own are cached under a key of their own, so a live window never gets features of a scaled copy."""
         keys = [(clip.stream, clip.epoch, f.stamp_ns, f.pooling) for f in clip.frames]
-        missing = [i for i, k in enumerate(keys) if k not in self._features] if self.config.cache_features \
-            else list(range(len(keys)))
+        store_keys = [k + _scaled_key(f.frame) for k, f in zip(keys, clip.frames)]
+        cached: dict[int, torch.Tensor] = {}
+        if self.config.cache_features:
+            for i, (key, own) in enumerate(zip(keys, store_keys)):
+                hit = self._cached(key)
+                if hit is None and own != key:
+                    hit = self._cached(own)
+                if hit is not None:
+                    cached[i] = hit
+        missing = [i for i in range(len(keys)) if i not in cached]
         fresh: dict[int, torch.Tensor] = {}
         if missing:
             patches = self.builder.frame_patches(np.stack([clip.frames[i].frame.image for i in missing]))
             fresh = dict(zip(missing, self._encode(patches.to(self.device),
                                                    [clip.frames[i].pooling for i in missing])))
         parts = []
-        for i, key in enumerate(keys):
+        for i, key in enumerate(store_keys):
             if i in fresh:
                 parts.append(fresh[i])
                 if self.config.cache_features:
                     self._features[key] = fresh[i]
             else:
-                self._features.move_to_end(key)
-                parts.append(self._features[key])
+                parts.append(cached[i])
         self._largest_clip[clip.stream] = max(self._largest_clip.get(clip.stream, 0), len(keys))
         limit = self.config.feature_cache_frames or 2 * sum(self._largest_clip.values())
         while len(self._features) > limit:
-            self._features.popitem(last=False)
+            self._spill(*self._features.popitem(last=False))
         return torch.cat(parts), len(missing)
+
+    def _cached(self, key: tuple) -> torch.Tensor | None:
+        """The cached features of `key` (most recently used now), copied back from host memory when they were
+        spilled there; None when not cached."""
+        if key in self._features:
+            self._features.move_to_end(key)
+            return self._features[key]
+        spilled = self._spilled.pop(key, None)
+        if spilled is None:
+            return None
+        self._spilled_bytes -= _nbytes(spilled)
+        features = spilled.to(self.device)
+        self._features[key] = features
+        return features
+
+    def _spill(self, key: tuple, features: torch.Tensor) -> None:
+        """Keep features evicted from the accelerator's cache in host memory, up to config.feature_cache_mb."""
+        budget = self.config.feature_cache_mb * 2**20
+        if _nbytes(features) > budget:
+            return
+        self._spilled[key] = features.to("cpu")
+        self._spilled_bytes += _nbytes(features)
+        while self._spilled_bytes > budget:
+            self._spilled_bytes -= _nbytes(self._spilled.popitem(last=False)[1])
+
+    def _clear_spilled(self) -> None:
+        self._spilled.clear()
+        self._spilled_bytes = 0
 
     def _encode(self, patches: torch.Tensor, poolings: list[tuple[int, int]]) -> list[torch.Tensor]:
         """Vision features of frames, all in one ViT call whatever their poolings (as the reference encodes a
@@ -499,6 +543,18 @@ _NEVER = _Never()
 
 def _stopped(clips: list[Clip]) -> list[Inference]:
     return [Inference(clip=c, generations=[], error="stopped", stopped=True) for c in clips]
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _scaled_key(frame) -> tuple:
+    """() for a frame at its camera's own size; ("scaled", height, width) for a scaled-down copy."""
+    h, w = frame.image.shape[:2]
+    if frame.source_size is None or tuple(frame.source_size) == (w, h):
+        return ()
+    return ("scaled", h, w)
 
 
 def _encoder_outputs(features: list[torch.Tensor]) -> dict:

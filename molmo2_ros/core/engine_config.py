@@ -23,6 +23,8 @@ class EngineConfig:
     quantization, computing in dtype); the vision encoder, adapter and lm_head stay in dtype;
     max_new_tokens: default generation limit; feature_cache_frames: frames whose vision features are kept
     (least recently used go first; 0 = twice the largest clip seen, i.e. what sliding windows reuse);
+    feature_cache_mb: features evicted from those frames are kept on in host memory up to this many MiB, least
+    recently used first out (rewind questions over the history reuse them: core/rewind.py); 0 = none;
     reuse_prefix / cache_features: the two exact reuses (off = plain path, for comparison);
     batch_queries: decode all queries of a clip in one batch (same tokens; float rounding may differ);
     max_oom_retries: retries with half the frames after CUDA out-of-memory."""
@@ -35,6 +37,7 @@ class EngineConfig:
     quantization: str = "none"
     max_new_tokens: int = 256
     feature_cache_frames: int = 0
+    feature_cache_mb: float = 0.0
     reuse_prefix: bool = True
     cache_features: bool = True
     batch_queries: bool = True

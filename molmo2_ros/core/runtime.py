@@ -5,7 +5,9 @@ The live node and `molmo2-ros replay` both drive it:
 - due clips wait in the policy (`schedule.py`: live or every_window);
 - `step` runs the clips that are due together in ONE engine call (`Engine.infer_batch`; batched when the engine
   can, else one after another) and grounds each answer in its stream;
-- on-demand queries (`submit`) run before the next windows;
+- on-demand queries (`submit`) run before the next windows: over the live buffer (`make_job`), or over a time
+  range of the camera's stored history (`make_range_job`, core/rewind.py), whose clips run in batches with the
+  windows that fall due meanwhile served between them;
 - `start` runs `step` on a worker thread that the runtime owns; `stop` sets a flag that a running engine call
   checks between decode steps, so shutdown, deactivate and cancel take effect within one token.
 """
@@ -23,6 +25,7 @@ import numpy as np
 from .counters import Counters
 from .engine_interface import AnyStop, Engine, InferRequest
 from .queries import validate_query
+from .rewind import SCANS, FrameSource, RewindResult, rewind
 from .sampling import SlowFastConfig, plan_clip
 from .schedule import SchedulePolicy
 from .stream import Stream
@@ -32,19 +35,34 @@ ResultsCallback = Callable[[Clip, list[QueryResult]], None]
 ErrorCallback = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class RangeRequest:
+    """A time range of a stream's stored history: [start_ns, end_ns] source stamps, read from `source`
+    (core/history.HistoryStore), scanned "dense" or "sparse" (core/rewind.py)."""
+
+    source: FrameSource
+    start_ns: int
+    end_ns: int
+    scan: str = "dense"
+
+
 @dataclass
 class Job:
-    """An on-demand query on a clip of one stream. `cancel` stops it (within one token when the engine can);
-    `stage` is queued -> encoding -> generating -> done; `result` is the QueryResult or an error message."""
+    """An on-demand query on a clip of one stream (`clip`), or on a range of its history (`range`, clip None).
+    `cancel` stops it (within one token when the engine can); `stage` is queued -> encoding -> generating -> done;
+    `progress`: (clips done, clips planned) of a range job; `result` is the QueryResult (a range job: the
+    RewindResult) or an error message."""
 
     stream: str
     query: Query
-    clip: Clip
+    clip: Clip | None
     max_new_tokens: int | None = None
     stage: str = "queued"
-    result: QueryResult | str | None = None
+    result: QueryResult | RewindResult | str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+    range: RangeRequest | None = None
+    progress: tuple[int, int] = (0, 0)
 
     def finish(self, result: QueryResult | str) -> None:
         self.result = result
@@ -196,6 +214,29 @@ class Runtime:
                              f"(the buffer holds {held})")
         return Job(stream, query, clip, max_new_tokens)
 
+    def make_range_job(self, stream: str, query: Query, start_ns: int, end_ns: int, source: FrameSource,
+                       scan: str = "dense", max_new_tokens: int | None = None) -> Job:
+        """A job over the stored history of `stream` in [start_ns, end_ns] (source stamps, ns), read from `source`;
+        its result is a RewindResult. ValueError says what is wrong (unknown camera, bad query or scan, no stored
+        frame in the range)."""
+        s = self.stream(stream)
+        if end_ns < start_ns:
+            raise ValueError("time range: end is before start")
+        if scan not in SCANS:
+            raise ValueError(f"scan must be one of {', '.join(SCANS)}, got '{scan}'")
+        query = validate_query(query, s.config.max_query_chars)
+        if not source.frames(stream, start_ns, end_ns):
+            span = source.span(stream)
+            held = f"[{span[0] / 1e9:.3f}, {span[1] / 1e9:.3f}] s" if span else "no frames"
+            raise ValueError(f"no stored frames of camera '{stream}' in the requested range (the history holds "
+                             f"{held})")
+        return Job(stream, query, None, max_new_tokens, range=RangeRequest(source, start_ns, end_ns, scan))
+
+    def buffer_covers(self, stream: str, start_ns: int, end_ns: int) -> bool:
+        """Whether the live buffer of `stream` holds [start_ns, end_ns] (then `make_job` answers it from there)."""
+        span = self.stream(stream).clip_between(0, 0)[1]
+        return span is not None and span[0] <= start_ns and end_ns <= span[1]
+
     def submit(self, job: Job) -> None:
         """Queue an on-demand job for the worker (runs before pending windows)."""
         with self._work:
@@ -211,6 +252,9 @@ class Runtime:
             job.finish("cancelled")
             return
         stream = self.streams[job.stream]
+        if job.range is not None:
+            self._run_range(job, stream)
+            return
         if self.engine.capabilities.prefetch:
             job.stage = "encoding"
             self.engine.encode(job.clip)
@@ -226,6 +270,51 @@ class Runtime:
             g = inference.generations[0]
             job.finish(stream.ground(inference, job.query, g.text, g.inference_s, self.engine.model_id,
                                      stateful=False, confidence=g.confidence))
+
+    def _run_range(self, job: Job, stream: Stream) -> None:
+        """A range job: rewind over the history; on the worker thread, the windows due meanwhile are served between
+        its batches (the standing queries do not stall behind a long range)."""
+        r = job.range
+        job.stage = "generating"
+
+        def progress(done: int, planned: int) -> None:
+            job.progress = (done, planned)
+
+        on_worker = self._worker is not None and threading.current_thread() is self._worker
+        try:
+            result = rewind(self.engine, r.source, job.stream, job.query, r.start_ns, r.end_ns, stream.config,
+                            scan=r.scan, max_new_tokens=job.max_new_tokens, stop=AnyStop(self._stop, job.cancel),
+                            between=self._serve_due if on_worker else None, progress=progress)
+        except ValueError as error:  # the range lost its frames (evicted) since the job was made
+            job.finish(str(error))
+            return
+        if result.stopped or job.cancel.is_set():
+            job.finish("cancelled" if job.cancel.is_set() else "runtime stopped")
+        elif result.error and not result.clips:
+            job.finish(result.error)
+        else:
+            job.finish(result)
+
+    def _serve_due(self) -> None:
+        """Run the windows due now and hand their results on (the worker thread, between a range job's batches)."""
+        with self._work:
+            clips = [] if self._stop.is_set() else self._policy.take()
+        if clips:
+            try:
+                self._run_windows(clips)
+            except Exception as error:  # noqa: BLE001 - as in _loop: the worker must outlive any engine fault
+                self.counters.add("worker_errors")
+                self.last_error = f"{type(error).__name__}: {error}"
+                if self._on_error is not None:
+                    self._on_error(f"worker error: {self.last_error}")
+
+    def _run_windows(self, clips: list[Clip]) -> None:
+        started = time.perf_counter()
+        for clip, results in self.run(clips):
+            if results and self._on_results is not None:
+                self._on_results(clip, results)
+        self.counters.add("engine_calls")
+        self.counters.add("engine_ms", int((time.perf_counter() - started) * 1e3))
 
     # ---- worker thread -----------------------------------------------------------------------------------
     def start(self, on_results: ResultsCallback, on_error: ErrorCallback | None = None) -> None:
@@ -271,12 +360,7 @@ class Runtime:
                 if job is not None:
                     self.run_job(job)
                     continue
-                started = time.perf_counter()
-                for clip, results in self.run(clips):
-                    if results and self._on_results is not None:
-                        self._on_results(clip, results)
-                self.counters.add("engine_calls")
-                self.counters.add("engine_ms", int((time.perf_counter() - started) * 1e3))
+                self._run_windows(clips)
             except Exception as error:  # noqa: BLE001 - the worker must outlive any engine/plugin fault
                 self.counters.add("worker_errors")
                 self.last_error = f"{type(error).__name__}: {error}"
