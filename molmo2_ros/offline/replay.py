@@ -29,6 +29,7 @@ from molmo2_ros.core.messages import (MessageTypes, VisionOptions, VisionTypes, 
                                       full_name, output_topics, result_messages)
 from molmo2_ros.core.overlay import draw_overlay
 from molmo2_ros.core.engine_interface import Engine
+from molmo2_ros.core.history import HistoryStore
 from molmo2_ros.core.intake import BadFrame, ColourGate
 from molmo2_ros.core.runtime import Runtime
 from molmo2_ros.core.schedule import EveryWindowPolicy
@@ -42,6 +43,7 @@ from molmo2_ros.offline.data.bags import BagError, BagFrame, CameraBag
 
 GIF_MAX_WIDTH = 320
 GIF_MAX_FRAMES = 400
+HISTORY_WAIT_S = 30.0  # longest wait for room in the history's write queue (a replay runs faster than real time)
 
 
 # ---- reading ---------------------------------------------------------------------------------------------
@@ -248,6 +250,7 @@ class ReplaySummary:
     results_path: str = ""
     output_bag: str = ""
     gif: str = ""
+    history: str = ""  # the history folder written (replay --history), "" for none
 
     def table(self) -> str:
         """Readable summary."""
@@ -270,6 +273,8 @@ class ReplaySummary:
         lines += [f"  results: {self.results_path}", f"  bag:     {self.output_bag}"]
         if self.gif:
             lines.append(f"  gif:     {self.gif}")
+        if self.history:
+            lines.append(f"  history: {self.history}")
         return "\n".join(lines)
 
 
@@ -292,10 +297,13 @@ def _save_gif(path: Path, frames: list[np.ndarray], frame_ms: int) -> None:
 
 def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Query], *,
            config: StreamConfig = StreamConfig(), topic: str = "", gif: bool = True,
-           progress: bool = True, depth_topic: str = "", camera_info_topic: str = "") -> ReplaySummary:
+           progress: bool = True, depth_topic: str = "", camera_info_topic: str = "",
+           history: HistoryStore | None = None) -> ReplaySummary:
     """Run the runtime over every window of the bag's camera topic and write the outputs to out_dir. With
     config.depth.enabled, points are lifted to 3D from the bag's depth and CameraInfo topics
-    (offline/data/depth_bag.py)."""
+    (offline/data/depth_bag.py). `history`: also store the sampled frames (with their depth) and the sightings of
+    every result there, as the node does (HistoryStore.offer_clip with each clip run, then the window left over;
+    HistoryStore.record with every result); flushed at the end, closed by the caller."""
     out = Path(out_dir)
     bag_out = out / "molmo2_bag"
     if bag_out.exists():
@@ -345,6 +353,13 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
                     jsonl.write(json.dumps(result_to_dict(r)) + "\n")
                     writer.write(r)
                 jsonl.flush()
+                if history is not None:
+                    history.record("", results)
+
+            def store(clip) -> None:
+                if history is not None and clip is not None:  # faster than real time: wait, never drop
+                    history.offer_clip("", clip, stream.depth.store.depth_for if stream.depth else None,
+                                       wait_s=HISTORY_WAIT_S)
 
             try:
                 for frame in runtime_frames(camera, stream, warn):
@@ -356,6 +371,7 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
                         done = runtime.step()
                         results = done[0][1] if done else []
                         summary.windows += 1
+                        store(clip)
                         emit(results)
                         for r in results:
                             _tally(summary.per_query[r.query.id], r)
@@ -373,6 +389,7 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
             summary.interrupted = stop.requested
             # the bag is over (or the replay stops): end open tracks and events, their last report is final
             emit(runtime.finish()[""])
+            store(stream.clip_between(0, 0)[0])  # the frames kept after the last clip
     except KeyboardInterrupt:  # Ctrl-C again while the closing reports are written
         summary.interrupted = True
     except Exception as error:
@@ -381,6 +398,9 @@ def replay(bag: str | Path, out_dir: str | Path, engine: Engine, queries: list[Q
     finally:
         camera.close()
         writer.close()
+        if history is not None:
+            history.flush(HISTORY_WAIT_S)
+            summary.history = str(history.config.path)
         if depth is not None:
             depth.close()
         bar.update(summary.frames, f"windows {summary.windows}", force=True)
