@@ -167,15 +167,20 @@ def _run_replay(args, bag: Path, out: Path):
     pipeline = _pipeline(values)
     config = pipeline.streams[""]
     queries = _queries(args, bag, config.max_query_chars)
+    history = None
     try:
         with CameraBag(bag, args.topic):  # a bag that cannot be read fails before the model is loaded
             pass
+        history = _open_history(getattr(args, "history", ""), values)
         engine, note = _engine(args, values, pipeline)
         summary = replay(bag, out, engine, queries, config=config, topic=args.topic,
                          gif=not args.no_gif, progress=not args.quiet, depth_topic=getattr(args, "depth_topic", ""),
-                         camera_info_topic=getattr(args, "camera_info_topic", ""))
+                         camera_info_topic=getattr(args, "camera_info_topic", ""), history=history)
     except BagError as error:
         raise CliError(str(error)) from error
+    finally:
+        if history is not None:
+            history.close()
     print(summary.table())
     if note:
         print(note)
@@ -305,6 +310,81 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _open_history(folder: str, values: dict):
+    """The history a replay writes (`--history DIR`, the node's history.* settings otherwise), or None."""
+    if not folder:
+        return None
+    from dataclasses import replace
+
+    from .core.history import HistoryError, HistoryStore
+    from .core.settings import history_config
+
+    try:
+        return HistoryStore(replace(history_config(values), path=Path(folder)))
+    except (HistoryError, OSError) as error:
+        raise CliError(f"--history {folder}: {error}") from None
+
+
+def cmd_recall(args) -> int:
+    from dataclasses import asdict
+
+    from .core.history import HistoryConfig, HistoryError, HistoryStore
+
+    if args.limit < 1:
+        raise CliError(f"--limit {args.limit}: pass a number of sightings >= 1")
+    if (args.from_s is not None and args.from_s < 0) or (args.to_s is not None and args.to_s < 0):
+        raise CliError("--from/--to are seconds after the history's first frame: pass values >= 0")
+    if args.from_s is not None and args.to_s is not None and args.from_s > args.to_s:
+        raise CliError(f"--from {args.from_s:g} is after --to {args.to_s:g}: pass --from <= --to")
+    if args.json and not Path(args.json).parent.is_dir():
+        raise CliError(f"--json {args.json}: its folder does not exist; create it or pass another path")
+    try:
+        store = HistoryStore(HistoryConfig(Path(args.history)), read_only=True)
+    except HistoryError as error:
+        raise CliError(str(error)) from None
+    with store:
+        cameras = store.cameras()
+        if args.camera is not None and args.camera not in cameras:
+            raise CliError(f"camera '{args.camera}' is not in the history (cameras: "
+                           f"{', '.join(map(repr, cameras)) or 'none'}): pass one of them or leave --camera out")
+        span = store.span()
+        if span is None and (args.from_s is not None or args.to_s is not None):
+            raise CliError(f"'{args.history}' holds no frames to count --from/--to from: leave them out")
+        first = span[0] if span else 0
+        start = first + round(args.from_s * 1e9) if args.from_s is not None else 0
+        end = first + round(args.to_s * 1e9) if args.to_s is not None else 0
+        found = store.sightings(args.label, args.query_id, args.camera, start, end, args.limit)
+    rows = [{**asdict(s), "position": list(s.position) if s.position else None,
+             "t_s": round((s.stamp_ns - first) / 1e9, 6) if span else None} for s in found]
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    what = " and ".join(x for x in (f"'{args.label}'" if args.label else "", f"query {args.query_id}"
+                                    if args.query_id else "") if x) or "anything"
+    if not rows:
+        print(f"no sightings of {what} in {args.history}")
+        return 0
+    print(f"sightings of {what} in {args.history}, newest first (t = seconds after the first stored frame):")
+    print(f"  {'t_s':>9} {'stamp_ns':>20} {'camera':<10} {'query_id':<16} {'label':<24} {'x':>7} {'y':>7} "
+          f"{'object_id':<14} position")
+    for r in rows:
+        t = f"{r['t_s']:9.3f}" if r["t_s"] is not None else f"{'?':>9}"
+        pos = "" if r["position"] is None else "(" + ", ".join(f"{v:.3f}" for v in r["position"]) + ")"
+        print(f"  {t} {r['stamp_ns']:>20} {r['camera'] or '-':<10} {r['query_id']:<16} {r['label'][:24]:<24} "
+              f"{r['x']:7.1f} {r['y']:7.1f} {r['object_id'] or '-':<14} {pos}")
+    return 0
+
+
+def cmd_history_wipe(args) -> int:
+    from .core.history import HistoryError, wipe_history
+
+    try:
+        freed = wipe_history(Path(args.history))
+    except (HistoryError, OSError) as error:
+        raise CliError(str(error)) from None
+    print(f"wiped {args.history}: {freed / 1e6:.1f} MB freed")
+    return 0
+
+
 def cmd_plan(args) -> int:
     from .core import memory_plan as mp
     from .core.sampling import SLOWFAST_PRESETS
@@ -370,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write OUT/report.html, OUT/demo.mp4 and OUT/demo.gif (scored against scenario.json "
                         "when it is next to the bag and no --queries is given)")
     p.add_argument("--targets", type=targets_arg, help=TARGETS_HELP)
+    p.add_argument("--history", default="", metavar="DIR",
+                   help="also build a history there (sampled frames and every result's sightings, as the node's "
+                        "history.enabled) for `recall` and `ask`; a new or empty folder, or an existing history")
     _add_engine_args(p)
     p.set_defaults(func=cmd_replay)
 
@@ -416,6 +499,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     _add_engine_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("recall", help="where and when was something last seen: sightings in a history, newest first")
+    p.add_argument("history", help="history folder (replay --history DIR, or the node's history.path)")
+    p.add_argument("label", nargs="?", default="",
+                   help="text found case-insensitively in the label or query text (default: any)")
+    p.add_argument("--query-id", default="", help="only this standing query's sightings")
+    p.add_argument("--camera", default=None, help="only this camera ('' = the unnamed one; default: every camera)")
+    p.add_argument("--from", dest="from_s", type=float, default=None, metavar="S",
+                   help="seconds after the history's first frame (default: the start)")
+    p.add_argument("--to", dest="to_s", type=float, default=None, metavar="S",
+                   help="seconds after the history's first frame (default: the end)")
+    p.add_argument("--limit", type=int, default=1, help="most sightings listed (default 1: the last one)")
+    p.add_argument("--json", default="", metavar="OUT", help="also write them as a JSON list here")
+    p.set_defaults(func=cmd_recall)
+
+    p = sub.add_parser("history-wipe", help="delete a history folder (frames, depth and sightings)")
+    p.add_argument("history", help="history folder; refused unless it holds only a history")
+    p.set_defaults(func=cmd_history_wipe)
 
     p = sub.add_parser("plan", help="predicted GPU memory of a node setting (weights, KV cache, features, activations)")
     p.add_argument("--model", default="allenai/Molmo2-4B",

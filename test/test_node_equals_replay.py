@@ -13,7 +13,9 @@ main output is compared too.
 
 Compared (the query outputs; the replay bag's `/molmo2/...` is the node's `/<node name>/...`):
   points/<id>, counts/<id> (PointArray), tracks/<id> (TrackArray), events/<id> (Event), answers/<id> (Answer), and
-  with depth points3d/<id>, counts3d/<id> (PointArray3D), tracks3d/<id> (TrackArray3D), events3d/<id> (Event3D):
+  with depth points3d/<id>, counts3d/<id> (PointArray3D), tracks3d/<id> (TrackArray3D), events3d/<id> (Event3D),
+  the standard outputs detections/<id> (vision_msgs/Detection2DArray) and with depth detections3d/<id>
+  (Detection3DArray) of the point, count and track queries (vision_msgs: the test package scripts/with_ros sources):
   every message in order, every field (deserialised into nested dicts and tuples; NaN compared as NaN). The only
   field normalised is Answer.inference_time (wall time of the model call). A topic the node publishes that the
   replay never wrote (no message for it, e.g. an event query whose event never happens) must have no message.
@@ -50,7 +52,7 @@ import pytest
 
 from helpers.reliability import ORACLE, start_node, unique_names
 from helpers.ros_client import Client, process_env, wait_until
-from molmo2_ros.core.messages import bag_topic, output_topics
+from molmo2_ros.core.messages import bag_topic, full_name, output_topics
 from molmo2_ros.core.queries import parse_queries
 from molmo2_ros.offline.data.depth_world import CAMERA_INFO_TOPIC, DEPTH_TOPIC, DepthOptions
 from molmo2_ros.offline.data.scenario import generate_scenario
@@ -165,8 +167,8 @@ def output_names(queries: list[dict], depth: bool) -> dict[str, str]:
     parsed = parse_queries(queries, 500, where="test")
     out = {}
     for q in parsed:
-        for topic, type_name in output_topics(q).by_output(depth).values():
-            out[topic.removeprefix("~/")] = f"molmo2_ros/msg/{type_name}"
+        for topic, type_name in output_topics(q).by_output(depth, vision=True).values():
+            out[topic.removeprefix("~/")] = full_name(type_name)
     return out
 
 
@@ -189,7 +191,7 @@ def read_replay_bag(bag: Path) -> tuple[dict[str, list[dict]], set[str]]:
     with Reader(bag) as reader:
         topics = {c.topic.removeprefix(prefix) for c in reader.connections}
         assert all(c.topic.startswith(prefix) for c in reader.connections), [c.topic for c in reader.connections]
-        ours = [c for c in reader.connections if c.msgtype.startswith("molmo2_ros/")]
+        ours = [c for c in reader.connections if c.msgtype.startswith(("molmo2_ros/", "vision_msgs/"))]
         for conn, _, raw in reader.messages(connections=ours):
             msg = store.deserialize_cdr(raw, conn.msgtype)
             got.setdefault(conn.topic.removeprefix(prefix), []).append(normalised(conn.msgtype, plain(msg)))
