@@ -9,7 +9,7 @@ import pytest
 from _models import tiny_model_dir
 from molmo2_ros.core.clip_buffer import BufferConfig
 from molmo2_ros.core.engine import EngineConfig, Molmo2Engine
-from molmo2_ros.core.messages import bag_topic, output_topics
+from molmo2_ros.core.messages import bag_topic, full_name, output_topics
 from molmo2_ros.core.stream import StreamConfig
 from molmo2_ros.core.types import NS_PER_S, EventState, Query, TaskKind, TrackStatus
 from molmo2_ros.offline.evaluation.evaluate import evaluate, load_results
@@ -42,10 +42,10 @@ def test_oracle_without_noise_is_perfect_and_bags_are_valid(scenario, tmp_path):
     frames = set(truth.frames)
     with AnyReader([Path(summary.output_bag)]) as reader:
         types = {c.topic: c.msgtype for c in reader.connections}
-        # the node's topics (~/points/<id>, ~/counts/<id>, ...) for a node /molmo2
-        assert types == {bag_topic(name): f"molmo2_ros/msg/{kind}" for q in queries(truth)
-                         for name, kind in ((output_topics(q).main, output_topics(q).main_type),
-                                            (output_topics(q).answer, "Answer")) if name} | {
+        # the node's topics (~/points/<id>, ~/counts/<id>, ..., the standard outputs ~/detections/<id>) for a node
+        # /molmo2
+        assert types == {bag_topic(name): full_name(kind) for q in queries(truth)
+                         for name, kind in output_topics(q).by_output(depth=False, vision=True).values()} | {
             "/molmo2/image": "sensor_msgs/msg/CompressedImage",
             "/molmo2/annotations": "foxglove_msgs/msg/ImageAnnotations"}
         assert types["/molmo2/counts/square_count"] == "molmo2_ros/msg/PointArray"
