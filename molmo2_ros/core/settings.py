@@ -235,7 +235,7 @@ def check_all(values: Mapping[str, object]) -> str:
             return reason
     if values["window_s"] < values["stride_s"]:  # type: ignore[operator]
         return f"window_s ({values['window_s']}) must be >= stride_s ({values['stride_s']})"
-    if values["history.fps"] > values["sample_fps"]:  # type: ignore[operator]
+    if values["history.enabled"] and values["history.fps"] > values["sample_fps"]:  # type: ignore[operator]
         return (f"history.fps ({values['history.fps']}) must be <= sample_fps ({values['sample_fps']}): only "
                 "sampled frames are stored")
     if values["depth.min_m"] >= values["depth.max_m"]:  # type: ignore[operator]
