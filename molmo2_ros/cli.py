@@ -385,6 +385,95 @@ def cmd_history_wipe(args) -> int:
     return 0
 
 
+ASK_TASKS = ("point", "count", "track", "event", "answer", "caption")
+
+
+def cmd_ask(args) -> int:
+    """A question about a time range of a stored history (core/rewind.py through the runtime's range job, the
+    node's Query action code); results in the replay's results.jsonl format, scorable by `eval`."""
+    from dataclasses import replace
+
+    from .core.engine_config import EngineConfig
+    from .core.history import HistoryConfig, HistoryError, HistoryStore, is_history
+    from .core.runtime import Runtime
+    from .core.schedule import EveryWindowPolicy
+    from .core.serialization import result_to_dict
+    from .core.stream import Stream
+    from .core.types import NS_PER_S, Query, TaskKind
+
+    folder = Path(args.history)
+    if not is_history(folder):
+        raise CliError(f"'{folder}' is not a history folder: pass the node's history.path or a `replay --history` "
+                       "folder")
+    try:
+        store = HistoryStore(HistoryConfig(path=folder), read_only=True)
+    except HistoryError as error:
+        raise CliError(str(error)) from None
+    try:
+        cameras = store.cameras()
+        camera = args.camera
+        if camera is None:
+            if len(cameras) > 1:
+                raise CliError(f"the history holds several cameras: pass --camera ({', '.join(map(repr, cameras))})")
+            camera = cameras[0] if cameras else ""
+        span = store.span(camera)
+        if span is None:
+            raise CliError(f"the history holds no frames of camera '{camera}' (cameras: "
+                           f"{', '.join(map(repr, cameras)) or 'none'})")
+        start_ns = span[0] + round(args.from_s * NS_PER_S)
+        end_ns = span[1] if args.to_s is None else span[0] + round(args.to_s * NS_PER_S)
+        values = _settings(args)
+        pipeline = _pipeline(values)
+        if isinstance(pipeline.engine_config, EngineConfig):  # the history's feature cache, as the node's
+            pipeline = replace(pipeline, engine_config=replace(
+                pipeline.engine_config, feature_cache_mb=float(values["history.feature_cache_mb"])))
+        config = pipeline.streams[""]
+        task = TaskKind.QUESTION if args.task == "answer" else TaskKind(args.task)
+        if end_ns < start_ns or not store.frames(camera, start_ns, end_ns):  # before any model is loaded
+            raise CliError(f"no stored frames of camera '{camera}' in [{args.from_s:g}, "
+                           f"{'end' if args.to_s is None else f'{args.to_s:g}'}] s: the history holds "
+                           f"[0, {(span[1] - span[0]) / NS_PER_S:.1f}] s (--from/--to count seconds from its first "
+                           "frame)")
+        engine, note = _engine(args, values, pipeline)
+        runtime = Runtime(engine, [Stream(camera, [], config)], EveryWindowPolicy(max_pending_bytes=2**30))
+        try:
+            job = runtime.make_range_job(camera, Query("ask", task, args.question), start_ns, end_ns, store,
+                                         scan=args.scan)
+        except ValueError as error:
+            raise CliError(str(error)) from None
+        started = time.perf_counter()
+        runtime.run_job(job)
+        wall = time.perf_counter() - started
+    finally:
+        store.close()
+    if not hasattr(job.result, "result"):
+        raise CliError(f"the question failed: {job.result}")
+    r = job.result
+    # A count holds over the frames of one clip: each clip is one answer; every other task is one merged answer.
+    lines = r.clips if task == TaskKind.COUNT else [r.result]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("".join(json.dumps(result_to_dict(x)) + "\n" for x in lines))
+    m = r.result
+    origin = span[0]
+    print(f"ask [{camera or 'camera'}] {task.value} '{args.question}' over "
+          f"[{(start_ns - origin) / NS_PER_S:.1f}, {(end_ns - origin) / NS_PER_S:.1f}] s ({args.scan} scan) "
+          f"with {m.model_id}")
+    print(f"  clips {r.clips_scanned}, frames {r.frames_scanned} (skipped {r.frames_skipped}, encoded "
+          f"{r.frames_encoded}), engine calls {r.engine_calls}, wall {wall:.2f} s"
+          + (f", failed clips {r.clips_failed}: {r.error}" if r.clips_failed else ""))
+    print(f"  points {len(m.points)}, tracks {len(m.tracks)}, events {len(m.events)}"
+          + (f", count {m.count} (largest of one clip)" if m.count is not None else ""))
+    for e in m.events:
+        print(f"  event {e.id}: {(e.start_ns - origin) / NS_PER_S:.1f} - {(e.end_ns - origin) / NS_PER_S:.1f} s")
+    if task in (TaskKind.QUESTION, TaskKind.CAPTION) and m.text:
+        print("  " + m.text.replace("\n", "\n  "))
+    print(f"  results: {out}")
+    if note:
+        print(note)
+    return 0
+
+
 def cmd_plan(args) -> int:
     from .core import memory_plan as mp
     from .core.sampling import SLOWFAST_PRESETS
@@ -517,6 +606,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("history-wipe", help="delete a history folder (frames, depth and sightings)")
     p.add_argument("history", help="history folder; refused unless it holds only a history")
     p.set_defaults(func=cmd_history_wipe)
+
+    p = sub.add_parser("ask", help="ask a question about a time range of a stored history (rewind)")
+    p.add_argument("history", help="history folder (the node's history.path, or `replay --history DIR`)")
+    p.add_argument("question", help="an object (point/count/track), an event (event) or a question (answer)")
+    p.add_argument("--task", choices=ASK_TASKS, default="answer", help="answer = a free question")
+    p.add_argument("--from", dest="from_s", type=float, default=0.0, metavar="S",
+                   help="range start, seconds from the history's first frame (default 0)")
+    p.add_argument("--to", dest="to_s", type=float, default=None, metavar="S",
+                   help="range end, seconds from the history's first frame (default: its last frame)")
+    p.add_argument("--camera", default=None, help="camera name (default: the history's only camera)")
+    p.add_argument("--scan", choices=("dense", "sparse"), default="dense",
+                   help="dense: every clip; sparse: clips of every other frame first, then dense clips only "
+                        "where something was found")
+    p.add_argument("--out", default="ask_results.jsonl", help="results (JSON lines; `molmo2-ros eval` scores them)")
+    _add_engine_args(p)
+    p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("plan", help="predicted GPU memory of a node setting (weights, KV cache, features, activations)")
     p.add_argument("--model", default="allenai/Molmo2-4B",

@@ -358,7 +358,7 @@ def test_without_the_history_cache_rewind_encodes_again(tiny_engine):
     assert isinstance(EngineConfig(model="x").feature_cache_mb, float)
 
 
-def test_scaled_history_frames_reuse_the_originals_features_but_never_feed_their_own_to_live_windows(tiny_engine):
+def test_stored_copies_reuse_the_originals_features_but_never_feed_their_own_to_live_windows(tiny_engine):
     engine = tiny_engine
     engine.clear_cache()
     source = _live_history(engine, 6)
@@ -374,4 +374,4 @@ def test_scaled_history_frames_reuse_the_originals_features_but_never_feed_their
     cold = rewind(engine, scaled, "cam", query, lo, hi, CONFIG)
     assert cold.frames_encoded > 0
     keys = list(engine._features) + list(engine._spilled)
-    assert keys and all(k[4:5] == ("scaled",) for k in keys)
+    assert keys and all(k[4:5] == ("stored",) for k in keys)

@@ -347,11 +347,12 @@ class Molmo2Engine(Engine):
 
     def _clip_features(self, clip: Clip) -> tuple[torch.Tensor, int]:
         """Pooled visual features of the clip's frames, [visual tokens, hidden]; encodes only uncached frames.
-        Cached by (stream, epoch, stamp, pooling): each camera keeps its own features. A frame read back scaled down
-        from the history (Frame.source_size) takes the features of its full-size original when they are cached;
-        its own are cached under a key of their own, so a live window never gets features of a scaled copy."""
+        Cached by (stream, epoch, stamp, pooling): each camera keeps its own features. A frame read back from the
+        history (a JPEG copy, maybe scaled down: Frame.source_size is set) takes the features of its live original
+        when they are cached; its own are cached under a key of their own, so a live window never gets features of
+        a stored copy."""
         keys = [(clip.stream, clip.epoch, f.stamp_ns, f.pooling) for f in clip.frames]
-        store_keys = [k + _scaled_key(f.frame) for k, f in zip(keys, clip.frames)]
+        store_keys = [k + _copy_key(f.frame) for k, f in zip(keys, clip.frames)]
         cached: dict[int, torch.Tensor] = {}
         if self.config.cache_features:
             for i, (key, own) in enumerate(zip(keys, store_keys)):
@@ -549,12 +550,11 @@ def _nbytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
-def _scaled_key(frame) -> tuple:
-    """() for a frame at its camera's own size; ("scaled", height, width) for a scaled-down copy."""
-    h, w = frame.image.shape[:2]
-    if frame.source_size is None or tuple(frame.source_size) == (w, h):
+def _copy_key(frame) -> tuple:
+    """() for a live frame; ("stored", height, width) for a copy read back from the history (`source_size` set)."""
+    if frame.source_size is None:
         return ()
-    return ("scaled", h, w)
+    return ("stored", *frame.image.shape[:2])
 
 
 def _encoder_outputs(features: list[torch.Tensor]) -> dict:
