@@ -308,8 +308,11 @@ def history_config(v: Mapping, node_name: str = "molmo2"):
 
     path = str(v["history.path"]) or str(Path(os.environ.get("ROS_HOME") or Path.home() / ".ros") / "molmo2_history"
                                          / re.sub(r"[^A-Za-z0-9_]", "_", node_name.strip("/")))
+    # Frames are offered per emitted clip (HistoryStore.offer_clip), up to one stride of them at once: the write
+    # queue holds at least that much, else every clip with a long stride would drop frames.
     return HistoryConfig(path=Path(path), max_age_s=float(v["history.max_age_s"]), max_gb=float(v["history.max_gb"]),
-                         fps=float(v["history.fps"]), max_side_px=int(v["history.max_side_px"]))
+                         fps=float(v["history.fps"]), max_side_px=int(v["history.max_side_px"]),
+                         queue_s=max(1.0, float(v["stride_s"])))
 
 
 # ---- presets and explicit values -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """/diagnostics of the molmo2 node: one status for the node (lifecycle, model, engine, scheduling) and one per camera
 (input, windows, latency, drops), with levels that rise on real trouble:
-- node ERROR: configure failed; WARN: worker or inference errors in the last period.
+- node ERROR: configure failed, or the history cannot write (disk full: the node keeps running, writing resumes
+  when space returns); WARN: worker or inference errors in the last period.
 - camera WARN: no frames for `no_frame_warn_s`; inference slower than the stride (windows are being skipped);
   frames dropped as bad in the last period.
 Every value is copied under the lock of its owner; nothing here iterates a live dict of another thread.
@@ -134,6 +135,14 @@ class StatusReporter:
             if self.rises.rose("worker_errors", counts.get("worker_errors", 0)):
                 level, message = WARN, f"worker error: {runtime.last_error}"
             cameras = [self._camera(node, name, camera, runtime) for camera in node.cameras]
+        history = node.history
+        if history is not None:
+            health, note = history.health()
+            values.update({"history": note, "history_path": str(history.config.path),
+                           "history_mb": f"{history.stored_bytes() / 2**20:.1f}",
+                           **dict(sorted(history.counters.snapshot().items()))})
+            if health != "ok" and level == OK:
+                level, message = ERROR, note
         if node.model_state == "failed":
             level, message = ERROR, f"configure failed: {node.error}"
         hardware = values.get("device") or model

@@ -15,6 +15,11 @@ Lifecycle:
   frames and the engine's cached vision features. The model stays loaded (re-activation is instant).
 - cleanup: unload the model (GPU memory back to the driver) and remove the publishers.
 The `autostart` parameter (default true) walks the node to active by itself.
+
+History (history.enabled; core/history.py): opened by configure, closed by cleanup. Every clip a camera's buffer
+emits offers its newly kept frames (with their depth when lifted) from the camera thread, never blocking; every
+result's grounded outputs are recorded as sightings (`~/recall`, recall_server.py). Query goals about a range that
+has left the frame buffer are answered from it (query_server.py).
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from rclpy.clock import Clock, ClockType
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 
 from molmo2_ros.core.engine_factory import make_engine
+from molmo2_ros.core.history import HistoryStore
 from molmo2_ros.core.heap import HeapTrimmer
 from molmo2_ros.core.runtime import Runtime, warm_up
 from molmo2_ros.core.schedule import make_policy
-from molmo2_ros.core.settings import (CAMERA_SETTINGS, SPECS, check_all, check_value, grounding_config, memory_setting,
-                                      pipeline_config)
+from molmo2_ros.core.settings import (CAMERA_SETTINGS, SPECS, check_all, check_value, grounding_config,
+                                      history_config, memory_setting, pipeline_config)
 from molmo2_ros.core.stream import Stream
 from molmo2_ros.core.types import NS_PER_S, Clip, Frame, QueryResult
 
@@ -45,6 +51,7 @@ from .outputs import CameraOutputs
 from .outputs_3d import DepthCameraOutputs
 from .params import ACTIVATE_TIME, CONFIGURE_TIME, declare_parameters
 from .query_server import QueryServer
+from .recall_server import RecallServer
 from .standing_queries import StandingQueries
 from .visuals import VisualsPublisher
 
@@ -65,6 +72,7 @@ class Molmo2Node(LifecycleNode):
         sys.setswitchinterval(self.get_parameter("gil_switch_interval_ms").value / 1e3)
         self.lifecycle_state, self.model_state, self.error, self.model_loads = "unconfigured", "not loaded", "", 0
         self.runtime: Runtime | None = None
+        self.history: HistoryStore | None = None
         self._outputs: dict[str, CameraOutputs] = {}
         self._status = StatusReporter()
         self.heap = HeapTrimmer()
@@ -78,6 +86,7 @@ class Molmo2Node(LifecycleNode):
         self._diag_timer = self.create_timer(TICK_S, self._on_tick, timers, clock=steady)
         self.standing = StandingQueries(self)
         self.query_server = QueryServer(self, ReentrantCallbackGroup())
+        self.recall_server = RecallServer(self, ReentrantCallbackGroup())
         self._autostart_timer = None
         if self.get_parameter("autostart").value:
             self._autostart_timer = self.create_timer(0.0, self._autostart, timers, clock=steady)
@@ -142,12 +151,14 @@ class Molmo2Node(LifecycleNode):
             self.trigger_activate()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        values, engine, outputs = self._values(), None, {}
+        values, engine, outputs, history = self._values(), None, {}, None
         try:
             reason = self._setup_error or check_all(values)
             if reason:
                 raise ValueError(reason)
             config = pipeline_config(values, self.cameras, self._camera_values())
+            if values["history.enabled"]:  # a folder that cannot be used fails here, before the model loads
+                history = HistoryStore(history_config(values, self.get_name()))
             started, self.model_state = time.monotonic(), "loading"
             engine = make_engine(config.engine, config.engine_config, config.engine_plugin)
             if engine.capabilities.local_memory:  # refuse what cannot fit the GPU before loading anything
@@ -172,8 +183,15 @@ class Molmo2Node(LifecycleNode):
                 out.destroy()
             if engine is not None:
                 engine.unload()
+            if history is not None:
+                history.close()
             return TransitionCallbackReturn.FAILURE
         self.runtime, self._outputs, self.error, self.model_state = runtime, outputs, "", "loaded"
+        self.history = history
+        if history is not None:
+            self.get_logger().info(f"history: recording the sampled frames and sightings of every camera in "
+                                   f"{history.config.path} (at most {history.config.max_age_s:g} s, "
+                                   f"{history.config.max_gb:g} GB)")
         self._status.reset(self.cameras)
         self.lifecycle_state = "inactive"
         summary = "; ".join(f"{c or 'camera'}: {', '.join(q.id for q in config.queries[c]) or 'no queries'}"
@@ -226,6 +244,9 @@ class Molmo2Node(LifecycleNode):
         # open tracks and events end here: their last report is final (the publishers are still enabled). After
         # SIGINT/SIGTERM the context is already shut down and nothing can be published any more.
         closing = runtime.finish()
+        if self.history is not None:
+            for camera, results in closing.items():
+                self.history.record(camera, results)
         if self.context.ok():
             try:
                 for camera, results in closing.items():
@@ -233,7 +254,8 @@ class Molmo2Node(LifecycleNode):
                         self._outputs[camera].publish(results)
             except Exception as error:  # noqa: BLE001 - the context went down meanwhile; shutting down anyway
                 self.get_logger().warning(f"final track/event reports not published: {error}")
-        for stream in runtime.streams.values():
+        for name, stream in runtime.streams.items():
+            self._store(name, stream.clip_between(0, 0)[0])  # the frames kept after the last clip
             stream.reset_buffer("deactivate")
         runtime.engine.clear_cache()
 
@@ -244,6 +266,9 @@ class Molmo2Node(LifecycleNode):
         runtime, self.runtime = self.runtime, None
         if runtime is not None:
             runtime.engine.unload()
+        history, self.history = self.history, None
+        if history is not None:
+            history.close()
         if self.model_state == "loaded":
             self.model_state = "not loaded"
 
@@ -261,7 +286,13 @@ class Molmo2Node(LifecycleNode):
     def _push(self, camera: str, frame: Frame) -> None:
         runtime = self.runtime
         if runtime is not None and self.lifecycle_state == "active":
-            runtime.push(camera, frame)
+            self._store(camera, runtime.push(camera, frame))
+
+    def _store(self, camera: str, clip: Clip | None) -> None:
+        """Offer a clip's newly kept frames to the history (never blocks: a full write queue drops, counted)."""
+        history, stream = self.history, self._stream(camera)
+        if history is not None and clip is not None and stream is not None:
+            history.offer_clip(camera, clip, stream.depth.store.depth_for if stream.depth else None)
 
     def _on_results(self, clip: Clip, results: list[QueryResult]) -> None:
         """Runtime worker: publish one window's results on its camera's topics; the visuals are drawn later."""
@@ -269,6 +300,8 @@ class Molmo2Node(LifecycleNode):
         if outputs is None or self.lifecycle_state != "active":
             return
         outputs.publish(results)
+        if self.history is not None:
+            self.history.record(clip.stream, results)
         latency = max((r.inference_s for r in results), default=0.0)
         self._status.stats[clip.stream].add(latency, (self.get_clock().now().nanoseconds - clip.end_ns) / NS_PER_S)
         self.visuals.submit(clip.stream, clip, results)

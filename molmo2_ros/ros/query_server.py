@@ -4,7 +4,9 @@ questions about buffered frames).
 ManageQueries changes the `queries` parameter (or `<camera>.queries` for a camera with its own list) and the node
 applies parameter changes, so the parameter always shows the standing queries and there is one code path for both.
 Query goals run on the runtime's worker before pending windows; a cancel stops the running generation within one
-decode step (engines with stop_within_token).
+decode step (engines with stop_within_token). A goal's range (start/end, or lookback_s) is answered from the frame
+buffer when it holds the whole range, else from the history (history.enabled): scanned in clips (core/rewind.py),
+the windows due meanwhile served between its batches.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from rclpy.action import ActionServer, CancelResponse, GoalResponse
 
 from molmo2_ros.action import Query as QueryAction
 from molmo2_ros.core.queries import task_kind
+from molmo2_ros.core.rewind import RewindResult
 from molmo2_ros.core.tracks import event_id, split_id, track_id
-from molmo2_ros.core.types import Query, TaskKind
+from molmo2_ros.core.types import NS_PER_S, Query, QueryResult, TaskKind
 from molmo2_ros.srv import ManageQueries
 
 from . import convert
@@ -108,9 +111,7 @@ class QueryServer:
         if not camera:
             camera = cameras[0]
         try:
-            job = runtime.make_job(camera, Query(id=f"goal_{number}", task=task_kind(goal.task), text=goal.prompt),
-                                   convert.time_to_ns(goal.start), convert.time_to_ns(goal.end),
-                                   goal.max_new_tokens or None)
+            job = self._make_job(runtime, camera, goal, number)
         except ValueError as error:
             return self._abort(goal_handle, result, str(error))
         runtime.submit(job)
@@ -122,19 +123,28 @@ class QueryServer:
                 result.message = "cancelled"
                 return result
             now = time.monotonic()
-            if job.stage != stage or now - sent >= 0.5:
-                stage, sent = job.stage, now
+            current = f"{job.stage} (clip {job.progress[0]} of {job.progress[1]})" if job.progress[1] else job.stage
+            if current != stage or now - sent >= 0.5:
+                stage, sent = current, now
                 goal_handle.publish_feedback(QueryAction.Feedback(stage=stage, elapsed=now - accepted))
         if isinstance(job.result, str) or job.result is None:
             return self._abort(goal_handle, result, job.result or "no result")
-        r = job.result
         query_id = f"goal/{number}"  # the result's ids name the goal (the job's query id must be a plain name)
-        for track in r.tracks:
-            track.id = track_id(query_id, split_id(track.id)[1])
-        for event in r.events:
-            event.id, event.query_id = event_id(query_id, split_id(event.id)[1]), query_id
-        r.query = Query(id=query_id, task=r.query.task, text=r.query.text)
-        result.success, result.message = True, "ok"
+        if isinstance(job.result, RewindResult):
+            rewound = job.result
+            r = _renamed(rewound.result, query_id)
+            result.clip_points = [convert.point_array_msg(_renamed(c, query_id)) for c in rewound.clips]
+            result.clips_scanned, result.frames_scanned = rewound.clips_scanned, rewound.frames_scanned
+            result.frames_skipped = rewound.frames_skipped
+            result.message = (f"ok: {rewound.clips_scanned} clips, {rewound.frames_scanned} frames of the history"
+                              + (f", {rewound.frames_skipped} unreadable frames skipped" if rewound.frames_skipped
+                                 else "")
+                              + (f", {rewound.clips_failed} clips failed ({rewound.error})" if rewound.clips_failed
+                                 else ""))
+        else:
+            r = _renamed(job.result, query_id)
+            result.message = "ok"
+        result.success = True
         result.answer = convert.answer_msg(r)
         if r.query.task in (TaskKind.POINT, TaskKind.COUNT, TaskKind.EVENT):
             result.points = convert.point_array_msg(r)
@@ -144,8 +154,43 @@ class QueryServer:
         goal_handle.succeed()
         return result
 
+    def _make_job(self, runtime, camera: str, goal, number: int):
+        """The job for a goal: the current window (no range), the frame buffer (a range it holds), or the history
+        (a range that has left the buffer). ValueError says what is wrong."""
+        query = Query(id=f"goal_{number}", task=task_kind(goal.task), text=goal.prompt)
+        start_ns, end_ns = convert.time_to_ns(goal.start), convert.time_to_ns(goal.end)
+        history = self.node.history
+        if goal.lookback_s < 0:
+            raise ValueError(f"lookback_s must be >= 0, got {goal.lookback_s}")
+        if goal.lookback_s > 0:
+            newest = [span[1] for span in (runtime.stream(camera).clip_between(0, 0)[1],
+                                           history.span(camera) if history is not None else None) if span]
+            if not newest:
+                raise ValueError(f"no frames of camera '{camera}' yet")
+            end_ns = max(newest)
+            start_ns = max(0, end_ns - int(goal.lookback_s * NS_PER_S))
+        if (start_ns == 0 and end_ns == 0) or runtime.buffer_covers(camera, start_ns, end_ns):
+            return runtime.make_job(camera, query, start_ns, end_ns, goal.max_new_tokens or None)
+        if history is None:
+            try:
+                return runtime.make_job(camera, query, start_ns, end_ns, goal.max_new_tokens or None)
+            except ValueError as error:
+                raise ValueError(f"{error}; older ranges need history.enabled:=true") from None
+        return runtime.make_range_job(camera, query, start_ns, end_ns, history, goal.scan or "dense",
+                                      goal.max_new_tokens or None)
+
     @staticmethod
     def _abort(goal_handle, result, message: str):
         result.message = message
         goal_handle.abort()
         return result
+
+
+def _renamed(r: QueryResult, query_id: str) -> QueryResult:
+    """A goal's result under the goal's id: its query, track ids and event ids (core/tracks.py builds them)."""
+    for track in r.tracks:
+        track.id = track_id(query_id, split_id(track.id)[1])
+    for event in r.events:
+        event.id, event.query_id = event_id(query_id, split_id(event.id)[1]), query_id
+    r.query = Query(id=query_id, task=r.query.task, text=r.query.text)
+    return r
