@@ -72,7 +72,7 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 COLCON_LOG := $(BUILD_DIR)/colcon_build.log
 
 .PHONY: setup requirements build test test-interfaces demo bench bench-realsize gpu-check gpu-check-dry-run soak soak-multicam clean distclean fix-wheels check-tools \
-	setup-vllm serve-vllm bench-fleet browser
+	setup-vllm serve-vllm bench-fleet browser bench-rewind
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP) $(TEST_IFACE_STAMP)
 	@echo "setup: ready (run tests with 'make test', commands with 'scripts/with_ros CMD')"
@@ -187,6 +187,12 @@ demo: setup
 BENCH_ARGS ?=
 bench: setup
 	$(PY) -m bench.run_all $(BENCH_ARGS)
+
+# Rewind (issue 27): history storage (bench/bench_history.py), oracle dense vs sparse scans of a 10-minute
+# synthetic history, tiny-model warm vs cold features on a 10-minute range (~15-25 min on 2 busy cores):
+# bench/out/rewind.json. BENCH_ARGS="--seconds 60" for a short check; "--node" adds callback p99 history on/off.
+bench-rewind: setup
+	scripts/with_ros $(PY) -m bench.bench_rewind $(BENCH_ARGS)
 
 # The released Molmo2 configs at real width (random weights, 2 text + 3 ViT layers) on the CPU, one at a time
 # (~4-7 GB RSS), + SlowFast plans on the shipped tiny model: bench/out/realsize.json (~20-30 min on 2 cores).

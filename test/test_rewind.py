@@ -11,7 +11,7 @@ import pytest
 
 from molmo2_ros.core.clip_buffer import BufferConfig, ClipBuffer
 from molmo2_ros.core.engine_interface import Engine, EngineCapabilities, StopFlag
-from molmo2_ros.core.rewind import RewindResult, default_overlap, plan_dense, plan_sparse, rewind
+from molmo2_ros.core.rewind import RewindResult, clip_frames, default_overlap, plan_dense, plan_sparse, rewind
 from molmo2_ros.core.runtime import Runtime
 from molmo2_ros.core.sampling import SlowFastConfig
 from molmo2_ros.core.schedule import EveryWindowPolicy
@@ -61,10 +61,20 @@ def test_dense_plan_respects_the_frame_limit_and_overlaps_so_short_events_lie_wh
             assert any(run <= {s.stamp_ns for s in p} for p in plans), (clip, overlap, start)
 
 
-def test_default_overlap_is_the_live_window_at_most_half_a_clip():
+def test_clip_length_and_overlap_follow_the_live_window_and_the_frame_limit():
     assert default_overlap(CONFIG) == 4  # 8 frames per clip, a 4 s window at 2 fps = 8 frames, capped at 4
     wide = replace(CONFIG, buffer=BufferConfig(window_s=8.0, sample_fps=2.0, max_frames=128))
     assert default_overlap(wide) == 16
+    # grounded answers grow with the frames: clips as long as the live window; text answers: the frame limit
+    assert clip_frames(wide, TaskKind.POINT) == clip_frames(wide, TaskKind.EVENT) == 16
+    assert clip_frames(wide, TaskKind.QUESTION) == 128
+    assert default_overlap(wide, 16) == 8
+    engine = WorldEngine()
+    rewind(engine, history(200), "cam", Query("p", TaskKind.POINT, "ball"), stamp(0), stamp(199), wide)
+    assert max(len(c.frames) for call in engine.calls for c in call) == 16
+    engine = WorldEngine()
+    rewind(engine, history(200), "cam", Query("q", TaskKind.QUESTION, "what?"), stamp(0), stamp(199), wide)
+    assert max(len(c.frames) for call in engine.calls for c in call) == 128
 
 
 def test_plans_never_cross_an_epoch_change_and_sparse_takes_every_other_frame():
