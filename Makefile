@@ -72,7 +72,7 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 COLCON_LOG := $(BUILD_DIR)/colcon_build.log
 
 .PHONY: setup requirements build test test-interfaces demo bench bench-realsize gpu-check gpu-check-dry-run soak soak-multicam clean distclean fix-wheels check-tools \
-	setup-vllm serve-vllm bench-fleet browser bench-rewind
+	setup-vllm serve-vllm bench-fleet browser bench-rewind mission
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP) $(TEST_IFACE_STAMP)
 	@echo "setup: ready (run tests with 'make test', commands with 'scripts/with_ros CMD')"
@@ -179,6 +179,13 @@ demo: setup
 	rm -rf $(DEMO_OUT)
 	$(VENV)/bin/molmo2-ros demo --out $(DEMO_OUT) $(if $(filter 1,$(ORACLE)),--use-oracle) \
 		$(if $(MODEL),--model $(MODEL)) $(if $(DEVICE),--device $(DEVICE))
+
+# make mission [ORACLE=1]: a synthetic RGB-D scenario bag played with /clock into a live node (depth on; the tiny
+# model on the CPU, or ORACLE=1 the oracle evaluation instrument), the example mission (molmo2_ros/mission.py)
+# waiting for "ball falling" and publishing a PoseStamped goal at the ball; last line: JSON with status,
+# goal_error_m, event_stamp_error_s, engine, wall_s (scripts/mission.py).
+mission: setup
+	scripts/with_ros $(PY) scripts/mission.py $(if $(filter 1,$(ORACLE)),--oracle)
 
 # Benchmarks print a table and write bench/out/*.json (measurements, not timed tests). bench/run_all.py runs the
 # engine, node, multi-camera and depth benches whatever the verdicts before, prints every verdict (PASS / MISS /

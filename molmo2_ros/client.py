@@ -29,9 +29,10 @@ notion of "now": its newest frame), and with `clock=True` also the node's clock 
 `reason` string.
 
 Node restarts: a watchdog (a steady-clock timer, every `watch_period_s`) follows the publishers of the node's
-lifecycle `transition_event` topic in the ROS graph and its 1 Hz status on /diagnostics. The node is gone when
-its publisher left the graph or its status has been silent for `silence_s` (an exited process can stay in the
-graph for the DDS lease time): the client logs "node ... is gone". A publisher with a new GID is a new process:
+lifecycle `transition_event` topic in the ROS graph and its 1 Hz status on /diagnostics. The node is there while
+it was heard from (status, outputs, responses, a new publisher) within `silence_s`; it is gone when its publisher
+left the graph or it has been silent that long (an exited process can stay in the graph for the DDS lease time):
+the client logs "node ... is gone". A publisher with a new GID is a new process:
 the client logs "node ... reconnected" and increments `reconnects`. Subscriptions re-match by themselves; the
 service and action calls wait for their servers again (`timeout_s`). Queries added at run time with `add_query`
 live in the node's parameters and are lost when the process exits: call `add_query` again after a reconnect
@@ -222,6 +223,7 @@ class PendingAsk:
 
     def _on_goal_response(self, future) -> None:
         handle = future.result()
+        self._client._heard_from()
         if handle is None or not handle.accepted:
             self._fail(Refused(f"the node rejected the Query goal ({self._goal.task} '{self._goal.prompt}')"))
             return
@@ -307,12 +309,13 @@ class Molmo2Client:
         self._watched: dict[str, _Watched] = {}
         self._newest_ns = 0
         self._all_gids: frozenset = frozenset()
+        self._gids: frozenset = frozenset()
         self._present = False
+        self._created = time.monotonic()
         self._heard = 0.0  # time.monotonic() of the node's newest status on /diagnostics
         self.silence_s = silence_s
         self._status_name = node_status_name(self.namespace)
         self._seen = False
-        self._absent_since = time.monotonic()
         self._log = node.get_logger()
         self._manage = node.create_client(ManageQueries, f"{self.namespace}/manage_queries",
                                           callback_group=self._group)
@@ -324,29 +327,41 @@ class Molmo2Client:
         self._check_graph()
 
     # ---- node presence -----------------------------------------------------------------------------------
+    def _present_locked(self, now: float) -> bool:
+        return self._heard > 0 and now - self._heard < self.silence_s
+
+    def _heard_from(self) -> None:
+        """Something came from the node (its status, an output, a response): it is there."""
+        with self._lock:
+            self._heard = time.monotonic()
+
     @property
     def connected(self) -> bool:
-        """The node is in the ROS graph (its lifecycle transition_event publisher is there)."""
+        """The node is there: heard from (its /diagnostics status, an output, a service or action response, its
+        publisher appearing in the graph) within silence_s, and its transition_event publisher has not left."""
         with self._lock:
-            return self._present
+            return self._present_locked(time.monotonic())
 
     def absent_for(self) -> float:
-        """Seconds the node has been missing from the graph (since this client started when never seen); 0 when
-        it is there."""
+        """Seconds the node has been missing (since this client started when never heard from); 0 when it is
+        there."""
+        now = time.monotonic()
         with self._lock:
-            return 0.0 if self._present else time.monotonic() - self._absent_since
+            if self._present_locked(now):
+                return 0.0
+            since = self._heard + self.silence_s if self._heard > 0 else self._created
+            return max(0.0, now - since)
 
     def absence(self) -> str:
         """Why the node is unreachable, in words (for failure reasons)."""
         if self.connected:
-            return f"node {self.namespace} is in the graph"
+            return f"node {self.namespace} is there"
         seen = "gone" if self._seen else "never seen"
         return f"node {self.namespace} absent ({seen}, {self.absent_for():.1f} s)"
 
     def _on_diagnostics(self, msg) -> None:
         if any(status.name == self._status_name for status in msg.status):
-            with self._lock:
-                self._heard = time.monotonic()
+            self._heard_from()
 
     def _check_graph(self) -> None:
         try:
@@ -360,9 +375,12 @@ class Molmo2Client:
             new = gids - self._all_gids
             self._all_gids |= gids
             if new:
-                self._heard = now  # the new process's first status is due within silence_s
-            # an exited process can stay in the graph for the DDS lease time: its silence on /diagnostics tells
-            present = bool(gids) and now - self._heard < self.silence_s
+                self._heard = now  # a new process: its first status is due within silence_s
+            elif self._gids and not gids:
+                self._heard = 0.0  # its publisher left the graph: gone now
+            self._gids = gids
+            # an exited process can stay in the graph for the DDS lease time: its silence tells
+            present = self._present_locked(now)
             before, self._present = self._present, present
             if new and self._seen:
                 self.reconnects += 1
@@ -372,9 +390,8 @@ class Molmo2Client:
             elif present and not before:
                 self._log.info(f"molmo2 node {self.namespace} {'is back' if self._seen else 'found'}")
             elif before and not present:
-                self._absent_since = now
                 self._log.warning(f"molmo2 node {self.namespace} is gone: waiting for it to come back")
-            self._seen = self._seen or present
+            self._seen = self._seen or present or bool(gids)
             self._lock.notify_all()
         if reconnected:
             for callback in list(self.on_reconnect):
@@ -437,6 +454,7 @@ class Molmo2Client:
             if w.kind == "events":
                 w.events.append(sample)
             self._newest_ns = max(self._newest_ns, key[0])
+            self._heard = time.monotonic()
             self._lock.notify_all()
 
     def _on_3d(self, w: _Watched, msg) -> None:
@@ -547,6 +565,7 @@ class Molmo2Client:
                     raise TimeoutError(f"no ManageQueries response within {timeout_s:g} s")
                 self._lock.wait(min(left, 0.05))
         response = future.result()
+        self._heard_from()
         if not response.success:
             raise Refused(response.message, response)
         return response
