@@ -1,4 +1,5 @@
-"""`molmo2-ros` command line: generate, replay, eval, convert, video2bag, play, demo, plan."""
+"""`molmo2-ros` command line: generate, replay, eval, convert, video2bag, play, demo, plan, ask, recall,
+history-wipe."""
 
 from __future__ import annotations
 
