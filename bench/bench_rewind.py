@@ -11,8 +11,8 @@ storage figures (bench/bench_history.py `measure()`).
   standing query saw.
 - Tiny model (the shipped molmo2-tiny-synthetic, CPU, its preset: 8-frame clips): `--range-s` seconds (default 600,
   a 10-minute range) of 640x480 frames are stored in a real HistoryStore while the live path's windows encode them
-  (`Engine.encode` of every window: the vision features the standing queries compute); then one question over the
-  whole range twice: warm (features cached: history.feature_cache_mb 256) and cold (cache cleared, every stored JPEG
+  (`Engine.encode` of every window: the vision features the standing queries compute); then one grounded question
+  (point, "red ball") over the whole range twice: warm (features cached: history.feature_cache_mb 256) and cold (cache cleared, every stored JPEG
   encoded again): rewind_wall_s_warm / rewind_wall_s_cold.
 - Node: callback_ms_p99 with history on and off (`node_callback_p99`, bench_node's 1080p30 measurement with a
   parameter override) only with `--node` (two node runs of `--node-s` seconds); null otherwise.
@@ -139,7 +139,9 @@ def tiny_figures(range_s: float, tmp: Path, cache_mb: float = 256.0) -> dict:
         store.close()
     live_s = time.perf_counter() - started
     store = HistoryStore(HistoryConfig(path=tmp / "tiny_history"), read_only=True)
-    query = Query("ask", TaskKind.QUESTION, "What happens in this video?")
+    # A grounded question, as a robot asks the past ("where was the red ball?"): its clips are as long as the live
+    # window, so they line up with the windows whose features the live path cached.
+    query = Query("ask", TaskKind.POINT, "red ball")
     try:
         lo, hi = store.span("")
         t0 = time.perf_counter()
@@ -159,7 +161,7 @@ def tiny_figures(range_s: float, tmp: Path, cache_mb: float = 256.0) -> dict:
         "rewind_engine_calls": warm.engine_calls, "rewind_frames_encoded_warm": warm.frames_encoded,
         "rewind_frames_encoded_cold": cold.frames_encoded,
         "rewind_warm_text_equals_cold": [c.text for c in warm.clips] == [c.text for c in cold.clips],
-        "rewind_task": "question (tiny preset: 8-frame clips, max_new_tokens 400)",
+        "rewind_task": "point 'red ball' (tiny preset: 4 s windows = 8-frame clips, max_new_tokens 400)",
         "tiny_live_encode_and_store_s": round(live_s, 1), "feature_cache_mb": cache_mb,
     }
 

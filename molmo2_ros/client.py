@@ -68,7 +68,7 @@ from molmo2_ros.core.types import NS_PER_S, Query, TaskKind
 from molmo2_ros.ros.diagnostics import node_status_name
 from molmo2_ros.msg import (Answer, Event, Event3D, GroundedPoint3D, PointArray, PointArray3D, StandingQuery,
                             TrackArray, TrackArray3D)
-from molmo2_ros.srv import ManageQueries
+from molmo2_ros.srv import ManageQueries, Recall
 
 # The node's outputs are RELIABLE keep-last 50 (README "Topics"); a reliable reader matches them.
 OUTPUT_QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -319,6 +319,7 @@ class Molmo2Client:
         self._log = node.get_logger()
         self._manage = node.create_client(ManageQueries, f"{self.namespace}/manage_queries",
                                           callback_group=self._group)
+        self._recall = node.create_client(Recall, f"{self.namespace}/recall", callback_group=self._group)
         self._action = ActionClient(node, QueryAction, f"{self.namespace}/query", callback_group=self._group)
         self._diagnostics = node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics,
                                                      QoSProfile(depth=10), callback_group=self._group)
@@ -549,26 +550,40 @@ class Molmo2Client:
         return next((e for e in w.events if e.seq > after_seq and e.msg.state in states), None)
 
     # ---- ManageQueries -----------------------------------------------------------------------------------
-    def _call_manage(self, op: int, query: StandingQuery | None, camera: str | None, timeout_s: float):
+    def _call(self, client, name: str, request, timeout_s: float):
+        """Call one of the node's services and wait (never longer than timeout_s); a refusal raises Refused."""
         deadline = time.monotonic() + timeout_s
-        if not self._manage.wait_for_service(timeout_sec=timeout_s):
-            raise NodeAbsent(f"no ManageQueries service {self.namespace}/manage_queries within {timeout_s:g} s "
-                             f"({self.absence()})")
-        request = ManageQueries.Request(op=op, camera=self.camera if camera is None else camera,
-                                        query=query or StandingQuery())
-        future = self._manage.call_async(request)
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise NodeAbsent(f"no service {self.namespace}/{name} within {timeout_s:g} s ({self.absence()})")
+        future = client.call_async(request)
         with self._lock:
             while not future.done():
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    self._manage.remove_pending_request(future)
-                    raise TimeoutError(f"no ManageQueries response within {timeout_s:g} s")
+                    client.remove_pending_request(future)
+                    raise TimeoutError(f"no {name} response within {timeout_s:g} s")
                 self._lock.wait(min(left, 0.05))
         response = future.result()
         self._heard_from()
         if not response.success:
             raise Refused(response.message, response)
         return response
+
+    def _call_manage(self, op: int, query: StandingQuery | None, camera: str | None, timeout_s: float):
+        request = ManageQueries.Request(op=op, camera=self.camera if camera is None else camera,
+                                        query=query or StandingQuery())
+        return self._call(self._manage, "manage_queries", request, timeout_s)
+
+    def recall(self, text: str = "", query_id: str = "", *, camera: str | None = None, start_ns: int = 0,
+               end_ns: int = 0, lookback_s: float = 0.0, limit: int = 1, timeout_s: float = 5.0) -> list:
+        """Where and when the standing queries saw something (the node's `~/recall`, history on): Sighting
+        messages, newest first (`limit` 1 = the last sighting); `camera` None = this client's camera, "" = any.
+        Answered from the node's index without running the model. Raises Refused (history off, bad range),
+        NodeAbsent, TimeoutError."""
+        request = Recall.Request(text=text, query_id=query_id, camera=self.camera if camera is None else camera,
+                                 start=to_time(start_ns), end=to_time(end_ns), lookback_s=float(lookback_s),
+                                 limit=int(limit))
+        return list(self._call(self._recall, "recall", request, timeout_s).sightings)
 
     def list_queries(self, timeout_s: float = 5.0, camera: str | None = None) -> list:
         """The node's standing queries (StandingQuery messages) of this client's camera (OP_LIST). Raises
@@ -637,3 +652,4 @@ class Molmo2Client:
         self.node.destroy_subscription(self._diagnostics)
         self._action.destroy()
         self.node.destroy_client(self._manage)
+        self.node.destroy_client(self._recall)

@@ -138,6 +138,16 @@ def test_rewind_and_recall_on_the_live_node(ros_env, client, scenario, tmp_path)
         assert by_text.success and len(by_text.sightings) == 5
         assert _ns(by_text.sightings[0].stamp) == newest  # newest first
 
+        # the planner's client library asks the same service
+        from molmo2_ros.client import Molmo2Client
+
+        planner = Molmo2Client(client.node, namespace=NODE)
+        try:
+            seen = planner.recall(point_q["text"], limit=3)
+            assert len(seen) == 3 and _ns(seen[0].stamp) == newest
+        finally:
+            planner.close()
+
         # refusals are clear
         bad = client.call(Recall, f"{NODE}/recall", Recall.Request(camera="nope"))
         assert not bad.success and "unknown camera" in bad.message
