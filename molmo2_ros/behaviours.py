@@ -85,6 +85,28 @@ class Molmo2Leaf(py_trees.behaviour.Behaviour):
     def timed_out(self) -> bool:
         return self.elapsed() >= self.timeout_s
 
+    def pending_result(self, pending):
+        """(result, None) of a finished on-demand goal, (None, RUNNING) while it runs, (None, FAILURE) with the
+        reason when it failed: refused, timeout, node absent, or failed (cancelled, no result)."""
+        if not pending.done():
+            self.feedback_message = f"asking: {pending.stage}"
+            return None, Status.RUNNING
+        try:
+            return pending.result(), None
+        except Refused as why:
+            return None, self.fail(f"refused: {why.message}")
+        except TimeoutError as why:
+            return None, self.fail(f"timeout: {why}")
+        except NodeAbsent as why:
+            return None, self.fail(f"node absent: {why}")
+        except Molmo2Error as why:
+            return None, self.fail(f"failed: {why}")
+
+    def cancel_pending(self, new_status: Status, pending) -> None:
+        """Halting the leaf (INVALID) cancels its goal."""
+        if new_status == Status.INVALID and pending is not None and not pending.done():
+            pending.cancel()
+
 
 class WaitForEvent(Molmo2Leaf):
     """SUCCESS when an event of `query_id` (an event query) in `states` arrives after the leaf started; the
@@ -179,19 +201,9 @@ class FindObject(Molmo2Leaf):
                                    f"{' with 3D' if found.position else ''}")
 
     def _on_demand(self) -> Status:
-        if not self._pending.done():
-            self.feedback_message = f"asking: {self._pending.stage}"
-            return Status.RUNNING
-        try:
-            result = self._pending.result()
-        except Refused as why:
-            return self.fail(f"refused: {why.message}")
-        except TimeoutError as why:
-            return self.fail(f"timeout: {why}")
-        except NodeAbsent as why:
-            return self.fail(f"node absent: {why}")
-        except Molmo2Error as why:  # cancelled, no result
-            return self.fail(f"failed: {why}")
+        result, status = self.pending_result(self._pending)
+        if status is not None:
+            return status
         points = list(result.points.points)
         if not points:
             return self.fail(f"not found: no '{self.question}' in the clip")
@@ -200,8 +212,7 @@ class FindObject(Molmo2Leaf):
         return self.succeed(found, f"found '{self.question}' at ({p.x:.0f}, {p.y:.0f}) px")
 
     def terminate(self, new_status: Status) -> None:
-        if new_status == Status.INVALID and self._pending is not None and not self._pending.done():
-            self._pending.cancel()
+        self.cancel_pending(new_status, self._pending)
 
 
 class CountAtLeast(Molmo2Leaf):
@@ -251,21 +262,10 @@ class Ask(Molmo2Leaf):
                                               server_timeout_s=self.absent_s)
 
     def update(self) -> Status:
-        if not self._pending.done():
-            self.feedback_message = f"asking: {self._pending.stage}"
-            return Status.RUNNING
-        try:
-            result = self._pending.result()
-        except Refused as why:
-            return self.fail(f"refused: {why.message}")
-        except TimeoutError as why:
-            return self.fail(f"timeout: {why}")
-        except NodeAbsent as why:
-            return self.fail(f"node absent: {why}")
-        except Molmo2Error as why:  # cancelled, no result
-            return self.fail(f"failed: {why}")
+        result, status = self.pending_result(self._pending)
+        if status is not None:
+            return status
         return self.succeed(result, f"answer: {result.answer.text[:80]}")
 
     def terminate(self, new_status: Status) -> None:
-        if new_status == Status.INVALID and self._pending is not None and not self._pending.done():
-            self._pending.cancel()
+        self.cancel_pending(new_status, self._pending)

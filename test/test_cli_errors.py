@@ -11,19 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
+from helpers.cli_errors import one_error_line
 from molmo2_ros.cli import main
 from molmo2_ros.offline.data.scenario import generate_scenario
-
-
-def one_error_line(capsys, argv: list[str], *expected: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.cli_errors import one_error_line
 from molmo2_ros.cli import main
 from molmo2_ros.core.history import HistoryConfig, HistoryStore
 from molmo2_ros.offline.data.scenario import GroundTruth, generate_scenario
@@ -22,17 +23,6 @@ def replayed(tmp_path_factory):
     assert main(["replay", str(bag), "--oracle", str(root / "scenario" / "scenario.json"), "--out",
                  str(root / "out"), "--history", str(root / "history"), "--quiet", "--no-gif"]) == 0
     return root / "scenario", root / "out", root / "history"
-
-
-def one_error_line(capsys, argv: list[str], *expected: str) -> str:
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 2, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for text in expected:
-        assert text in lines[0], lines[0]
-    return lines[0]
 
 
 def test_replay_stores_every_sampled_frame(replayed):

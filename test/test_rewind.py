@@ -33,7 +33,7 @@ def stamp(k: int) -> int:
 
 
 def stored(n: int, first_index: int = 0, epoch: int = 0, k0: int = 0) -> list[MemoryStoredFrame]:
-    return [MemoryStoredFrame("cam", stamp(k0 + k), epoch, first_index + k, W, H) for k in range(n)]
+    return [MemoryStoredFrame("cam", stamp(k0 + k), epoch, first_index + k, W, H, "", False) for k in range(n)]
 
 
 def history(n: int, *, first_index: int = 0, missing: set[int] = frozenset(), camera: str = "cam") -> MemoryHistory:

@@ -4,21 +4,13 @@ rewind tests that need no store on disk: frames can be marked missing (load -> N
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass
 
+from molmo2_ros.core.history import StoredFrame
 from molmo2_ros.core.types import Clip, Frame
 
 
-@dataclass(frozen=True)
-class MemoryStoredFrame:
-    camera: str
-    stamp_ns: int
-    epoch: int
-    sample_index: int
-    width: int
-    height: int
-    frame_id: str = ""
-    has_depth: bool = False
+# The store's own index row type, so that rewind sees exactly what HistoryStore.frames gives.
+MemoryStoredFrame = StoredFrame
 
 
 class MemoryHistory:
@@ -29,7 +21,7 @@ class MemoryHistory:
 
     def add(self, camera: str, frame: Frame, sample_index: int, epoch: int = 0, missing: bool = False) -> None:
         stored = MemoryStoredFrame(camera, frame.stamp_ns, epoch, sample_index, frame.width, frame.height,
-                                   frame.frame_id)
+                                   frame.frame_id, False)
         items = self._stored.setdefault(camera, [])
         if (camera, frame.stamp_ns) in self._frames:
             return
