@@ -184,3 +184,72 @@ def test_history_off_names_the_parameter(ros_env, client, scenario, tmp_path):
         assert not result.success and "history.enabled" in result.message, result.message
     finally:
         node.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 4 MiB filesystem (tmpfs) for the history; skipped where this user may not mount one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m,mode=0700", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({made.stderr.strip()}): the store's disk-full test "
+                    "(test_history_store.py, RLIMIT_FSIZE) still runs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def _fill(folder: Path) -> Path:
+    """Write a filler file until the filesystem is full; returns it."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_full_disk_stops_writing_and_resumes(ros_env, client, tmp_path, small_disk):
+    """A full disk stops the history writing (/diagnostics ERROR naming it, frames counted as dropped), the node keeps
+    answering its standing queries, and writing resumes by itself once space returns."""
+    from helpers.ros_client import start_camera
+
+    from molmo2_ros.msg import PointArray
+
+    topic = f"/cam_{NAME}/image"
+    node = start_node(client, ros_env, tmp_path, name=NAME, queries="- {id: ball, task: point, text: ball}",
+                      topic=topic, engine_plugin="helpers.scripted_engine:ScriptedEngine", model="s",
+                      window_s=2.0, stride_s=1.0, qos="reliable",
+                      **{"history.enabled": True, "history.path": str(small_disk / "history")})
+    camera = start_camera({"topic": topic, "qos": "reliable", "rate": 20.0, "count": 900, "dt": 0.05,
+                           "width": 320, "height": 240}, ros_env)
+    try:
+        out = f"{NODE}/points/ball"
+        client.subscribe(PointArray, out)
+        wait_until(lambda: int(client.diagnostics(NODE).get("frames_written", 0)) >= 4, 30.0, what="frames written")
+        filler = _fill(small_disk)
+        full = wait_until(lambda: (d := client.diagnostics(NODE))["_message"].startswith("history disk full") and d,
+                          30.0, what="diagnostics: history disk full")
+        assert full["_level"] == 2, full  # ERROR
+        assert str(small_disk / "history") in full["_message"]
+        written = int(full.get("frames_written", 0))
+        answered = len(client.got(out))
+        wait_until(lambda: int(client.diagnostics(NODE).get("history_frames_dropped_disk_full", 0)) >= 2, 20.0,
+                   what="frames dropped while full, counted")
+        wait_until(lambda: len(client.got(out)) >= answered + 2, 20.0, what="answers while the disk is full")
+        filler.unlink()
+        wait_until(lambda: int(client.diagnostics(NODE).get("frames_written", 0)) >= written + 2, 30.0,
+                   what="writing resumed")
+        assert not client.diagnostics(NODE)["_message"].startswith("history")
+        assert node.proc.poll() is None
+    finally:
+        camera.kill()
+        camera.wait(10)
+        code, _ = node.stop()
+    assert code == 0, node.output()[-4000:]
