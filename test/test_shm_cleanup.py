@@ -65,7 +65,10 @@ def test_live_segments_survive_and_killed_ones_go(ros_env, tmp_path: Path) -> No
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     proc.stdout.close()
-    leftovers = (_segments() - before) & mine
+    # the killed process's own segments (a port segment may be shared with another live participant on this host,
+    # e.g. a node on another domain: it stays while that one uses it)
+    leftovers = {n for n in (_segments() - before) & mine if "_port" not in n}
+    assert leftovers
     for name in leftovers:
         os.utime(SHM / name, (old, old))
     remove_stale_segments()
