@@ -116,3 +116,21 @@ def test_ask_refuses_a_folder_that_is_not_a_history_and_a_range_outside_it(world
     assert main(["ask", str(root / "history"), "x", "--from", "500", "--to", "600", "--oracle",
                  str(truth_path), "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "history holds [0, 179.5] s" in capsys.readouterr().err
+
+
+def test_recall_last_seen_is_the_truth(world, capsys):
+    """`molmo2-ros recall` (the node's ~/recall from the same index) lists the standing query's last sighting: the
+    truth's last visible stamp among the frames the standing query saw, at the true pixel."""
+    root, _, truth, _ = world
+    out = root / "recall.json"
+    assert main(["recall", str(root / "history"), "red ball", "--json", str(out)]) == 0
+    capsys.readouterr()
+    sightings = json.loads(out.read_text())
+    assert len(sightings) == 1 and sightings[0]["query_id"] == "ball_point"
+    saw = {s for line in (root / "replay" / "results.jsonl").read_text().splitlines()
+           for s in json.loads(line)["frame_stamps_ns"]}
+    balls = truth.query_for("ball_point")["objects"]
+    last = max(s for s in saw if any(truth.visible(o, s) for o in balls))
+    assert sightings[0]["stamp_ns"] == last
+    where = [truth.visible(o, last) for o in balls]
+    assert any(w and abs(sightings[0]["x"] - w[0]) <= 2 and abs(sightings[0]["y"] - w[1]) <= 2 for w in where)
