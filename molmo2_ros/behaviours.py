@@ -85,6 +85,20 @@ class Molmo2Leaf(py_trees.behaviour.Behaviour):
     def timed_out(self) -> bool:
         return self.elapsed() >= self.timeout_s
 
+    def fresh_sample(self, query_id: str, max_age_s: float):
+        """(sample, None) of a standing query's newest result not older than max_age_s, (None, RUNNING) while there
+        is none yet, (None, FAILURE) when the node is absent or timeout_s passed (stale, or no data)."""
+        try:
+            return self.client.latest(query_id, max_age_s), None
+        except (Stale, NoData) as why:
+            if absent := self.node_absent():
+                return None, self.fail(absent)
+            if self.timed_out():
+                prefix = "" if isinstance(why, Stale) else f"timeout ({self.timeout_s:g} s): "
+                return None, self.fail(prefix + why.reason)
+            self.feedback_message = why.reason
+            return None, Status.RUNNING
+
     def pending_result(self, pending):
         """(result, None) of a finished on-demand goal, (None, RUNNING) while it runs, (None, FAILURE) with the
         reason when it failed: refused, timeout, node absent, or failed (cancelled, no result)."""
@@ -176,16 +190,9 @@ class FindObject(Molmo2Leaf):
         return self._on_demand() if self.question else self._standing()
 
     def _standing(self) -> Status:
-        try:
-            sample = self.client.latest(self.query_id, self.max_age_s)
-        except (Stale, NoData) as why:
-            if absent := self.node_absent():
-                return self.fail(absent)
-            if self.timed_out():
-                prefix = "" if isinstance(why, Stale) else f"timeout ({self.timeout_s:g} s): "
-                return self.fail(prefix + why.reason)
-            self.feedback_message = why.reason
-            return Status.RUNNING
+        sample, status = self.fresh_sample(self.query_id, self.max_age_s)
+        if status is not None:
+            return status
         points = sample.points2d()
         if not points:
             return self.fail(f"not found: no '{sample.msg.query}' in the newest result ({sample.stamp_ns} ns)")
@@ -226,16 +233,9 @@ class CountAtLeast(Molmo2Leaf):
         client.watch(query_id, "count")
 
     def update(self) -> Status:
-        try:
-            sample = self.client.latest(self.query_id, self.max_age_s)
-        except (Stale, NoData) as why:
-            if absent := self.node_absent():
-                return self.fail(absent)
-            if self.timed_out():
-                prefix = "" if isinstance(why, Stale) else f"timeout ({self.timeout_s:g} s): "
-                return self.fail(prefix + why.reason)
-            self.feedback_message = why.reason
-            return Status.RUNNING
+        sample, status = self.fresh_sample(self.query_id, self.max_age_s)
+        if status is not None:
+            return status
         count = int(sample.msg.count)
         if count < self.n:
             return self.fail(f"not found: count of '{sample.msg.query}' is {count} < {self.n}")
