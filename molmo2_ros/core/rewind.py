@@ -281,6 +281,23 @@ class _Scanner:
         return [self.engine.infer(clips[0], [self.query], self.max_new_tokens, self.stop)]
 
 
+def span_text(span: tuple[int, int] | None) -> str:
+    """What a frame buffer or history holds, for error messages: "[first, last] s" or "no frames"."""
+    return f"[{span[0] / NS_PER_S:.3f}, {span[1] / NS_PER_S:.3f}] s" if span else "no frames"
+
+
+def stored_range(source: FrameSource, camera: str, start_ns: int, end_ns: int, scan: str = "dense") -> list:
+    """The stored frames of `camera` in [start_ns, end_ns], oldest first; ValueError for an unknown scan or a range
+    without stored frames (saying what the history holds)."""
+    if scan not in SCANS:
+        raise ValueError(f"scan must be one of {', '.join(SCANS)}, got '{scan}'")
+    stored = source.frames(camera, start_ns, end_ns)
+    if not stored:
+        raise ValueError(f"no stored frames of camera '{camera}' in the requested range (the history holds "
+                         f"{span_text(source.span(camera))})")
+    return stored
+
+
 def rewind(engine: Engine, source: FrameSource, camera: str, query: Query, start_ns: int, end_ns: int,
            config: StreamConfig, *, scan: str = "dense", max_new_tokens: int | None = None,
            overlap: int | None = None, batch: int = 4, stop: StopFlag | None = None,
@@ -295,14 +312,8 @@ def rewind(engine: Engine, source: FrameSource, camera: str, query: Query, start
     worker serves the live windows due meanwhile); progress(done, planned): clips planned done so far; origin_ns:
     where the time spans of a joined text count from (default: the range start). ValueError: no stored frame in the
     range, or an unknown scan."""
-    if scan not in SCANS:
-        raise ValueError(f"scan must be one of {', '.join(SCANS)}, got '{scan}'")
     started = time.perf_counter()
-    stored = source.frames(camera, start_ns, end_ns)
-    if not stored:
-        span = source.span(camera)
-        held = f"[{span[0] / NS_PER_S:.3f}, {span[1] / NS_PER_S:.3f}] s" if span else "no frames"
-        raise ValueError(f"no stored frames of camera '{camera}' in the requested range (the history holds {held})")
+    stored = stored_range(source, camera, start_ns, end_ns, scan)
     clip = clip_frames(config, query.task)
     overlap = default_overlap(config, clip) if overlap is None else min(overlap, clip - 1)
     scanner = _Scanner(engine, source, camera, query, config, max_new_tokens=max_new_tokens, batch=batch, stop=stop,

@@ -25,7 +25,7 @@ import numpy as np
 from .counters import Counters
 from .engine_interface import AnyStop, Engine, InferRequest
 from .queries import validate_query
-from .rewind import SCANS, FrameSource, RewindResult, rewind
+from .rewind import FrameSource, RewindResult, rewind, span_text, stored_range
 from .sampling import SlowFastConfig, plan_clip
 from .schedule import SchedulePolicy
 from .stream import Stream
@@ -209,9 +209,8 @@ class Runtime:
         query = validate_query(query, s.config.max_query_chars)
         clip, span = s.clip_between(start_ns, end_ns)
         if clip is None:
-            held = f"[{span[0] / 1e9:.3f}, {span[1] / 1e9:.3f}] s" if span else "no frames"
             raise ValueError(f"no buffered frames of camera '{stream}' in the requested range "
-                             f"(the buffer holds {held})")
+                             f"(the buffer holds {span_text(span)})")
         return Job(stream, query, clip, max_new_tokens)
 
     def make_range_job(self, stream: str, query: Query, start_ns: int, end_ns: int, source: FrameSource,
@@ -222,14 +221,8 @@ class Runtime:
         s = self.stream(stream)
         if end_ns < start_ns:
             raise ValueError("time range: end is before start")
-        if scan not in SCANS:
-            raise ValueError(f"scan must be one of {', '.join(SCANS)}, got '{scan}'")
         query = validate_query(query, s.config.max_query_chars)
-        if not source.frames(stream, start_ns, end_ns):
-            span = source.span(stream)
-            held = f"[{span[0] / 1e9:.3f}, {span[1] / 1e9:.3f}] s" if span else "no frames"
-            raise ValueError(f"no stored frames of camera '{stream}' in the requested range (the history holds "
-                             f"{held})")
+        stored_range(source, stream, start_ns, end_ns, scan)
         return Job(stream, query, None, max_new_tokens, range=RangeRequest(source, start_ns, end_ns, scan))
 
     def buffer_covers(self, stream: str, start_ns: int, end_ns: int) -> bool:
