@@ -55,7 +55,7 @@ from molmo2_ros.core.stream import Stream, StreamConfig  # noqa: E402
 from molmo2_ros.core.types import NS_PER_S, Frame, Query, TaskKind  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
-from scripts.soak_stats import ProcSampler  # noqa: E402
+from scripts.soak_stats import ProcSampler, shm_mapped_mb  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "bench" / "out"
@@ -171,6 +171,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
             time.sleep(1.0)
         samples = sampler.stop()
         rss_split_end = rss_parts_mb(node.pid)
+        shm_mapped = shm_mapped_mb(node.pid)
         sent = {}
         for name, cam in cameras.items():
             out, err = cam.communicate(timeout=30)
@@ -220,7 +221,9 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         "rss_mb_peak": round(max(rss_samples), 1), "rss_mb_every_5s": [round(r, 1) for r in rss_samples[::5]],
         "rss_split_mb_start": rss_split_start, "rss_split_mb_end": rss_split_end,
         "threads_start": samples[0][2], "threads_end": samples[-1][2],
-        "per_camera": per_camera, "outputs_received": len(outputs), "samples": samples, "node_exit_code": exit_code,
+        "per_camera": per_camera, "outputs_received": len(outputs), "samples": samples, "rss_parts": sampler.parts, "shm_mapped_mb": shm_mapped,
+        "t0_monotonic": sampler.t0, "node_log": log.name,
+        "node_exit_code": exit_code,
         "heap_trim": {k: first.get(k) for k in ("heap_trim_calls", "heap_trim_ms_mean", "heap_trim_ms_max")},
     }
 
@@ -277,7 +280,7 @@ def main() -> int:
             extra = tuple(args.param)
             live = run(args.seconds, "live", True, env, model, tmp, extra)
             if args.live_only:
-                live.pop("samples")
+                live.pop("samples"), live.pop("rss_parts")
                 (OUT_DIR / "multicam_live.json").write_text(json.dumps(live, indent=2) + "\n")
                 print(json.dumps({k: v for k, v in live.items() if k != "per_camera"}))
                 return 0
@@ -287,7 +290,7 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for node_run in (live, batched, unbatched):
-        node_run.pop("samples")
+        node_run.pop("samples"), node_run.pop("rss_parts")
     ratio = unbatched["engine_busy_s"] / batched["engine_busy_s"] if batched["engine_busy_s"] else None
     core_ratio = core[0]["ratio"]
     age_limit = STRIDE_S + 2 * live["inference_s_p50"]

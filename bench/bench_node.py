@@ -43,6 +43,7 @@ from helpers.ros_env import FASTDDS_PROFILE, ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate, wait_until  # noqa: E402
 from molmo2_ros.msg import Answer, PointArray  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
+from scripts.soak_stats import PARTS, proc_stats  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "bench" / "out"
@@ -128,13 +129,8 @@ def rss_mb(proc: psutil.Process) -> float:
 
 def rss_parts_mb(pid: int) -> dict[str, float]:
     """RssAnon / RssFile / RssShmem of a process (the Fast DDS shared-memory segment counts as RssShmem)."""
-    parts = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith(("RssAnon", "RssFile", "RssShmem")):
-                key, value = line.split(":")
-                parts[key] = round(int(value.split()[0]) / 1024, 1)
-    return parts
+    stats = proc_stats(pid)
+    return {f"Rss{part.capitalize()}": round(stats[part], 1) for part in PARTS}
 
 
 def spin_thread_cpu_s(proc: psutil.Process) -> float:

@@ -6,7 +6,8 @@ seconds (default 1800), measuring the node process and its /diagnostics.
 
 Environment: SOAK_S (length in s), SOAK_WARMUP_S (default min(120, SOAK_S / 4): RSS and threads are sampled
 this long after the first processed window and again at the end; RSS samples once a second from then on give
-the least-squares slope, as in scripts/soak_multicam.py), SOAK_GROWTH (allowed relative growth, 0.05).
+the least-squares slope, as in scripts/soak_multicam.py), SOAK_GROWTH (allowed relative growth, 0.05),
+MOLMO2_MEMSTATS_S (default 60, 0 off: the node's memory account, summarized as `memstats`).
 ROS traffic stays on this host (localhost discovery and the SHM Fast DDS profile under the variable names of
 $ROS_DISTRO, as in the tests) on a ROS_DOMAIN_ID claimed like the tests do.
 
@@ -39,7 +40,7 @@ from helpers.ros_env import ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate  # noqa: E402
 from scripts.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
-from scripts.soak_stats import ProcSampler, proc_stats  # noqa: E402
+from scripts.soak_stats import ProcSampler, memstats_slopes, proc_stats  # noqa: E402
 
 NODE_NAME = f"molmo2_soak_{os.getpid()}"
 TOPIC = f"/soak_{os.getpid()}/image"
@@ -94,7 +95,7 @@ def main() -> int:
     growth = float(os.environ.get("SOAK_GROWTH", "0.05"))
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_soak_"))
     with ros_environment(tmp / "ros_home") as ros:
-        env = {**ros, "PYTHONUNBUFFERED": "1",
+        env = {"MOLMO2_MEMSTATS_S": "60", **ros, "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), ros.get("PYTHONPATH", "")) if p)}
         return soak(env, tmp, seconds, warmup, growth)
 
@@ -175,7 +176,8 @@ def soak(env: dict[str, str], tmp: Path, seconds: float, warmup: float, growth: 
             "windows_skipped": as_int(d, "windows_skipped"), "crashes": crashes, "frames_sent": count,
             "clips": as_int(d, "buffer_clips"), "inference_errors": as_int(d, "inference_errors"),
             "worker_errors": as_int(d, "worker_errors"), "seconds": round(time.monotonic() - started, 1),
-            "rss_mb_slope_per_hour_after_warmup": sampler.slope(warmup),
+            "rss_mb_slope_per_hour_after_warmup": sampler.slope(warmup), **sampler.where(warmup),
+            "memstats": memstats_slopes((tmp / "node.log").read_text(errors="replace"), sampler.t0, warmup),
         }
         sampler.stop()
     except Exception as error:  # noqa: BLE001 - report as a crash in the summary

@@ -8,12 +8,14 @@ memory keeps growing after warm-up over a robot's shift (issue 29). The node run
 Environment: SOAK_S (length in s, default 3600), SOAK_WARMUP_S (default 600: RSS samples from then on give the
 slope), SOAK_SCHEDULE (live, the robot setting, or every_window), SOAK_PARAMS (extra node parameters,
 space-separated NAME:=VALUE). The node inherits this environment (e.g. MALLOC_ARENA_MAX for an allocator A/B;
-MOLMO2_TRACEMALLOC_S to have it log tracemalloc differences, see molmo2_ros/core/heap.py).
+MOLMO2_TRACEMALLOC_S to have it log tracemalloc differences, see molmo2_ros/core/heap.py). MOLMO2_MEMSTATS_S
+(default 60; 0 turns it off) has the node log Python's and glibc's memory account, summarized as `memstats`.
 
 Prints progress on stderr and, as its LAST stdout line, one JSON object: seconds, frames_sent, frames_received,
 windows_processed, windows_skipped, crashes, rss_mb_start, rss_mb_end (the first and last sample after the
 cameras started), rss_mb_slope_per_hour_after_warmup (least-squares, None when the run is not longer than the
-warm-up), threads_start, threads_end, plus the bench's split of RSS (anon/file/shmem) and latencies. Exit status 1
+warm-up), threads_start, threads_end, where the memory went (scripts/soak_stats.py where_it_goes: the slope of
+each minute's lowest RSS, the slopes of RSS's anon/file/shmem parts, the shared memory mapped), plus latencies. Exit status 1
 on a crash or a frame not received, else 0 (the slope is a figure to read, not a pass/fail).
 """
 
@@ -32,7 +34,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_multicam import OUT_DIR, run  # noqa: E402 (puts test/ on sys.path for helpers)
 from helpers.ros_env import ros_environment  # noqa: E402
-from scripts.soak_stats import rss_slope_mb_per_hour  # noqa: E402
+from scripts.soak_stats import memstats_slopes, rss_slope_mb_per_hour, where_it_goes  # noqa: E402
 from scripts.tiny_model import build_tiny_model  # noqa: E402
 
 KEPT = ("rss_split_mb_start", "rss_split_mb_end", "rss_mb_peak", "inference_s_p50", "output_age_s_max",
@@ -48,6 +50,9 @@ def summarize(result: dict, seconds: float, warmup_s: float) -> dict:
             "rss_mb_start": round(samples[0][1], 1), "rss_mb_end": round(samples[-1][1], 1),
             "rss_mb_slope_per_hour_after_warmup": rss_slope_mb_per_hour([(t, mb) for t, mb, _ in samples], warmup_s),
             "warmup_s": warmup_s, "threads_start": samples[0][2], "threads_end": samples[-1][2],
+            **where_it_goes([(t, mb) for t, mb, _ in samples], result["rss_parts"], warmup_s, result["shm_mapped_mb"]),
+            "memstats": memstats_slopes(Path(result["node_log"]).read_text(errors="replace"), result["t0_monotonic"],
+                                        warmup_s),
             **{k: result[k] for k in KEPT}}
 
 
@@ -61,12 +66,13 @@ def main() -> int:
     started = time.monotonic()
     try:
         with ros_environment(tmp / "ros_home") as ros:
-            env = {**ros, "PYTHONUNBUFFERED": "1"}
+            env = {"MOLMO2_MEMSTATS_S": "60", **ros, "PYTHONUNBUFFERED": "1"}
             print(f"soak-multicam: {seconds:.0f} s, schedule {schedule}, warm-up {warmup_s:.0f} s, domain "
                   f"{env['ROS_DOMAIN_ID']}, node log in {OUT_DIR}", file=sys.stderr, flush=True)
             result = run(seconds, schedule, True, env, build_tiny_model(tmp / "tiny"), tmp, extra)
         summary = summarize(result, time.monotonic() - started, warmup_s)
-        (OUT_DIR / f"soak_multicam_{schedule}_samples.json").write_text(json.dumps(result["samples"]) + "\n")
+        (OUT_DIR / f"soak_multicam_{schedule}_samples.json").write_text(
+            json.dumps({"samples": result["samples"], "rss_parts": result["rss_parts"]}) + "\n")
     except Exception as error:  # noqa: BLE001 - a node that died or stopped answering: a crash in the summary
         summary = {"seconds": round(time.monotonic() - started, 1), "schedule": schedule, "crashes": 1,
                    **dict.fromkeys(("frames_sent", "frames_received", "windows_processed", "windows_skipped",

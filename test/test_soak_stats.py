@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scripts.soak_stats import ProcSampler, rss_slope_mb_per_hour  # noqa: E402
+from scripts.soak_stats import (ProcSampler, floor_slope_mb_per_hour, memstats_slopes,  # noqa: E402
+                                rss_slope_mb_per_hour, shm_mapped_mb, where_it_goes)
 
 
 def test_slope_is_mb_per_hour_after_the_warmup_only() -> None:
@@ -42,6 +44,48 @@ def test_sampler_samples_this_process() -> None:
     assert [t for t, _, _ in samples] == sorted(t for t, _, _ in samples)
 
 
+def test_floor_slope_sees_a_slow_drift_under_a_large_saw_tooth() -> None:
+    """Heap trims every few seconds leave RSS swinging +-50 MB above a floor; a 5 MB/h rise of the floor is what
+    stays. The floor slope finds it; a least-squares fit over a saw-tooth that is busier late in the run does not."""
+    t = np.arange(0.0, 3600.0, 1.0)
+    floor = 1000 + np.where(t < 600, 0.0, (t - 600) * 5 / 3600)
+    busy = np.where(t > 2400, 100.0, 40.0)  # the swing grows when the node is busier
+    rss = floor + busy * ((t % 7) / 7)
+    assert floor_slope_mb_per_hour(list(zip(t, rss)), 600.0) == pytest.approx(5.0, abs=0.5)
+    assert rss_slope_mb_per_hour(list(zip(t, rss)), 600.0) > 25
+    assert floor_slope_mb_per_hour(list(zip(t, rss)), 3600.0) is None
+
+
+def test_where_it_goes_splits_the_slope_by_part() -> None:
+    t = np.arange(600.0, 3600.0, 10.0)
+    parts = [(x, 700.0, 300.0, 70 + 20 * (x - 600) / 3000) for x in t]  # shared memory pages touched as they cycle
+    where = where_it_goes([(x, a + f + s) for x, a, f, s in parts], parts, 600.0, 192.0)
+    assert where["rss_part_slopes_mb_per_hour_after_warmup"] == {"anon": 0.0, "file": 0.0, "shmem": 24.0}
+    assert where["rss_parts_mb_end"]["shmem"] == pytest.approx(90.0, abs=0.1) and where["shm_mapped_mb"] == 192.0
+
+
+def test_sampler_splits_rss_and_sees_shared_memory_mappings(tmp_path) -> None:
+    """This process maps a 4 MiB /dev/shm file and touches it: RssShmem and the mapped size both see it."""
+    import mmap
+
+    path = Path("/dev/shm") / f"molmo2_test_soak_{os.getpid()}"
+    try:
+        with open(path, "w+b") as f:
+            f.truncate(4 << 20)
+            region = mmap.mmap(f.fileno(), 4 << 20)
+        region[:] = b"x" * (4 << 20)
+        sampler = ProcSampler(os.getpid(), period_s=0.05).start()
+        while len(sampler.parts) < 2:
+            pass
+        sampler.stop()
+        assert shm_mapped_mb(os.getpid()) >= 4.0
+        assert all(shmem >= 4.0 and anon > 1 for _, anon, _, shmem in sampler.parts)
+        assert sampler.where(0.0)["shm_mapped_mb"] >= 4.0
+        region.close()
+    finally:
+        path.unlink(missing_ok=True)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_malloc_info_sees_freed_heap() -> None:
     """In a fresh interpreter (a test session's heap already holds free chunks that would serve the allocation)."""
@@ -55,3 +99,22 @@ def test_malloc_info_sees_freed_heap() -> None:
     before, after = json.loads(out.stdout)
     assert after["arenas"] >= 1 and after["system_mb"] >= before["system_mb"] + 150
     assert after["free_mb"] >= before["free_mb"] + 80
+
+
+def test_memstats_lines_tell_a_python_leak_from_kept_heap() -> None:
+    """A child keeps 2,000 more objects every period: its memstats lines (log_memory_stats) show Python's blocks
+    and tracked objects growing, and memstats_slopes turns them into slopes after the warm-up."""
+    code = ("import sys, time; from molmo2_ros.core.heap import log_memory_stats; kept = []; "
+            "log_memory_stats(0.2); t0 = time.monotonic()\n"
+            "while time.monotonic() - t0 < 2.1:\n"
+            "    kept.extend([[i] for i in range(2000)]); time.sleep(0.2)\n")
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert sum(line.startswith("memstats: ") for line in out.stderr.splitlines()) >= 8
+    slopes = memstats_slopes(out.stderr, t0, 0.0)
+    assert slopes["gc_objects"]["last"] - slopes["gc_objects"]["first"] >= 10_000
+    assert slopes["gc_objects"]["per_hour"] > 0 and slopes["py_blocks"]["per_hour"] > 0
+    assert {"system_mb", "free_mb", "in_use_mb", "mmap_mb"} <= set(slopes)
+    assert memstats_slopes(out.stderr, t0, 3600.0) is None  # no line after the warm-up

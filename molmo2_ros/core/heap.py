@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
+import json
 import re
 import sys
 import threading
@@ -93,8 +95,30 @@ def malloc_info() -> dict[str, int]:
     tail = xml[xml.rfind("</heap>"):]  # the totals over all arenas follow the last heap
     free = sum(int(n) for n in re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', tail))
     current = re.search(r'<system type="current" size="(\d+)"', tail)
+    mmap = re.search(r'<total type="mmap" count="\d+" size="(\d+)"', tail)
     return {"arenas": xml.count("<heap nr="), "system_mb": int(current.group(1)) >> 20 if current else -1,
-            "free_mb": free >> 20}
+            "free_mb": free >> 20, "mmap_mb": int(mmap.group(1)) >> 20 if mmap else -1}
+
+
+def memory_stats() -> dict:
+    """Python's and glibc's account of this process's memory, cheap enough to take once a minute in a live node
+    (unlike tracemalloc): pymalloc blocks in use, objects the garbage collector tracks, malloc_info."""
+    return {"monotonic": round(time.monotonic(), 1), "py_blocks": sys.getallocatedblocks(),
+            "gc_objects": len(gc.get_objects()), **malloc_info()}
+
+
+def log_memory_stats(period_s: float) -> None:
+    """Investigation switch (env MOLMO2_MEMSTATS_S, read by the node's entry point): log `memstats: {json}` of
+    memory_stats() to stderr every `period_s`, for a long run to tell a Python leak (py_blocks, gc_objects grow)
+    from heap glibc keeps (system_mb and free_mb grow) or a native leak (system_mb - free_mb or mmap_mb grow).
+    scripts/soak_stats.py turns the lines into slopes."""
+
+    def dump() -> None:
+        while True:
+            print(f"memstats: {json.dumps(memory_stats())}", file=sys.stderr, flush=True)
+            time.sleep(period_s)
+
+    threading.Thread(target=dump, name="memory_stats", daemon=True).start()
 
 
 def trace_memory(period_s: float, top: int = 10) -> None:

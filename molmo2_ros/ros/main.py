@@ -8,7 +8,7 @@ import sys
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
-from ..core.heap import trace_memory
+from ..core.heap import log_memory_stats, trace_memory
 from .executor import HandOffExecutor
 from .node import Molmo2Node
 
@@ -29,6 +29,8 @@ def main(args: list[str] | None = None, executor_class=HandOffExecutor) -> int:
     """
     if os.environ.get("MOLMO2_TRACEMALLOC_S"):  # memory investigation only (molmo2_ros/core/heap.py)
         trace_memory(float(os.environ["MOLMO2_TRACEMALLOC_S"]))
+    if float(os.environ.get("MOLMO2_MEMSTATS_S") or 0) > 0:  # memory investigation, cheap enough for a soak
+        log_memory_stats(float(os.environ["MOLMO2_MEMSTATS_S"]))
     rclpy.init(args=_with_default_image_remap(list(sys.argv if args is None else args)))
     node = Molmo2Node()
     name = node.get_fully_qualified_name()
