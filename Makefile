@@ -226,7 +226,7 @@ gpu-check-dry-run: setup
 # Soak: 30 Hz 640x480 camera -> live node (tiny model, CPU) for SOAK_S seconds; last line: JSON summary (with
 # rss_mb_slope_per_hour_after_warmup, as soak-multicam).
 soak: setup
-	SOAK_S=$${SOAK_S:-1800} scripts/with_ros $(PY) scripts/soak.py
+	SOAK_S=$${SOAK_S:-1800} SOAK_PARAMS="$(PARAMS)" scripts/with_ros $(PY) scripts/soak.py
 
 # Multi-camera soak (issue 29): the multi-camera bench's four cameras -> one live node for SOAK_S seconds (default
 # 3600); last line: JSON summary with rss_mb_slope_per_hour_after_warmup (least-squares after WARMUP_S, default 600).

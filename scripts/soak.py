@@ -7,7 +7,8 @@ seconds (default 1800), measuring the node process and its /diagnostics.
 Environment: SOAK_S (length in s), SOAK_WARMUP_S (default min(120, SOAK_S / 4): RSS and threads are sampled
 this long after the first processed window and again at the end; RSS samples once a second from then on give
 the least-squares slope, as in scripts/soak_multicam.py), SOAK_GROWTH (allowed relative growth, 0.05),
-MOLMO2_MEMSTATS_S (default 60, 0 off: the node's memory account, summarized as `memstats`).
+MOLMO2_MEMSTATS_S (default 60, 0 off: the node's memory account, summarized as `memstats`), SOAK_PARAMS (extra
+node parameters, space-separated NAME:=VALUE, e.g. "history.enabled:=true").
 ROS traffic stays on this host (localhost discovery and the SHM Fast DDS profile under the variable names of
 $ROS_DISTRO, as in the tests) on a ROS_DOMAIN_ID claimed like the tests do.
 
@@ -107,7 +108,9 @@ def soak(env: dict[str, str], tmp: Path, seconds: float, warmup: float, growth: 
     node = subprocess.Popen([sys.executable, str(REPO / "scripts" / "molmo2_node"), "--ros-args",
                              "-r", f"__node:={NODE_NAME}", "-r", f"image:={TOPIC}",
                              "--params-file", str(REPO / "config" / "tiny_cpu.yaml"), "-p", f"model:={model}",
-                             "-p", "max_new_tokens:=8"], env=env, stdout=node_log, stderr=subprocess.STDOUT)
+                             "-p", "max_new_tokens:=8",
+                             *[arg for p in os.environ.get("SOAK_PARAMS", "").split() for arg in ("-p", p)]],
+                            env=env, stdout=node_log, stderr=subprocess.STDOUT)
     diag = Diagnostics()
     camera = None
     summary: dict = {}
