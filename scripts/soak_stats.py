@@ -136,4 +136,14 @@ def memstats_slopes(log_text: str, t0_monotonic: float, warmup_s: float) -> dict
     for key in MEMSTATS:
         slope = rss_slope_mb_per_hour([(r["monotonic"] - t0_monotonic, r[key]) for r in rows], warmup_s)
         out[key] = {"first": rows[0][key], "last": rows[-1][key], "per_hour": None if slope is None else round(slope, 1)}
+    # containers that kept growing: in how many dumps after the warm-up each grew, and its last length
+    grew: dict[str, dict] = {}
+    for r in rows:
+        for line in r.get("growing", []):
+            name, _, length = line.rpartition(" -> ")
+            name = name.rpartition(" +")[0]
+            grew.setdefault(name, {"dumps": 0})["dumps"] += 1
+            grew[name]["len_last"] = int(length)
+    out["growing"] = dict(sorted(grew.items(), key=lambda kv: -kv[1]["dumps"])[:8])
+    out["dumps"] = len(rows)
     return out

@@ -104,10 +104,13 @@ def test_malloc_info_sees_freed_heap() -> None:
 def test_memstats_lines_tell_a_python_leak_from_kept_heap() -> None:
     """A child keeps 2,000 more objects every period: its memstats lines (log_memory_stats) show Python's blocks
     and tracked objects growing, and memstats_slopes turns them into slopes after the warm-up."""
-    code = ("import sys, time; from molmo2_ros.core.heap import log_memory_stats; kept = []; "
-            "log_memory_stats(0.2); t0 = time.monotonic()\n"
+    code = ("import sys, time; from molmo2_ros.core.heap import log_memory_stats; kept = []\n"
+            "class Holder:\n"
+            "    def __init__(self): self.items = {}\n"
+            "holder = Holder(); log_memory_stats(0.2); t0 = time.monotonic()\n"
             "while time.monotonic() - t0 < 2.1:\n"
-            "    kept.extend([[i] for i in range(2000)]); time.sleep(0.2)\n")
+            "    kept.extend([[i] for i in range(2000)]); holder.items.update((len(holder.items) + i, i) "
+            "for i in range(600)); time.sleep(0.2)\n")
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parents[1])
@@ -118,3 +121,9 @@ def test_memstats_lines_tell_a_python_leak_from_kept_heap() -> None:
     assert slopes["gc_objects"]["per_hour"] > 0 and slopes["py_blocks"]["per_hour"] > 0
     assert {"system_mb", "free_mb", "in_use_mb", "mmap_mb"} <= set(slopes)
     assert memstats_slopes(out.stderr, t0, 3600.0) is None  # no line after the warm-up
+    growing = [g for line in out.stderr.splitlines() if line.startswith("memstats: ")
+               for g in json.loads(line.removeprefix("memstats: "))["growing"]]
+    assert any(g.startswith("__main__.kept (list) +") for g in growing)  # where the growth is, by name
+    assert any(g.startswith("Holder.items (dict) +") for g in growing)
+    assert slopes["growing"]["__main__.kept (list)"]["dumps"] >= 5
+    assert slopes["growing"]["Holder.items (dict)"]["len_last"] >= 5000
