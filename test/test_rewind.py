@@ -385,3 +385,20 @@ def test_stored_copies_reuse_the_originals_features_but_never_feed_their_own_to_
     assert cold.frames_encoded > 0
     keys = list(engine._features) + list(engine._spilled)
     assert keys and all(k[4:5] == ("stored",) for k in keys)
+
+
+def test_the_host_feature_cache_stays_within_its_budget_and_says_how_full_it_is(tiny_engine):
+    """The node's RSS grows by up to history.feature_cache_mb (diagnostics feature_cache_host_mb): the spilled
+    features stay within it, counted by what their storage really holds (on the CPU a spilled feature is a view of
+    its encode batch's tensor, not a copy)."""
+    from molmo2_ros.core.engine import Molmo2Engine
+
+    budget_mb = 0.1
+    engine = Molmo2Engine(replace(tiny_engine.config, feature_cache_mb=budget_mb))
+    engine.model, engine.processor, engine.builder = tiny_engine.model, tiny_engine.processor, tiny_engine.builder
+    _live_history(engine, 30)
+    report = engine.memory_report()
+    assert 0 < report.host_cache_mb <= budget_mb
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in engine._spilled.values()}
+    largest = max(storages.values())  # one encode batch may be spilled in part
+    assert sum(storages.values()) <= budget_mb * 2**20 + largest

@@ -263,11 +263,11 @@ class Molmo2Engine(Engine):
         return ""
 
     def memory_report(self) -> MemoryReport:
+        cached = {"cached_frames": len(self._features) + len(self._spilled), "host_cache_mb": self._spilled_bytes / 2**20}
         if self.device.type != "cuda":
-            return MemoryReport(device=str(self.device), cached_frames=len(self._features) + len(self._spilled))
+            return MemoryReport(device=str(self.device), **cached)
         return MemoryReport(device=str(self.device), allocated_mb=torch.cuda.memory_allocated(self.device) / 2**20,
-                            reserved_mb=torch.cuda.memory_reserved(self.device) / 2**20,
-                            cached_frames=len(self._features) + len(self._spilled))
+                            reserved_mb=torch.cuda.memory_reserved(self.device) / 2**20, **cached)
 
     # ---- inference ---------------------------------------------------------------------------------------
     def infer(self, clip: Clip, queries: list[Query], max_new_tokens: int | None = None,

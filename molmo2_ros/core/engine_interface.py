@@ -53,12 +53,14 @@ class EngineCapabilities:
 @dataclass(frozen=True)
 class MemoryReport:
     """Memory the engine holds now. device: e.g. 'cuda:0', 'cpu' or a server URL; allocated/reserved: MiB of
-    accelerator memory (0 on CPU or remote); cached_frames: vision features kept for reuse."""
+    accelerator memory (0 on CPU or remote); cached_frames: vision features kept for reuse; host_cache_mb: MiB of
+    them kept in host memory for rewind questions (history.feature_cache_mb: the process grows by up to that)."""
 
     device: str = ""
     allocated_mb: float = 0.0
     reserved_mb: float = 0.0
     cached_frames: int = 0
+    host_cache_mb: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,10 @@ SPECS: dict[str, Spec] = {
     "history.max_side_px": Spec(640, "Longest side of a stored frame (larger frames are scaled down; answers still "
                                      "give pixel positions in the original image).", 64, 8192),
     "history.feature_cache_mb": Spec(256.0, "Vision features of frames the standing queries already encoded, kept "
-                                            "for rewind questions (they are not encoded again while cached; exact "
-                                            "as on the live path). 0 = only the live window's features.",
+                                            "in host memory for rewind questions (they are not encoded again while "
+                                            "cached; exact as on the live path). The process grows by up to this "
+                                            "much as it fills (diagnostics feature_cache_host_mb); 0 = only the "
+                                            "live window's features.",
                                      0.0, 1e6),
     "vision_msgs.enabled": Spec(True, "Also publish vision_msgs/Detection2DArray (points and tracks) and "
                                       "Detection3DArray (lifted points) per query when vision_msgs is installed "

@@ -128,7 +128,8 @@ class StatusReporter:
             values["device"] = memory.device
             if runtime.engine.capabilities.local_memory:  # a server's memory is not this machine's
                 values.update({"gpu_memory_mb": f"{memory.allocated_mb:.1f}", "gpu_reserved_mb":
-                               f"{memory.reserved_mb:.1f}", "cached_frames": memory.cached_frames})
+                               f"{memory.reserved_mb:.1f}", "cached_frames": memory.cached_frames,
+                               "feature_cache_host_mb": f"{memory.host_cache_mb:.1f}"})
             values.update(runtime.engine.diagnostics())
             counts = runtime.counters.snapshot()
             values.update(sorted(counts.items()))
