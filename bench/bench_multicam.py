@@ -225,6 +225,7 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         "t0_monotonic": sampler.t0, "node_log": log.name,
         "node_exit_code": exit_code,
         "heap_trim": {k: first.get(k) for k in ("heap_trim_calls", "heap_trim_ms_mean", "heap_trim_ms_max")},
+        "feature_cache_host_mb": float(first.get("feature_cache_host_mb") or 0.0),
     }
 
 

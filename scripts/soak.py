@@ -178,6 +178,7 @@ def soak(env: dict[str, str], tmp: Path, seconds: float, warmup: float, growth: 
             "frames_dropped_by_reason": dropped, "windows_processed": as_int(d, "windows_processed"),
             "windows_skipped": as_int(d, "windows_skipped"), "crashes": crashes, "frames_sent": count,
             "clips": as_int(d, "buffer_clips"), "inference_errors": as_int(d, "inference_errors"),
+            "feature_cache_host_mb": float(d.get("feature_cache_host_mb") or 0.0),
             "worker_errors": as_int(d, "worker_errors"), "seconds": round(time.monotonic() - started, 1),
             "rss_mb_slope_per_hour_after_warmup": sampler.slope(warmup), **sampler.where(warmup),
             "memstats": memstats_slopes((tmp / "node.log").read_text(errors="replace"), sampler.t0, warmup),

@@ -38,7 +38,7 @@ from scripts.soak_stats import memstats_slopes, rss_slope_mb_per_hour, where_it_
 from scripts.tiny_model import build_tiny_model  # noqa: E402
 
 KEPT = ("rss_split_mb_start", "rss_split_mb_end", "rss_mb_peak", "inference_s_p50", "output_age_s_max",
-        "callback_ms_p99", "heap_trim", "node_exit_code")
+        "callback_ms_p99", "heap_trim", "feature_cache_host_mb", "node_exit_code")
 
 
 def summarize(result: dict, seconds: float, warmup_s: float) -> dict:
