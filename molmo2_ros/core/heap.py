@@ -155,6 +155,12 @@ def _owner(container, holder=None) -> str:
         return f"{type(holder).__qualname__}.{name}"
     for ref in gc.get_referrers(container):
         if not isinstance(ref, dict):
+            attrs = getattr(ref, "__dict__", None) if not isinstance(ref, (list, tuple, set, deque)) else None
+            slots = [n for c in type(ref).__mro__ for n in c.__dict__.get("__slots__", ())]
+            name = next((k for k, v in (attrs or {}).items() if v is container), None) or next(
+                (n for n in slots if getattr(ref, n, None) is container), None)
+            if name is not None:  # an instance holding it directly (its dict not materialized, or slots)
+                return f"{type(ref).__qualname__}.{name}"
             continue
         name = next((k for k, v in ref.items() if v is container), None)
         if name is None:
