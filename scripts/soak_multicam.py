@@ -15,8 +15,8 @@ Prints progress on stderr and, as its LAST stdout line, one JSON object: seconds
 windows_processed, windows_skipped, crashes, rss_mb_start, rss_mb_end (the first and last sample after the
 cameras started), rss_mb_slope_per_hour_after_warmup (least-squares, None when the run is not longer than the
 warm-up), threads_start, threads_end, where the memory went (scripts/soak_stats.py where_it_goes: the slope of
-each minute's lowest RSS, the slopes of RSS's anon/file/shmem parts, the shared memory mapped), plus latencies. Exit status 1
-on a crash or a frame not received, else 0 (the slope is a figure to read, not a pass/fail).
+each minute's lowest RSS, the slopes of RSS's anon/file/shmem parts, the shared memory mapped), plus latencies.
+Exit status 1 on a crash or a frame not received, else 0 (the slope is a figure to read, not a pass/fail).
 """
 
 from __future__ import annotations

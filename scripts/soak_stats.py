@@ -46,7 +46,8 @@ def rss_slope_mb_per_hour(samples: list[tuple[float, float]], warmup_s: float) -
     return float(np.polyfit(after[:, 0], after[:, 1], 1)[0] * 3600.0)
 
 
-def floor_slope_mb_per_hour(samples: list[tuple[float, float]], warmup_s: float, bucket_s: float = 60.0) -> float | None:
+def floor_slope_mb_per_hour(samples: list[tuple[float, float]], warmup_s: float,
+                            bucket_s: float = 60.0) -> float | None:
     """rss_slope_mb_per_hour of the lowest sample of each `bucket_s` after the warm-up (placed at the bucket's
     middle): memory that stays between heap trims, not the saw-tooth above it."""
     buckets: dict[int, float] = {}
@@ -135,7 +136,8 @@ def memstats_slopes(log_text: str, t0_monotonic: float, warmup_s: float) -> dict
     out = {}
     for key in MEMSTATS:
         slope = rss_slope_mb_per_hour([(r["monotonic"] - t0_monotonic, r[key]) for r in rows], warmup_s)
-        out[key] = {"first": rows[0][key], "last": rows[-1][key], "per_hour": None if slope is None else round(slope, 1)}
+        out[key] = {"first": rows[0][key], "last": rows[-1][key],
+                    "per_hour": None if slope is None else round(slope, 1)}
     # containers that kept growing: in how many dumps after the warm-up each grew, and its last length
     grew: dict[str, dict] = {}
     for r in rows:

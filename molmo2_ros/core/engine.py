@@ -263,7 +263,8 @@ class Molmo2Engine(Engine):
         return ""
 
     def memory_report(self) -> MemoryReport:
-        cached = {"cached_frames": len(self._features) + len(self._spilled), "host_cache_mb": self._spilled_bytes / 2**20}
+        cached = {"cached_frames": len(self._features) + len(self._spilled),
+                  "host_cache_mb": self._spilled_bytes / 2**20}
         if self.device.type != "cuda":
             return MemoryReport(device=str(self.device), **cached)
         return MemoryReport(device=str(self.device), allocated_mb=torch.cuda.memory_allocated(self.device) / 2**20,

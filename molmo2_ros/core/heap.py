@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import tracemalloc
+import types
 from collections import deque
 
 
@@ -101,11 +102,12 @@ def malloc_info() -> dict[str, int]:
             "free_mb": free >> 20, "mmap_mb": int(mmap.group(1)) >> 20 if mmap else -1}
 
 
-def memory_stats() -> dict:
+def memory_stats(objects: list | None = None) -> dict:
     """Python's and glibc's account of this process's memory, cheap enough to take once a minute in a live node
-    (unlike tracemalloc): pymalloc blocks in use, objects the garbage collector tracks, malloc_info."""
+    (unlike tracemalloc): pymalloc blocks in use, objects the garbage collector tracks (`objects`: that list when
+    the caller has it), malloc_info."""
     return {"monotonic": round(time.monotonic(), 1), "py_blocks": sys.getallocatedblocks(),
-            "gc_objects": len(gc.get_objects()), **malloc_info()}
+            "gc_objects": len(gc.get_objects() if objects is None else objects), **malloc_info()}
 
 
 class GrowingContainers:
@@ -120,7 +122,8 @@ class GrowingContainers:
         self.min_len, self.top = min_len, top
         self._lengths: dict[int, tuple[type, int]] = {}
 
-    def __call__(self) -> list[str]:
+    def __call__(self, objects: list | None = None) -> list[str]:
+        """`objects`: gc.get_objects() when the caller has it already."""
         kinds = (list, dict, set, deque)
         found: dict[int, tuple[object, object]] = {}  # id -> (container, the instance holding it, or None)
 
@@ -128,7 +131,7 @@ class GrowingContainers:
             if issubclass(type(obj), kinds) and len(obj) >= self.min_len and id(obj) not in found:
                 found[id(obj)] = (obj, owner)
 
-        for obj in gc.get_objects():
+        for obj in gc.get_objects() if objects is None else objects:
             consider(obj)
             if type(obj) is dict:
                 for value in obj.values():
@@ -145,22 +148,32 @@ class GrowingContainers:
                 grown.append((len(obj) - before[1], obj, owner))
         self._lengths = {key: (type(obj), len(obj)) for key, (obj, _) in found.items()}
         grown.sort(key=lambda g: g[0], reverse=True)
-        return [f"{_owner(obj, owner)} ({type(obj).__name__}) +{n} -> {len(obj)}" for n, obj, owner in grown[:self.top]]
+        return [f"{_owner(obj, owner)} ({type(obj).__name__}) +{n} -> {len(obj)}"
+                for n, obj, owner in grown[:self.top]]
+
+
+def _attribute(instance, container) -> str | None:
+    """The name of `instance`'s attribute (in its dict or a slot) that is `container`, or None."""
+    attrs = getattr(instance, "__dict__", None)
+    name = next((k for k, v in attrs.items() if v is container), None) if isinstance(attrs, dict) else None
+    slots = (n for c in type(instance).__mro__ for n in c.__dict__.get("__slots__", ()))
+    return name or next((n for n in slots if getattr(instance, n, None) is container), None)
+
+
+def _holder_name(holder) -> str:
+    """A module's name, else the holder's class name."""
+    return holder.__name__ if issubclass(type(holder), types.ModuleType) else type(holder).__qualname__
 
 
 def _owner(container, holder=None) -> str:
     """`Class.attribute` or `module.name` holding `container` (`holder`: the instance, when known), else `?`."""
     if holder is not None:
-        name = next((k for k, v in vars(holder).items() if v is container), "?")
-        return f"{type(holder).__qualname__}.{name}"
+        return f"{_holder_name(holder)}.{_attribute(holder, container) or '?'}"
     for ref in gc.get_referrers(container):
-        if not isinstance(ref, dict):
-            attrs = getattr(ref, "__dict__", None) if not isinstance(ref, (list, tuple, set, deque)) else None
-            slots = [n for c in type(ref).__mro__ for n in c.__dict__.get("__slots__", ())]
-            name = next((k for k, v in (attrs or {}).items() if v is container), None) or next(
-                (n for n in slots if getattr(ref, n, None) is container), None)
-            if name is not None:  # an instance holding it directly (its dict not materialized, or slots)
-                return f"{type(ref).__qualname__}.{name}"
+        if type(ref) is not dict:  # an instance holding it directly (its dict not materialized, or a slot)
+            name = None if issubclass(type(ref), (list, tuple, set, deque)) else _attribute(ref, container)
+            if name is not None:
+                return f"{_holder_name(ref)}.{name}"
             continue
         name = next((k for k, v in ref.items() if v is container), None)
         if name is None:
@@ -169,7 +182,7 @@ def _owner(container, holder=None) -> str:
             return f"{ref['__name__']}.{name}"  # a module's globals
         for owner in gc.get_referrers(ref):
             if getattr(owner, "__dict__", None) is ref:
-                return f"{type(owner).__qualname__}.{name}"
+                return f"{_holder_name(owner)}.{name}"
     return "?"
 
 
@@ -183,7 +196,9 @@ def log_memory_stats(period_s: float) -> None:
 
     def dump() -> None:
         while True:
-            stats = {**memory_stats(), "growing": growing()}
+            objects = gc.get_objects()  # one pass serves both
+            stats = {**memory_stats(objects), "growing": growing(objects)}
+            del objects
             print(f"memstats: {json.dumps(stats)}", file=sys.stderr, flush=True)
             time.sleep(period_s)
 
