@@ -63,12 +63,14 @@ class HeapTrimmer:
             self._ms_max = max(self._ms_max, ms)
         return released
 
-    def trim_every(self, period_s: float, now: float) -> None:
+    def trim_every(self, period_s: float, now: float) -> bool:
         """Trim when `period_s` (> 0) has passed since the last trim by this call, give or take half a second (a
-        caller ticking once a second trims on the tick nearest the period)."""
+        caller ticking once a second trims on the tick nearest the period); True when it was time."""
         if period_s > 0 and now - self._trimmed_at >= period_s - 0.5:
             self.trim()
             self._trimmed_at = now
+            return True
+        return False
 
     def values(self) -> dict[str, str]:
         """Diagnostics key/values: calls, mean and max cost."""

@@ -115,6 +115,12 @@ SPECS: dict[str, Spec] = {
                                     "never; rounded to the node's 1 s tick): glibc keeps freed frame buffers "
                                     "otherwise. A call takes ~5 ms and delays image callbacks meanwhile; longer "
                                     "periods let RSS saw-tooth (bench/README.md).", 0.0, 3600.0),
+    "release_dds_shared_pages": Spec(True, "With each heap trim, drop the node's page-table entries of the Fast DDS "
+                                           "shared-memory segments it maps (madvise MADV_DONTNEED on shared "
+                                           "mappings: no data is lost or freed, the pages stay in the publishers' "
+                                           "segments). Without it RSS counts every segment page the node ever read "
+                                           "and rises over hours up to the segments' size (bench/README.md; "
+                                           "molmo2_ros/core/shared_pages.py)."),
     "intake_deserialize_all": Spec(False, "Deserialize every camera message (a comparison mode for bench_node). "
                                           "Default: read the stamp from the serialized message and deserialize "
                                           "only the frames the clip buffer keeps (2 of every 30 at 30 Hz)."),

@@ -118,6 +118,7 @@ class StatusReporter:
             "schedule": node.get_parameter("schedule").value, "active_goals": node.query_server.active_goals,
             "threads": threading.active_count(), "last_error": node.error, "visuals_skipped": node.visuals.skipped,
             "gil_switch_interval_ms": f"{sys.getswitchinterval() * 1e3:.3f}", **node.heap.values(),
+            **node.shared_pages.values(),
         }
         level, message = OK, node.lifecycle_state if node.lifecycle_state != "active" else "ok"
         cameras = []

@@ -36,6 +36,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from molmo2_ros.core.engine_factory import make_engine
 from molmo2_ros.core.history import HistoryStore
 from molmo2_ros.core.heap import HeapTrimmer
+from molmo2_ros.core.shared_pages import SharedPageReleaser
 from molmo2_ros.core.runtime import Runtime, warm_up
 from molmo2_ros.core.schedule import make_policy
 from molmo2_ros.core.settings import (CAMERA_SETTINGS, SPECS, check_all, check_value, grounding_config,
@@ -62,8 +63,8 @@ TICK_S = 1.0  # inputs' health checks, diagnostics and heap trims
 
 class Molmo2Node(LifecycleNode):
     """Lifecycle node streaming Molmo2 grounding results of one or more cameras; see the module docstring.
-    `model_state`, `model_loads`, `error`, `inputs`, `depth_inputs`, `heap`, `visuals` and `query_server` are read
-    by the diagnostics (diagnostics.StatusReporter)."""
+    `model_state`, `model_loads`, `error`, `inputs`, `depth_inputs`, `heap`, `shared_pages`, `visuals` and
+    `query_server` are read by the diagnostics (diagnostics.StatusReporter)."""
 
     def __init__(self, node_name: str = "molmo2", **kwargs) -> None:
         super().__init__(node_name, **kwargs)
@@ -76,6 +77,7 @@ class Molmo2Node(LifecycleNode):
         self._outputs: dict[str, CameraOutputs] = {}
         self._status = StatusReporter()
         self.heap = HeapTrimmer()
+        self.shared_pages = SharedPageReleaser()
         self.visuals = VisualsPublisher(self._draw, self._on_runtime_error)
         self.inputs = {c: CameraInput(self, c, self._accepts, self._push, MutuallyExclusiveCallbackGroup())
                        for c in self.cameras}
@@ -322,5 +324,7 @@ class Molmo2Node(LifecycleNode):
         now = time.monotonic()
         for camera_input in (*self.inputs.values(), *self.depth_inputs.values()):
             camera_input.tick(now, self.lifecycle_state == "active")
-        self.heap.trim_every(self.get_parameter("heap_trim_period_s").value, now)
+        if (self.heap.trim_every(self.get_parameter("heap_trim_period_s").value, now)
+                and self.get_parameter("release_dds_shared_pages").value):
+            self.shared_pages.release()
         self._diag_pub.publish(self._status.array(self, convert.header(self.get_clock().now().nanoseconds, "")))

@@ -19,7 +19,7 @@ When a parameter takes effect:
 - CONFIGURE_TIME: read by the configure transition (model, engine, sampling). Set them while unconfigured.
 - ACTIVATE_TIME: read by activate (input subscriptions). Set them while unconfigured or inactive.
 - RUNTIME: applied at once, from the next window on, without reloading the model (tracker, events, max_points,
-  max_new_tokens, schedule, overlay, queries, heap_trim_period_s).
+  max_new_tokens, schedule, overlay, queries, heap_trim_period_s, release_dds_shared_pages).
 - read-only: set at start-up only (preset, cameras, engine_plugin, autostart, gil_switch_interval_ms). The preset's
   values are the declared defaults, so a params file or command line value overrides it.
 """
@@ -36,7 +36,8 @@ CAMERA_PARAMS = ("qos", "input_compressed", "input_depth", "queries", "depth.ena
 ACTIVATE_TIME = frozenset({"qos", "input_compressed", "input_depth", "intake_deserialize_all"})
 RUNTIME = frozenset({"no_frame_warn_s", "overlay.max_trail", "overlay.marker_lifetime_s", "track.gate_frac",
                      "track.lost_timeout_s", "event.max_gap_s", "max_points", "max_new_tokens", "schedule",
-                     "max_pending_mb", "batch_cameras", "queries", "heap_trim_period_s"})
+                     "max_pending_mb", "batch_cameras", "queries", "heap_trim_period_s",
+                     "release_dds_shared_pages"})
 READ_ONLY = frozenset(name for name, spec in SPECS.items() if spec.read_only)
 CONFIGURE_TIME = frozenset(SPECS) - ACTIVATE_TIME - RUNTIME - READ_ONLY
 
