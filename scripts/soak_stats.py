@@ -58,6 +58,18 @@ def floor_slope_mb_per_hour(samples: list[tuple[float, float]], warmup_s: float,
     return rss_slope_mb_per_hour([(warmup_s + (b + 0.5) * bucket_s, mb) for b, mb in buckets.items()], warmup_s)
 
 
+def medians_mb(samples: list[tuple[float, float]], warmup_s: float, bucket_s: float = 300.0) -> list[float]:
+    """The median RSS of each whole `bucket_s` after the warm-up: the level over the hour, which a least-squares
+    slope under the heap trims' saw-tooth does not show by itself."""
+    buckets: dict[int, list[tuple[float, float]]] = {}
+    for t, mb in samples:
+        if t >= warmup_s:
+            buckets.setdefault(int((t - warmup_s) // bucket_s), []).append((t, mb))
+    whole = [b for b in sorted(buckets)  # samples over at least 95 % of it: a run's last partial bucket would bias
+             if buckets[b][-1][0] - buckets[b][0][0] >= 0.95 * bucket_s]
+    return [round(float(np.median([mb for _, mb in buckets[b]])), 1) for b in whole]
+
+
 class ProcSampler:
     """Samples a process's RSS and threads every `period_s` on a daemon thread; times are seconds since start()."""
 
@@ -106,10 +118,11 @@ class ProcSampler:
 def where_it_goes(samples: list[tuple[float, float]], parts: list[tuple[float, ...]], warmup_s: float,
                   shm_mapped: float | None) -> dict:
     """The soak summaries' attribution keys: slopes (MB per hour, after the warm-up) of the minute floors and of
-    each part of RSS, from (seconds, rss_mb) samples and (seconds, anon, file, shmem) parts; the parts at the end and
+    each part of RSS, the 5-minute medians, from (seconds, rss_mb) samples and (seconds, anon, file, shmem) parts; the parts at the end and
     the shared memory mapped (MB, the bound on the shmem part)."""
     slopes = {part: rss_slope_mb_per_hour([(p[0], p[1 + i]) for p in parts], warmup_s) for i, part in enumerate(PARTS)}
     return {"rss_mb_floor_slope_per_hour_after_warmup": floor_slope_mb_per_hour(samples, warmup_s),
+            "rss_mb_medians_per_5min_after_warmup": medians_mb(samples, warmup_s),
             "rss_part_slopes_mb_per_hour_after_warmup": {k: None if v is None else round(v, 2)
                                                          for k, v in slopes.items()},
             "rss_parts_mb_end": dict(zip(PARTS, (round(x, 1) for x in parts[-1][1:]))) if parts else None,

@@ -62,6 +62,11 @@ def test_where_it_goes_splits_the_slope_by_part() -> None:
     where = where_it_goes([(x, a + f + s) for x, a, f, s in parts], parts, 600.0, 192.0)
     assert where["rss_part_slopes_mb_per_hour_after_warmup"] == {"anon": 0.0, "file": 0.0, "shmem": 24.0}
     assert where["rss_parts_mb_end"]["shmem"] == pytest.approx(90.0, abs=0.1) and where["shm_mapped_mb"] == 192.0
+    # 3000 s after the warm-up in 10 s steps: ten whole 5-minute buckets, medians rising 2 MB each (20 MB in 3000 s)
+    medians = where["rss_mb_medians_per_5min_after_warmup"]
+    assert len(medians) == 10 and medians == pytest.approx([1071.0 + 2 * i for i in range(10)], abs=0.01)
+    longer = [(x, 1000.0) for x in np.arange(600.0, 3700.0, 10.0)]  # 100 s into an eleventh bucket: not a median
+    assert len(where_it_goes(longer, [], 600.0, None)["rss_mb_medians_per_5min_after_warmup"]) == 10
 
 
 def test_sampler_splits_rss_and_sees_shared_memory_mappings(tmp_path) -> None:
