@@ -17,6 +17,7 @@ SHIPPED_NOTE = ("NOTE: preset tiny: molmo2-tiny-synthetic, a 0.9 M-parameter Mol
                 "for real grounding pass --preset molmo2-4b (one CUDA GPU).")
 ORACLE_NOTE = ("NOTE: --oracle is an EVALUATION INSTRUMENT that answers from the scenario's ground truth; "
                "it measures the pipeline after the model, it is not a model.")
+LOCAL_VLLM_URL = "http://127.0.0.1:8000/v1"  # `vllm serve` on this host at its default port: --engine vllm's default
 # Command-line flag (argparse dest) -> setting name (core/settings.py): the node's parameter of the same meaning.
 FLAG_SETTINGS = {"preset": "preset", "model": "model", "device": "device", "engine": "engine",
                  "server_url": "server_url", "api_key_env": "api_key_env", "api_key_file": "api_key_file",
@@ -45,8 +46,7 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--engine", choices=("transformers", "vllm"), default=None,
                    help="transformers: the model runs here (default); vllm: a vLLM server (--server-url; --model = "
                         "served model name, default the server's first)")
-    p.add_argument("--server-url", default=None, help="vLLM server, http(s)://host:port/v1 (default "
-                                                      "http://127.0.0.1:8000/v1)")
+    p.add_argument("--server-url", default=None, help=f"vLLM server, http(s)://host:port/v1 (default {LOCAL_VLLM_URL})")
     p.add_argument("--api-key-env", default=None, help="environment variable holding the vLLM server's API key")
     p.add_argument("--api-key-file", default=None, help="file holding the vLLM server's API key")
     p.add_argument("--request-timeout", type=float, default=None,
@@ -73,7 +73,7 @@ def _settings(args) -> dict:
     explicit = {name: getattr(args, flag) for flag, name in FLAG_SETTINGS.items()
                 if getattr(args, flag, None) is not None}
     if explicit.get("engine") == "vllm":
-        explicit.setdefault("server_url", "http://127.0.0.1:8000/v1")
+        explicit.setdefault("server_url", LOCAL_VLLM_URL)
     if not args.oracle and explicit.get("engine") != "vllm" and not {"preset", "model"} & explicit.keys():
         explicit["preset"] = "tiny"
     try:
