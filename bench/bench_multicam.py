@@ -224,7 +224,8 @@ def run(seconds: float, schedule: str, batch: bool, env: dict[str, str], model: 
         "per_camera": per_camera, "outputs_received": len(outputs), "samples": samples, "rss_parts": sampler.parts,
         "shm_mapped_mb": shm_mapped, "t0_monotonic": sampler.t0, "node_log": log.name, "node_exit_code": exit_code,
         "heap_trim": {k: first.get(k) for k in ("heap_trim_calls", "heap_trim_ms_mean", "heap_trim_ms_max",
-                                                 "shm_release_calls", "shm_released_mb_last", "shm_release_ms_max")},
+                                                 "shm_release_calls", "shm_released_mb_last", "shm_release_ms_mean",
+                                                 "shm_release_ms_max")},
         "feature_cache_host_mb": float(first.get("feature_cache_host_mb") or 0.0),
     }
 
