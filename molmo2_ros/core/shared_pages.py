@@ -35,7 +35,7 @@ MADV_DONTNEED = 4  # the same value on every Linux architecture
 def _madvise():
     """libc's madvise, or None where the C library has none."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         madvise = libc.madvise
     except (OSError, AttributeError):
         return None
@@ -85,10 +85,6 @@ class SharedPageReleaser:
         self.released_mb = 0.0
         self._ms_total = 0.0
         self._ms_max = 0.0
-
-    @property
-    def available(self) -> bool:
-        return self._madvise is not None
 
     def release(self) -> float:
         """Release every matching mapping; returns the MB of RssShmem given back (0 when unavailable)."""
