@@ -3,9 +3,9 @@
     ros2 launch molmo2_ros molmo2.launch.py camera_topic:=/camera/color/image_raw preset:=molmo2-4b
 
 Arguments (see the descriptions below): camera_topic, compressed, preset, model, device, engine, server_url,
-params_file, namespace, use_sim_time, autostart, log_level, fastdds_profile. An argument left empty (the default
-for every parameter argument) keeps the value of the params file; the params file keeps the node's own default
-(the preset's value where a preset is set).
+params_file, namespace, use_sim_time, autostart, log_level, fastdds_profile, allocator. An argument left empty (the
+default for every parameter argument) keeps the value of the params file; the params file keeps the node's own
+default (the preset's value where a preset is set).
 """
 
 import os
@@ -16,7 +16,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
 
-from molmo2_ros.ros.environment import fastdds_profile_env
+from molmo2_ros.ros.environment import allocator_env, fastdds_profile_env
 
 ARGUMENTS = [
     ("camera_topic", "camera/image_raw", "Camera topic (sensor_msgs/Image, or CompressedImage with compressed:=true "
@@ -41,6 +41,9 @@ ARGUMENTS = [
                             "config/fastdds_shm.xml (shared memory only: every node it talks to runs on this host), "
                             "empty = the inherited environment. Set under the variable names of $ROS_DISTRO's "
                             "Fast DDS (2.x: FASTRTPS_DEFAULT_PROFILES_FILE too)."),
+    ("allocator", "", "malloc of the node's process: jemalloc = preload libjemalloc.so.2 (sudo apt install "
+                      "libjemalloc2; flatter memory over a shift with several cameras, see the README's "
+                      "Reliability), empty or glibc = the inherited environment."),
 ]
 BOOLEAN_PARAMETERS = {"compressed": "input_compressed", "use_sim_time": "use_sim_time", "autostart": "autostart"}
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
@@ -64,10 +67,11 @@ def _node(context):
     profile = arg["fastdds_profile"]
     if profile == "shm":
         profile = os.path.join(share, "config", "fastdds_shm.xml")
+    env = {**(fastdds_profile_env(profile) if profile else {}), **allocator_env(arg["allocator"].strip())}
     return [LifecycleNode(package="molmo2_ros", executable="molmo2_node", name="molmo2", namespace=arg["namespace"],
                           parameters=[params_file, overrides] if overrides else [params_file],
                           remappings=[("image", arg["camera_topic"])], ros_arguments=ros_arguments,
-                          additional_env=fastdds_profile_env(profile) if profile else None,
+                          additional_env=env or None,
                           output="screen", emulate_tty=True)]
 
 

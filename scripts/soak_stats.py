@@ -136,18 +136,19 @@ def memstats_slopes(log_text: str, t0_monotonic: float, warmup_s: float) -> dict
     """From a node log with `memstats: {json}` lines (env MOLMO2_MEMSTATS_S, molmo2_ros/core/heap.py): per hour
     after the warm-up, the slopes of Python's blocks and tracked objects and of glibc's heap (held from the OS, free
     inside it, in use = held - free, mmap-ed chunks), with the first and last value after the warm-up; None without
-    two such lines."""
+    two such lines. Under another allocator (LD_PRELOAD) glibc's keys are absent: Python's only, and `allocator`."""
     rows = []
     for line in log_text.splitlines():
         if line.startswith("memstats: "):
             stats = json.loads(line.removeprefix("memstats: "))
-            stats["in_use_mb"] = stats["system_mb"] - stats["free_mb"]
+            if "system_mb" in stats:
+                stats["in_use_mb"] = stats["system_mb"] - stats["free_mb"]
             if stats["monotonic"] - t0_monotonic >= warmup_s:
                 rows.append(stats)
     if len(rows) < 2:
         return None
-    out = {}
-    for key in MEMSTATS:
+    out = {"allocator": rows[-1].get("allocator", "glibc")}
+    for key in (k for k in MEMSTATS if k in rows[0]):
         slope = rss_slope_mb_per_hour([(r["monotonic"] - t0_monotonic, r[key]) for r in rows], warmup_s)
         out[key] = {"first": rows[0][key], "last": rows[-1][key],
                     "per_hour": None if slope is None else round(slope, 1)}

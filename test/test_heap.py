@@ -3,18 +3,23 @@ node's RSS growth, bench/README.md), and reports its cost."""
 
 from __future__ import annotations
 
+import ctypes.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from molmo2_ros.core.heap import HeapTrimmer
+from molmo2_ros.core.heap import HeapTrimmer, allocator
+
+JEMALLOC = ctypes.util.find_library("jemalloc")
 
 # In a fresh interpreter: raise glibc's dynamic mmap threshold by freeing one large mmapped block (as the node's
-# first frames do), fill the heap with 1 MiB buffers interleaved with small live objects, free the buffers, and
-# read RSS before and after one trim. Printed: MiB freed-but-resident before the trim, MiB given back by it.
+# first frames do), fill the heap with 1 MiB buffers interleaved with small live objects and under a live block,
+# free the buffers, and read RSS before and after one trim. Printed: MiB freed-but-resident before the trim, MiB given
+# back by it.
 FRAGMENT = textwrap.dedent("""
     import json, os
     from molmo2_ros.core.heap import HeapTrimmer
@@ -29,6 +34,7 @@ FRAGMENT = textwrap.dedent("""
     for i in range(200):
         big.append(bytearray(1 << 20))
         small.append(bytes(1000) + bytes([i % 256]))  # > 512 bytes: malloc, not Python's small-object pools
+    cap = bytearray(256 << 10)  # a live block above the buffers (no free chunk is that large): the heap's top
     before_free = rss_mb()
     del big
     before, trimmer = rss_mb(), HeapTrimmer()
@@ -58,3 +64,42 @@ def test_values_count_calls():
         trimmer.trim()
     values = trimmer.values()
     assert values["heap_trim_calls"] == "3" and float(values["heap_trim_ms_mean"]) <= float(values["heap_trim_ms_max"])
+
+
+def test_allocator_is_named_by_the_library_mapped(tmp_path):
+    maps = tmp_path / "maps"
+    line = "7f0000000000-7f0000100000 r-xp 00000000 fd:00 42 {}\n"
+    maps.write_text(line.format("/usr/lib/x86_64-linux-gnu/libc.so.6"))
+    assert allocator(str(maps)) == "glibc"
+    preloaded = tmp_path / "maps_preloaded"
+    preloaded.write_text(line.format("/usr/lib/x86_64-linux-gnu/libc.so.6") +
+                         line.format("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"))
+    assert allocator(str(preloaded)) == "jemalloc"
+    assert allocator(str(tmp_path / "absent")) == "unknown"
+    assert HeapTrimmer().values()["allocator"] == allocator() == "glibc"  # this process: glibc's malloc
+
+
+# The node's memory tools in a process with jemalloc preloaded, as README "Reliability" suggests for a long shift:
+# glibc's free on jemalloc's memory (open_memstream's buffer freed through libc.so.6 by name) used to abort it.
+UNDER_PRELOAD = textwrap.dedent("""
+    import json
+    from molmo2_ros.core.heap import HeapTrimmer, memory_stats
+    from molmo2_ros.core.shared_pages import SharedPageReleaser
+
+    trimmer, releaser = HeapTrimmer(), SharedPageReleaser()
+    trimmer.trim_every(1.0, 1e9)
+    releaser.release()
+    print(json.dumps({"stats": memory_stats(), "trim": trimmer.values(), "release": releaser.values()}))
+""")
+
+
+@pytest.mark.skipif(not JEMALLOC, reason="libjemalloc is not installed (apt install libjemalloc2)")
+def test_memory_tools_under_a_preloaded_jemalloc():
+    out = subprocess.run([sys.executable, "-c", UNDER_PRELOAD], env={**os.environ, "LD_PRELOAD": JEMALLOC},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["stats"]["allocator"] == "jemalloc" and "system_mb" not in result["stats"]  # glibc's heap: unused
+    assert result["trim"] == {"allocator": "jemalloc",
+                              "heap_trim": "unavailable (no malloc_trim with allocator jemalloc)"}
+    assert result["release"]["shm_release_calls"] == "1"  # the shared pages are released all the same

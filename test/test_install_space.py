@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -25,7 +26,7 @@ from helpers.ros_client import Client, NodeProcess, run_camera, wait_until
 from molmo2_ros.core.presets import SHIPPED_MODEL
 from molmo2_ros.msg import Answer
 from molmo2_ros.offline.data.scenario import generate_scenario
-from molmo2_ros.ros.environment import fastdds_profile_env
+from molmo2_ros.ros.environment import allocator_env, fastdds_profile_env
 
 REPO = Path(__file__).resolve().parents[1]
 CAMERA = {"qos": "reliable", "rate": 10, "dt": 0.5, "width": 64, "height": 48, "t0": 3000.0}
@@ -147,6 +148,21 @@ def test_launch_arguments_given_override_the_params_file(robot_env, client, tmp_
 def test_launch_rejects_a_boolean_that_is_not_one(robot_env, tmp_path):
     with pytest.raises(AssertionError, match="use true or false"):
         launch_installed({"autostart": "maybe"}, robot_env, tmp_path / "run")
+
+
+def test_launch_allocator_argument(robot_env, tmp_path):
+    """allocator:=jemalloc preloads the library where it is installed and otherwise fails the launch saying what to
+    install; an allocator it does not know fails with the choices."""
+    try:
+        expected = allocator_env("jemalloc", robot_env)
+    except ValueError as missing:
+        with pytest.raises(AssertionError, match=re.escape(str(missing))):
+            launch_installed({"allocator": "jemalloc"}, robot_env, tmp_path / "run")
+    else:
+        (process,) = launch_installed({"allocator": "jemalloc"}, robot_env, tmp_path / "run")
+        assert process["env"] == expected and "libjemalloc" in expected["LD_PRELOAD"]
+    with pytest.raises(AssertionError, match="use glibc or jemalloc"):
+        launch_installed({"allocator": "tcmalloc"}, robot_env, tmp_path / "run")
 
 
 def test_colcon_test_runs_the_pytest_suite(ros_env, tmp_path):

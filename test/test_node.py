@@ -153,6 +153,7 @@ def test_diagnostics(node, client):
     assert d["input_qos"] == "sensor_data"  # qos=auto matched the best-effort camera
     assert d["gil_switch_interval_ms"] == "0.250"  # applied to the node's interpreter at start-up
     assert int(d["heap_trim_calls"]) >= 1 and float(d["heap_trim_ms_max"]) >= 0  # heap_trim_period_s 1 s
+    assert d["allocator"] == "glibc"  # no LD_PRELOAD in the tests' environment
     # with each trim the node released its page-table entries of the Fast DDS segments (release_dds_shared_pages):
     # at least its own 64 MiB segment and the camera's are mapped under the project's profile
     assert int(d["shm_release_calls"]) >= 1 and float(d["shm_mapped_mb"]) >= 128, d

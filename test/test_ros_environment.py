@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from helpers.ros_env import FASTDDS_PROFILE, ros_overrides
-from molmo2_ros.ros.environment import (conflicting_variables, fastdds_profile_env, localhost_discovery_env,
-                                        ros_distro, uses_fastdds2)
+from molmo2_ros.ros.environment import (allocator_env, conflicting_variables, fastdds_profile_env,
+                                        localhost_discovery_env, ros_distro, uses_fastdds2)
 
 PROFILE = "/x/fastdds_shm.xml"
 
@@ -104,3 +104,19 @@ def test_ros_free_modules_import_nothing_from_ros():
     for name in marked:
         source = (test_dir / f"{name}.py").read_text()
         assert not any(s in source for s in ("with_ros", "NodeProcess", "ros_env", "ros_client")), name
+
+
+def test_allocator_env_preloads_the_library_found():
+    found = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}.get
+    assert allocator_env("jemalloc", {}, found) == {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}
+    # ahead of what the environment preloads already (the allocator must come first to serve malloc)
+    assert allocator_env("jemalloc", {"LD_PRELOAD": "/opt/x.so"}, found) == {
+        "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2:/opt/x.so"}
+    assert allocator_env("", {}, found) == allocator_env("glibc", {}, found) == {}
+
+
+def test_allocator_env_says_what_to_install_or_choose():
+    with pytest.raises(ValueError, match=r"libjemalloc not found; install it \(sudo apt install libjemalloc2\)"):
+        allocator_env("jemalloc", {}, lambda name: None)
+    with pytest.raises(ValueError, match="use glibc or jemalloc"):
+        allocator_env("tcmalloc", {})

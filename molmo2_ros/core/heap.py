@@ -12,7 +12,7 @@ trimming is unavailable and says so.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 import gc
 import json
 import re
@@ -24,12 +24,42 @@ import types
 from collections import deque
 
 
-def _malloc_trim():
-    """libc's malloc_trim, or None where the C library has none."""
+# Shared objects of the allocators people preload into ROS nodes (LD_PRELOAD) instead of glibc's malloc.
+PRELOADED_ALLOCATORS = {"libjemalloc": "jemalloc", "libtcmalloc": "tcmalloc", "libmimalloc": "mimalloc"}
+
+
+@functools.cache
+def libc() -> ctypes.CDLL | None:
+    """The C library's functions as this process resolves them (dlopen(NULL)), None where that fails. Resolved this
+    way, malloc and free are the preloaded allocator's when there is one: memory that libc allocates inside a call
+    (open_memstream) is then freed by the allocator that made it. Opening libc.so.6 by name would give glibc's free
+    for jemalloc's memory, which aborts the process ("free(): invalid pointer")."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
+
+
+@functools.cache
+def allocator(maps: str = "/proc/self/maps") -> str:
+    """Which malloc serves this process: "jemalloc", "tcmalloc" or "mimalloc" when its library is mapped (preloaded),
+    else "glibc" ("unknown" without procfs)."""
+    try:
+        text = open(maps).read()
+    except OSError:
+        return "unknown"
+    return next((name for lib, name in PRELOADED_ALLOCATORS.items() if f"/{lib}" in text), "glibc")
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none or another allocator serves malloc (then glibc's
+    heap holds nothing to trim, and that allocator returns memory by itself: jemalloc after its decay time)."""
+    lib = libc()
+    if lib is None or allocator() != "glibc":
+        return None
+    try:
+        trim = lib.malloc_trim
+    except AttributeError:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return trim
@@ -73,28 +103,31 @@ class HeapTrimmer:
         return False
 
     def values(self) -> dict[str, str]:
-        """Diagnostics key/values: calls, mean and max cost."""
+        """Diagnostics key/values: the allocator serving malloc, and the trims' calls, mean and max cost."""
         if self._trim is None:
-            return {"heap_trim": "unavailable (no malloc_trim in this C library)"}
+            return {"allocator": allocator(), "heap_trim": f"unavailable (no malloc_trim with allocator {allocator()})"}
         with self._lock:
             mean = self._ms_total / self.calls if self.calls else 0.0
-            return {"heap_trim_calls": str(self.calls), "heap_trim_ms_mean": f"{mean:.2f}",
+            return {"allocator": allocator(), "heap_trim_calls": str(self.calls), "heap_trim_ms_mean": f"{mean:.2f}",
                     "heap_trim_ms_max": f"{self._ms_max:.2f}"}
 
 
 def malloc_info() -> dict[str, int]:
     """glibc's own account of its heap (malloc_info): arenas, bytes it holds from the OS, and how much of that is
-    free inside it (freed chunks not given back: fragmentation when it grows with RSS). Empty without glibc."""
+    free inside it (freed chunks not given back: fragmentation when it grows with RSS). Empty without glibc's
+    malloc (another C library, or an allocator preloaded: glibc's heap is then not where the memory is)."""
+    lib = libc()
+    if lib is None or allocator() != "glibc":
+        return {}
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         buf, size = ctypes.c_char_p(), ctypes.c_size_t()
-        libc.open_memstream.restype = ctypes.c_void_p
-        stream = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
-        libc.malloc_info(0, ctypes.c_void_p(stream))
-        libc.fclose(ctypes.c_void_p(stream))
+        lib.open_memstream.restype = ctypes.c_void_p
+        stream = lib.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+        lib.malloc_info(0, ctypes.c_void_p(stream))
+        lib.fclose(ctypes.c_void_p(stream))
         xml = ctypes.string_at(buf, size.value).decode()
-        libc.free(buf)
-    except (OSError, AttributeError):
+        lib.free(buf)
+    except AttributeError:
         return {}
     tail = xml[xml.rfind("</heap>"):]  # the totals over all arenas follow the last heap
     free = sum(int(n) for n in re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', tail))
@@ -109,7 +142,8 @@ def memory_stats(objects: list | None = None) -> dict:
     (unlike tracemalloc): pymalloc blocks in use, objects the garbage collector tracks (`objects`: that list when
     the caller has it), malloc_info."""
     return {"monotonic": round(time.monotonic(), 1), "py_blocks": sys.getallocatedblocks(),
-            "gc_objects": len(gc.get_objects() if objects is None else objects), **malloc_info()}
+            "gc_objects": len(gc.get_objects() if objects is None else objects), "allocator": allocator(),
+            **malloc_info()}
 
 
 class GrowingContainers:

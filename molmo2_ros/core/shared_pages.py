@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import collections.abc
 import ctypes
-import ctypes.util
 import re
 import threading
 import time
+
+from molmo2_ros.core.heap import libc
 
 # Fast DDS 3.x (Kilted) names its segments /dev/shm/fastdds_<hex>, 2.x (Humble, Jazzy) /dev/shm/fastrtps_<hex>;
 # port files (fastdds_port<N>) hold the small notification rings and are left alone.
@@ -34,10 +35,10 @@ MADV_DONTNEED = 4  # the same value on every Linux architecture
 
 def _madvise():
     """libc's madvise, or None where the C library has none."""
+    lib = libc()
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        madvise = libc.madvise
-    except (OSError, AttributeError):
+        madvise = lib.madvise
+    except AttributeError:  # also lib None
         return None
     madvise.argtypes, madvise.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
     return madvise

@@ -7,18 +7,22 @@ starts. The distribution is `$ROS_DISTRO` (every ROS setup script exports it; sc
   (Kilted and newer) reads FASTDDS_DEFAULT_PROFILES_FILE and warns once per participant when the old name is set.
 - Discovery on this host only: ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST from Iron on; Humble's rcl knows only
   ROS_LOCALHOST_ONLY=1, which Jazzy deprecates and Kilted ignores.
+- Another malloc for the node's process: LD_PRELOAD of the allocator's shared library (README "Reliability").
 """
 
 from __future__ import annotations
 
+import ctypes.util
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 FASTDDS2_DISTROS = frozenset({"foxy", "galactic", "humble", "iron", "jazzy"})
 LOCALHOST_ONLY_DISTROS = frozenset({"foxy", "galactic", "humble"})
 FASTDDS3_PROFILE_VAR = "FASTDDS_DEFAULT_PROFILES_FILE"
 FASTDDS2_PROFILE_VAR = "FASTRTPS_DEFAULT_PROFILES_FILE"
+# allocator name -> (library name for ctypes.util.find_library, the Debian/Ubuntu package that ships it)
+ALLOCATORS = {"jemalloc": ("jemalloc", "libjemalloc2")}
 
 
 def ros_distro(env: Mapping[str, str] | None = None) -> str:
@@ -57,3 +61,21 @@ def conflicting_variables(distro: str | None = None) -> tuple[str, ...]:
     if not uses_fastdds2(distro):
         stale.append(FASTDDS2_PROFILE_VAR)
     return tuple(stale)
+
+
+def allocator_env(name: str, inherited: Mapping[str, str] | None = None,
+                  find: Callable[[str], str | None] = ctypes.util.find_library) -> dict[str, str]:
+    """LD_PRELOAD that gives a process `name`'s malloc ("" or "glibc": none, {}), ahead of the libraries the
+    inherited LD_PRELOAD (default: os.environ's) already names. ValueError naming the package to install when the
+    library is not found, or the choices for an unknown name."""
+    if name in ("", "glibc"):
+        return {}
+    if name not in ALLOCATORS:
+        raise ValueError(f"allocator {name!r}: use glibc or {' or '.join(ALLOCATORS)} (or leave it empty)")
+    library, package = ALLOCATORS[name]
+    path = find(library)
+    if not path:
+        raise ValueError(f"allocator {name}: lib{library} not found; install it (sudo apt install {package}) or "
+                         "leave allocator empty for glibc's malloc")
+    rest = (os.environ if inherited is None else inherited).get("LD_PRELOAD", "")
+    return {"LD_PRELOAD": f"{path}:{rest}" if rest else path}
