@@ -134,3 +134,15 @@ def test_memstats_lines_tell_a_python_leak_from_kept_heap() -> None:
     assert any(g.startswith("Holder.recent (deque) +") for g in growing)  # held by an instance's own slot
     assert slopes["growing"]["__main__.kept (list)"]["dumps"] >= 3
     assert slopes["growing"]["Holder.items (dict)"]["len_last"] >= 2000
+
+
+def test_memstats_slopes_under_a_preloaded_allocator() -> None:
+    """With jemalloc preloaded the memstats lines carry no glibc heap keys (heap.malloc_info is empty): the slopes
+    are Python's only, and the allocator is named (the soak summary used to fail on the missing keys)."""
+    lines = "\n".join("memstats: " + json.dumps({"monotonic": 100.0 + 60 * i, "py_blocks": 1000 + 10 * i,
+                                                 "gc_objects": 500, "allocator": "jemalloc", "growing": []})
+                      for i in range(4))
+    slopes = memstats_slopes(lines, 100.0, 0.0)
+    assert slopes["allocator"] == "jemalloc" and slopes["dumps"] == 4
+    assert slopes["py_blocks"] == {"first": 1000, "last": 1030, "per_hour": 600.0}
+    assert not {"system_mb", "free_mb", "in_use_mb", "mmap_mb"} & set(slopes)
