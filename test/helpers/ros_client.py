@@ -162,11 +162,12 @@ class SpunNode:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._spin_lock = threading.Lock()  # held by the spin thread while it waits and runs callbacks
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self._thread.start()
 
     def _spin(self) -> None:
-        while self.context.ok():
+        while self.context.ok() and not self._closing.is_set():
             try:
                 with self._spin_lock:
                     self.executor.spin_once(timeout_sec=0.05)
@@ -176,10 +177,18 @@ class SpunNode:
                 raise
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=2.0)
+        """Stop the spin thread, then destroy: destroying the node while a spin_once still waits on it crashed the
+        test process (a segfault in rclpy's wait, CI under load, 2026-12-06)."""
+        self._closing.set()
+        self._thread.join(timeout=10.0)
+        locked = self._spin_lock.acquire(timeout=10.0)  # a callback stuck past both timeouts: destroy regardless
+        try:
+            self.executor.shutdown(timeout_sec=1.0)
+            self.node.destroy_node()
+            rclpy.try_shutdown(context=self.context)
+        finally:
+            if locked:
+                self._spin_lock.release()
 
 
 class Client(SpunNode):
