@@ -185,9 +185,10 @@ def test_depth_round_trip_in_metres(tmp_path):
         mm[0, 0] = 0
         metres = np.full((120, 160), 2.5, np.float32)
         metres[5, 5] = np.nan
-        store.offer_frame("", Frame(T0, scene()), epoch=0, sample_index=0, depth=mm)
-        store.offer_frame("", Frame(T0 + HALF_S, scene()), epoch=0, sample_index=1, depth=metres)
-        store.offer_frame("", Frame(T0 + NS_PER_S, scene()), epoch=0, sample_index=2)
+        # wait_s: on a loaded machine the bounded write queue (1 s of frames) could otherwise drop the third offer
+        assert store.offer_frame("", Frame(T0, scene()), epoch=0, sample_index=0, depth=mm, wait_s=10.0)
+        assert store.offer_frame("", Frame(T0 + HALF_S, scene()), epoch=0, sample_index=1, depth=metres, wait_s=10.0)
+        assert store.offer_frame("", Frame(T0 + NS_PER_S, scene()), epoch=0, sample_index=2, wait_s=10.0)
         assert store.flush()
         a, b, c = store.frames("", 0, 2**62)
         da, db = store.load_depth(a), store.load_depth(b)
