@@ -51,11 +51,18 @@ def allocator(maps: str = "/proc/self/maps") -> str:
     return next((name for lib, name in PRELOADED_ALLOCATORS.items() if f"/{lib}" in text), "glibc")
 
 
-def _malloc_trim():
-    """glibc's malloc_trim, or None where the C library has none or another allocator serves malloc (then glibc's
-    heap holds nothing to trim, and that allocator returns memory by itself: jemalloc after its decay time)."""
+def _glibc_malloc() -> ctypes.CDLL | None:
+    """libc() where glibc's malloc serves this process, else None: another C library, or an allocator preloaded
+    (glibc's heap then holds none of the process's memory)."""
     lib = libc()
-    if lib is None or allocator() != "glibc":
+    return lib if lib is not None and allocator() == "glibc" else None
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None where the C library has none or another allocator serves malloc (that allocator
+    returns memory by itself: jemalloc after its decay time)."""
+    lib = _glibc_malloc()
+    if lib is None:
         return None
     try:
         trim = lib.malloc_trim
@@ -116,8 +123,8 @@ def malloc_info() -> dict[str, int]:
     """glibc's own account of its heap (malloc_info): arenas, bytes it holds from the OS, and how much of that is
     free inside it (freed chunks not given back: fragmentation when it grows with RSS). Empty without glibc's
     malloc (another C library, or an allocator preloaded: glibc's heap is then not where the memory is)."""
-    lib = libc()
-    if lib is None or allocator() != "glibc":
+    lib = _glibc_malloc()
+    if lib is None:
         return {}
     try:
         buf, size = ctypes.c_char_p(), ctypes.c_size_t()
