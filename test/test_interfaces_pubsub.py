@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from helpers.ros_client import terminate
@@ -27,14 +26,12 @@ def test_all_message_types_between_processes(ros_env, tmp_path):
             [sys.executable, str(HELPERS / "pubsub_publisher.py"), prefix],
             env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
         )
-        t0 = time.monotonic()
         try:
             pub_out, pub_err = pub.communicate(timeout=TIMEOUT_S)
             _, sub_err = sub.communicate(timeout=TIMEOUT_S)
         finally:
             terminate(pub)
             terminate(sub)
-        elapsed = time.monotonic() - t0
 
     lines = sub_out.read_text().splitlines()
     assert pub.returncode == 0, f"publisher exit {pub.returncode}\n{pub_out}\n{pub_err}"
@@ -49,5 +46,3 @@ def test_all_message_types_between_processes(ros_env, tmp_path):
     assert set(got) == set(expected)
     for name in expected:
         assert got[name] == expected[name], name
-    # Both processes start (rclpy import ~0.5 s each), discover each other and exchange all types quickly.
-    assert elapsed < 20.0
