@@ -15,7 +15,8 @@ Prints progress on stderr and, as its LAST stdout line, one JSON object: seconds
 windows_processed, windows_skipped, crashes, rss_mb_start, rss_mb_end (the first and last sample after the
 cameras started), rss_mb_slope_per_hour_after_warmup (least-squares, None when the run is not longer than the
 warm-up), threads_start, threads_end, where the memory went (scripts/soak_stats.py where_it_goes: the slope of
-each minute's lowest RSS, the slopes of RSS's anon/file/shmem parts, the shared memory mapped), plus latencies.
+each minute's lowest RSS, the slopes of RSS's anon/file/shmem parts, the shared memory mapped), plus latencies and
+per_camera (frames sent/received/decoded, windows and latencies of each camera: which one lost frames).
 Exit status 1 on a crash or a frame not received, else 0 (the slope is a figure to read, not a pass/fail).
 """
 
@@ -38,7 +39,7 @@ from scripts.soak_stats import memstats_slopes, rss_slope_mb_per_hour, where_it_
 from scripts.tiny_model import build_tiny_model  # noqa: E402
 
 KEPT = ("rss_split_mb_start", "rss_split_mb_end", "rss_mb_peak", "inference_s_p50", "output_age_s_max",
-        "callback_ms_p99", "heap_trim", "feature_cache_host_mb", "node_exit_code")
+        "callback_ms_p99", "heap_trim", "feature_cache_host_mb", "node_exit_code", "per_camera")
 
 
 def summarize(result: dict, seconds: float, warmup_s: float) -> dict:
