@@ -71,7 +71,7 @@ COLCON_ENV := env -u CMAKE_PREFIX_PATH -u COLCON_PREFIX_PATH -u PYTHONPATH -u AM
 	VIRTUAL_ENV=$(VENV) PATH="$(VENV)/bin:$$PATH" AMENT_PREFIX_PATH=$(VENV)
 COLCON_LOG := $(BUILD_DIR)/colcon_build.log
 
-.PHONY: setup requirements build test test-interfaces demo bench bench-realsize gpu-check gpu-check-dry-run soak soak-multicam clean distclean fix-wheels check-tools \
+.PHONY: setup requirements build test test-interfaces malloc-libs demo bench bench-realsize gpu-check gpu-check-dry-run soak soak-multicam clean distclean fix-wheels check-tools \
 	setup-vllm serve-vllm bench-fleet browser bench-rewind mission
 
 setup: $(REQ_STAMP) fix-wheels $(EDITABLE_STAMP) $(BUILD_STAMP) $(TEST_IFACE_STAMP)
@@ -179,6 +179,13 @@ test: setup
 browser:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update && apt-get install -y --no-install-recommends chromium chromium-driver; }
+
+# Debian's tcmalloc and jemalloc: the launch's allocator:=auto preloads tcmalloc (on robots rosdep installs it,
+# key gperftools); test_heap.py and test_install_space.py run the node's memory tools and the launch under both.
+# Installs only when missing (needs root: CI does it, .ci/run calls this target).
+malloc-libs:
+	@ldconfig -p | grep -q libtcmalloc_minimal.so.4 && ldconfig -p | grep -q libjemalloc.so.2 || \
+		{ apt-get update && apt-get install -y --no-install-recommends libtcmalloc-minimal4 libjemalloc2; }
 
 # --- demo and benchmarks ---------------------------------------------------------------------------------
 # make demo [ORACLE=1] [MODEL=allenai/Molmo2-4B DEVICE=cuda]: scenario bag -> replay -> eval -> video (MP4, GIF)

@@ -41,9 +41,12 @@ ARGUMENTS = [
                             "config/fastdds_shm.xml (shared memory only: every node it talks to runs on this host), "
                             "empty = the inherited environment. Set under the variable names of $ROS_DISTRO's "
                             "Fast DDS (2.x: FASTRTPS_DEFAULT_PROFILES_FILE too)."),
-    ("allocator", "", "malloc of the node's process: jemalloc = preload libjemalloc.so.2 (sudo apt install "
-                      "libjemalloc2; flatter memory over a shift with several cameras, see the README's "
-                      "Reliability), empty or glibc = the inherited environment."),
+    ("allocator", "auto", "malloc of the node's process (flat memory over a shift with several cameras: README "
+                          "Reliability): auto = tcmalloc where installed (this package depends on it: rosdep key "
+                          "gperftools), else glibc's; tcmalloc = preload libtcmalloc_minimal.so.4 (sudo apt "
+                          "install libgoogle-perftools-dev), jemalloc = preload libjemalloc.so.2 (sudo apt install "
+                          "libjemalloc2), failing the launch when missing; glibc or empty = the inherited "
+                          "environment."),
 ]
 BOOLEAN_PARAMETERS = {"compressed": "input_compressed", "use_sim_time": "use_sim_time", "autostart": "autostart"}
 _TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")

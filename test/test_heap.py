@@ -14,7 +14,9 @@ import pytest
 
 from molmo2_ros.core.heap import HeapTrimmer, allocator
 
-JEMALLOC = ctypes.util.find_library("jemalloc")
+# The preloadable allocators installed here (make malloc-libs installs both; the launch's default preloads tcmalloc).
+PRELOADS = {name: ctypes.util.find_library(library) for name, library in (("jemalloc", "jemalloc"),
+                                                                          ("tcmalloc", "tcmalloc_minimal"))}
 
 # In a fresh interpreter: raise glibc's dynamic mmap threshold by freeing one large mmapped block (as the node's
 # first frames do), fill the heap with 1 MiB buffers interleaved with small live objects and under a live block,
@@ -79,8 +81,8 @@ def test_allocator_is_named_by_the_library_mapped(tmp_path):
     assert HeapTrimmer().values()["allocator"] == allocator() == "glibc"  # this process: glibc's malloc
 
 
-# The node's memory tools in a process with jemalloc preloaded, as README "Reliability" suggests for a long shift:
-# glibc's free on jemalloc's memory (open_memstream's buffer freed through libc.so.6 by name) used to abort it.
+# The node's memory tools in a process with tcmalloc (the launch's default) or jemalloc preloaded: glibc's free on
+# jemalloc's memory (open_memstream's buffer freed through libc.so.6 by name) used to abort it.
 UNDER_PRELOAD = textwrap.dedent("""
     import json
     from molmo2_ros.core.heap import HeapTrimmer, memory_stats
@@ -93,13 +95,35 @@ UNDER_PRELOAD = textwrap.dedent("""
 """)
 
 
-@pytest.mark.skipif(not JEMALLOC, reason="libjemalloc is not installed (apt install libjemalloc2)")
-def test_memory_tools_under_a_preloaded_jemalloc():
-    out = subprocess.run([sys.executable, "-c", UNDER_PRELOAD], env={**os.environ, "LD_PRELOAD": JEMALLOC},
+@pytest.mark.parametrize("name", sorted(PRELOADS))
+def test_memory_tools_under_a_preloaded_allocator(name):
+    if not PRELOADS[name]:
+        pytest.skip(f"{name} is not installed (make malloc-libs)")
+    out = subprocess.run([sys.executable, "-c", UNDER_PRELOAD], env={**os.environ, "LD_PRELOAD": PRELOADS[name]},
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
-    assert result["stats"]["allocator"] == "jemalloc" and "system_mb" not in result["stats"]  # glibc's heap: unused
-    assert result["trim"] == {"allocator": "jemalloc",
-                              "heap_trim": "unavailable (no malloc_trim with allocator jemalloc)"}
+    stats = result["stats"]
+    assert stats["allocator"] == name
+    if name == "tcmalloc":  # its own account of the heap, in malloc_info's terms
+        assert 0 <= stats["free_mb"] <= stats["system_mb"] and "arenas" not in stats
+    else:  # glibc's heap is unused and jemalloc's account is not read
+        assert "system_mb" not in stats
+    assert result["trim"] == {"allocator": name, "heap_trim": f"unavailable (no malloc_trim with allocator {name})"}
     assert result["release"]["shm_release_calls"] == "1"  # the shared pages are released all the same
+
+def test_tcmalloc_info_sees_freed_heap():
+    """tcmalloc keeps what the node freed (its high-water mark): its account shows it as held and free, the way
+    malloc_info shows glibc's freed chunks; in a fresh interpreter with tcmalloc preloaded."""
+    if not PRELOADS["tcmalloc"]:
+        pytest.skip("tcmalloc is not installed (make malloc-libs)")
+    code = ("import json; from molmo2_ros.core.heap import tcmalloc_info; before = tcmalloc_info(); "
+            "kept = [bytearray(50_000) for _ in range(4000)]; middle = tcmalloc_info(); del kept; "
+            "print(json.dumps([before, middle, tcmalloc_info()]))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "LD_PRELOAD": PRELOADS["tcmalloc"]},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, middle, after = json.loads(out.stdout)
+    assert middle["system_mb"] >= before["system_mb"] + 150 and middle["free_mb"] < 50  # 190 MB in use
+    # freed: free inside the heap, or (tcmalloc may give pages back as it goes) no longer held
+    assert after["free_mb"] >= middle["free_mb"] + 150 or after["system_mb"] <= middle["system_mb"] - 150

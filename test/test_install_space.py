@@ -117,7 +117,8 @@ def _params_file(tmp_path: Path) -> Path:
 def test_launch_arguments_left_unset_keep_the_params_file(robot_env, client, tmp_path):
     params = _params_file(tmp_path)
     (process,) = launch_installed({"params_file": str(params), "namespace": "unset"}, robot_env, tmp_path / "run")
-    assert process["cmd"].count("--params-file") == 1 and process["env"] == {}  # no override file, no profile
+    # no override file, no profile; the default allocator (auto: tcmalloc where installed, else nothing preloaded)
+    assert process["cmd"].count("--params-file") == 1 and process["env"] == allocator_env("auto", robot_env)
     assert "image:=camera/image_raw" in process["cmd"]
     node = start(process, robot_env, tmp_path / "node.log")
     try:
@@ -134,7 +135,8 @@ def test_launch_arguments_given_override_the_params_file(robot_env, client, tmp_
     (process,) = launch_installed({"params_file": str(params), "namespace": "given", "compressed": "false",
                                    "use_sim_time": "false", "log_level": "debug", "device": "auto",
                                    "fastdds_profile": "shm"}, robot_env, tmp_path / "run")
-    assert process["env"] == fastdds_profile_env(installed_share() / "config" / "fastdds_shm.xml")
+    assert process["env"] == {**fastdds_profile_env(installed_share() / "config" / "fastdds_shm.xml"),
+                              **allocator_env("auto", robot_env)}
     node = start(process, robot_env, tmp_path / "node.log")
     try:
         wait_until(lambda: client.state("/given/molmo2") == "unconfigured", 30.0, what="node up")
@@ -150,19 +152,20 @@ def test_launch_rejects_a_boolean_that_is_not_one(robot_env, tmp_path):
         launch_installed({"autostart": "maybe"}, robot_env, tmp_path / "run")
 
 
-def test_launch_allocator_argument(robot_env, tmp_path):
-    """allocator:=jemalloc preloads the library where it is installed and otherwise fails the launch saying what to
+@pytest.mark.parametrize("name", ["jemalloc", "tcmalloc"])
+def test_launch_allocator_argument(robot_env, tmp_path, name):
+    """allocator:=NAME preloads the library where it is installed and otherwise fails the launch saying what to
     install; an allocator it does not know fails with the choices."""
     try:
-        expected = allocator_env("jemalloc", robot_env)
+        expected = allocator_env(name, robot_env)
     except ValueError as missing:
         with pytest.raises(AssertionError, match=re.escape(str(missing))):
-            launch_installed({"allocator": "jemalloc"}, robot_env, tmp_path / "run")
+            launch_installed({"allocator": name}, robot_env, tmp_path / "run")
     else:
-        (process,) = launch_installed({"allocator": "jemalloc"}, robot_env, tmp_path / "run")
-        assert process["env"] == expected and "libjemalloc" in expected["LD_PRELOAD"]
-    with pytest.raises(AssertionError, match="use glibc or jemalloc"):
-        launch_installed({"allocator": "tcmalloc"}, robot_env, tmp_path / "run")
+        (process,) = launch_installed({"allocator": name}, robot_env, tmp_path / "run")
+        assert process["env"] == expected and f"lib{name}" in expected["LD_PRELOAD"]
+    with pytest.raises(AssertionError, match="use auto, glibc, jemalloc or tcmalloc"):
+        launch_installed({"allocator": "mimalloc"}, robot_env, tmp_path / "run")
 
 
 def test_colcon_test_runs_the_pytest_suite(ros_env, tmp_path):

@@ -107,16 +107,32 @@ def test_ros_free_modules_import_nothing_from_ros():
 
 
 def test_allocator_env_preloads_the_library_found():
-    found = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}.get
+    found = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+             "tcmalloc_minimal": "libtcmalloc_minimal.so.4"}.get
     assert allocator_env("jemalloc", {}, found) == {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}
     # ahead of what the environment preloads already (the allocator must come first to serve malloc)
     assert allocator_env("jemalloc", {"LD_PRELOAD": "/opt/x.so"}, found) == {
         "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2:/opt/x.so"}
+    assert allocator_env("tcmalloc", {}, found) == {"LD_PRELOAD": "libtcmalloc_minimal.so.4"}
     assert allocator_env("", {}, found) == allocator_env("glibc", {}, found) == {}
 
 
 def test_allocator_env_says_what_to_install_or_choose():
     with pytest.raises(ValueError, match=r"libjemalloc not found; install it \(sudo apt install libjemalloc2\)"):
         allocator_env("jemalloc", {}, lambda name: None)
-    with pytest.raises(ValueError, match="use glibc or jemalloc"):
-        allocator_env("tcmalloc", {})
+    with pytest.raises(ValueError, match=r"libtcmalloc_minimal not found; install it \(sudo apt install "
+                                         r"libgoogle-perftools-dev\)"):
+        allocator_env("tcmalloc", {}, lambda name: None)
+    with pytest.raises(ValueError, match="use auto, glibc, jemalloc or tcmalloc"):
+        allocator_env("mimalloc", {})
+
+
+def test_allocator_auto_is_tcmalloc_where_installed():
+    """The launch's default: tcmalloc when its library is found, glibc's malloc (nothing preloaded) when not, and
+    nothing added when the inherited LD_PRELOAD already names an allocator."""
+    found = {"tcmalloc_minimal": "libtcmalloc_minimal.so.4"}.get
+    assert allocator_env("auto", {}, found) == {"LD_PRELOAD": "libtcmalloc_minimal.so.4"}
+    assert allocator_env("auto", {"LD_PRELOAD": "/opt/x.so"}, found) == {
+        "LD_PRELOAD": "libtcmalloc_minimal.so.4:/opt/x.so"}
+    assert allocator_env("auto", {}, lambda name: None) == {}
+    assert allocator_env("auto", {"LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}, found) == {}

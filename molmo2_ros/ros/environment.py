@@ -17,12 +17,18 @@ import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from molmo2_ros.core.heap import PRELOADED_ALLOCATORS
+
 FASTDDS2_DISTROS = frozenset({"foxy", "galactic", "humble", "iron", "jazzy"})
 LOCALHOST_ONLY_DISTROS = frozenset({"foxy", "galactic", "humble"})
 FASTDDS3_PROFILE_VAR = "FASTDDS_DEFAULT_PROFILES_FILE"
 FASTDDS2_PROFILE_VAR = "FASTRTPS_DEFAULT_PROFILES_FILE"
-# allocator name -> (library name for ctypes.util.find_library, the Debian/Ubuntu package that ships it)
-ALLOCATORS = {"jemalloc": ("jemalloc", "libjemalloc2")}
+# allocator name -> (library name for ctypes.util.find_library, the Debian/Ubuntu package that ships it: for
+# tcmalloc the one rosdep's key `gperftools` installs, named alike on Ubuntu 22.04 and 24.04)
+ALLOCATORS = {"jemalloc": ("jemalloc", "libjemalloc2"), "tcmalloc": ("tcmalloc_minimal", "libgoogle-perftools-dev")}
+# The launch's default: tcmalloc where installed (package.xml depends on it), glibc's malloc otherwise (README
+# "Reliability": flat memory over a shift with several cameras).
+AUTO_ALLOCATOR = "auto"
 
 
 def ros_distro(env: Mapping[str, str] | None = None) -> str:
@@ -65,17 +71,23 @@ def conflicting_variables(distro: str | None = None) -> tuple[str, ...]:
 
 def allocator_env(name: str, inherited: Mapping[str, str] | None = None,
                   find: Callable[[str], str | None] = ctypes.util.find_library) -> dict[str, str]:
-    """LD_PRELOAD that gives a process `name`'s malloc ("" or "glibc": none, {}), ahead of the libraries the
-    inherited LD_PRELOAD (default: os.environ's) already names. ValueError naming the package to install when the
-    library is not found, or the choices for an unknown name."""
+    """LD_PRELOAD that gives a process `name`'s malloc, ahead of the libraries the inherited LD_PRELOAD (default:
+    os.environ's) already names. "" or "glibc": none, {}; "auto": tcmalloc where its library is installed and the
+    inherited LD_PRELOAD names no allocator, else none. ValueError naming the package to install when a named
+    allocator's library is not found, or the choices for an unknown name."""
     if name in ("", "glibc"):
         return {}
+    rest = (os.environ if inherited is None else inherited).get("LD_PRELOAD", "")
+    if name == AUTO_ALLOCATOR:
+        preloaded = any(lib in rest for lib in PRELOADED_ALLOCATORS)
+        return {} if preloaded or not find(ALLOCATORS["tcmalloc"][0]) else allocator_env("tcmalloc", inherited, find)
     if name not in ALLOCATORS:
-        raise ValueError(f"allocator {name!r}: use glibc or {' or '.join(ALLOCATORS)} (or leave it empty)")
+        choices = [AUTO_ALLOCATOR, "glibc", *ALLOCATORS]
+        raise ValueError(f"allocator {name!r}: use {', '.join(choices[:-1])} or {choices[-1]} (or leave it empty "
+                         "for glibc)")
     library, package = ALLOCATORS[name]
     path = find(library)
     if not path:
         raise ValueError(f"allocator {name}: lib{library} not found; install it (sudo apt install {package}) or "
-                         "leave allocator empty for glibc's malloc")
-    rest = (os.environ if inherited is None else inherited).get("LD_PRELOAD", "")
+                         f"use allocator:={AUTO_ALLOCATOR} or glibc")
     return {"LD_PRELOAD": f"{path}:{rest}" if rest else path}

@@ -35,7 +35,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 
 from molmo2_ros.core.engine_factory import make_engine
 from molmo2_ros.core.history import HistoryStore
-from molmo2_ros.core.heap import HeapTrimmer
+from molmo2_ros.core.heap import HeapTrimmer, allocator
 from molmo2_ros.core.shared_pages import SharedPageReleaser
 from molmo2_ros.core.runtime import Runtime, warm_up
 from molmo2_ros.core.schedule import make_policy
@@ -199,7 +199,7 @@ class Molmo2Node(LifecycleNode):
         summary = "; ".join(f"{c or 'camera'}: {', '.join(q.id for q in config.queries[c]) or 'no queries'}"
                             for c in self.cameras)
         self.get_logger().info(f"configured: model '{engine.model_id}' loaded and warmed up in "
-                               f"{time.monotonic() - started:.1f} s; {summary}")
+                               f"{time.monotonic() - started:.1f} s; {summary}; malloc: {allocator()}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
