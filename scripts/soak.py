@@ -8,7 +8,8 @@ Environment: SOAK_S (length in s), SOAK_WARMUP_S (default min(120, SOAK_S / 4): 
 this long after the first processed window and again at the end; RSS samples once a second from then on give
 the least-squares slope, as in scripts/soak_multicam.py), SOAK_GROWTH (allowed relative growth, 0.05),
 MOLMO2_MEMSTATS_S (default 60, 0 off: the node's memory account, summarized as `memstats`), SOAK_PARAMS (extra
-node parameters, space-separated NAME:=VALUE, e.g. "history.enabled:=true").
+node parameters, space-separated NAME:=VALUE, e.g. "history.enabled:=true"), SOAK_ALLOCATOR (the node's malloc, as
+the launch argument `allocator`: default auto, i.e. tcmalloc where installed; glibc, jemalloc, tcmalloc).
 ROS traffic stays on this host (localhost discovery and the SHM Fast DDS profile under the variable names of
 $ROS_DISTRO, as in the tests) on a ROS_DOMAIN_ID claimed like the tests do.
 
@@ -41,6 +42,7 @@ from helpers.ros_env import ros_environment  # noqa: E402
 from helpers.ros_client import SpunNode, terminate  # noqa: E402
 from scripts.tiny_model import TinySpec, build_tiny_model  # noqa: E402
 from molmo2_ros.ros.diagnostics import merged_values  # noqa: E402
+from molmo2_ros.ros.environment import AUTO_ALLOCATOR, allocator_env  # noqa: E402
 from scripts.soak_stats import ProcSampler, memstats_slopes, proc_stats  # noqa: E402
 
 NODE_NAME = f"molmo2_soak_{os.getpid()}"
@@ -97,7 +99,8 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="molmo2_soak_"))
     with ros_environment(tmp / "ros_home") as ros:
         env = {"MOLMO2_MEMSTATS_S": "60", **ros, "PYTHONUNBUFFERED": "1",
-               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), ros.get("PYTHONPATH", "")) if p)}
+               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), ros.get("PYTHONPATH", "")) if p),
+               **allocator_env(os.environ.get("SOAK_ALLOCATOR", AUTO_ALLOCATOR), ros)}
         return soak(env, tmp, seconds, warmup, growth)
 
 

@@ -7,7 +7,9 @@ memory keeps growing after warm-up over a robot's shift (issue 29). The node run
 
 Environment: SOAK_S (length in s, default 3600), SOAK_WARMUP_S (default 600: RSS samples from then on give the
 slope), SOAK_SCHEDULE (live, the robot setting, or every_window), SOAK_PARAMS (extra node parameters,
-space-separated NAME:=VALUE). The node inherits this environment (e.g. MALLOC_ARENA_MAX for an allocator A/B;
+space-separated NAME:=VALUE), SOAK_ALLOCATOR (the malloc of the node and cameras, as the launch argument `allocator`:
+default auto, i.e. tcmalloc where installed; glibc, jemalloc, tcmalloc). The node inherits this environment (e.g.
+MALLOC_ARENA_MAX for a glibc A/B;
 MOLMO2_TRACEMALLOC_S to have it log tracemalloc differences, see molmo2_ros/core/heap.py). MOLMO2_MEMSTATS_S
 (default 60; 0 turns it off) has the node log Python's and glibc's memory account, summarized as `memstats`.
 
@@ -35,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.bench_multicam import OUT_DIR, run  # noqa: E402 (puts test/ on sys.path for helpers)
 from helpers.ros_env import ros_environment  # noqa: E402
+from molmo2_ros.ros.environment import AUTO_ALLOCATOR, allocator_env  # noqa: E402
 from scripts.soak_stats import memstats_slopes, rss_slope_mb_per_hour, where_it_goes  # noqa: E402
 from scripts.tiny_model import build_tiny_model  # noqa: E402
 
@@ -67,7 +70,8 @@ def main() -> int:
     started = time.monotonic()
     try:
         with ros_environment(tmp / "ros_home") as ros:
-            env = {"MOLMO2_MEMSTATS_S": "60", **ros, "PYTHONUNBUFFERED": "1"}
+            env = {"MOLMO2_MEMSTATS_S": "60", **ros, "PYTHONUNBUFFERED": "1",
+                   **allocator_env(os.environ.get("SOAK_ALLOCATOR", AUTO_ALLOCATOR), ros)}
             print(f"soak-multicam: {seconds:.0f} s, schedule {schedule}, warm-up {warmup_s:.0f} s, domain "
                   f"{env['ROS_DOMAIN_ID']}, node log in {OUT_DIR}", file=sys.stderr, flush=True)
             result = run(seconds, schedule, True, env, build_tiny_model(tmp / "tiny"), tmp, extra)
