@@ -43,7 +43,8 @@ ARGUMENTS = [
                             "Fast DDS (2.x: FASTRTPS_DEFAULT_PROFILES_FILE too)."),
     ("allocator", "auto", "malloc of the node's process (flat memory over a shift with several cameras: README "
                           "Reliability): auto = tcmalloc where installed (this package depends on it: rosdep key "
-                          "gperftools), else glibc's; tcmalloc = preload libtcmalloc_minimal.so.4 (sudo apt "
+                          "gperftools), else nothing preloaded (glibc's, or the allocator an inherited LD_PRELOAD "
+                          "names); tcmalloc = preload libtcmalloc_minimal.so.4 (sudo apt "
                           "install libgoogle-perftools-dev), jemalloc = preload libjemalloc.so.2 (sudo apt install "
                           "libjemalloc2), failing the launch when missing; glibc or empty = the inherited "
                           "environment."),

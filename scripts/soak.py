@@ -8,8 +8,9 @@ Environment: SOAK_S (length in s), SOAK_WARMUP_S (default min(120, SOAK_S / 4): 
 this long after the first processed window and again at the end; RSS samples once a second from then on give
 the least-squares slope, as in scripts/soak_multicam.py), SOAK_GROWTH (allowed relative growth, 0.05),
 MOLMO2_MEMSTATS_S (default 60, 0 off: the node's memory account, summarized as `memstats`), SOAK_PARAMS (extra
-node parameters, space-separated NAME:=VALUE, e.g. "history.enabled:=true"), SOAK_ALLOCATOR (the node's malloc, as
-the launch argument `allocator`: default auto, i.e. tcmalloc where installed; glibc, jemalloc, tcmalloc).
+node parameters, space-separated NAME:=VALUE, e.g. "history.enabled:=true"), SOAK_ALLOCATOR (the malloc of the
+node and camera processes, as the launch argument `allocator` gives the node: default auto, i.e. tcmalloc where
+installed; glibc, jemalloc, tcmalloc).
 ROS traffic stays on this host (localhost discovery and the SHM Fast DDS profile under the variable names of
 $ROS_DISTRO, as in the tests) on a ROS_DOMAIN_ID claimed like the tests do.
 

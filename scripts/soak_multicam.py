@@ -9,9 +9,9 @@ Environment: SOAK_S (length in s, default 3600), SOAK_WARMUP_S (default 600: RSS
 slope), SOAK_SCHEDULE (live, the robot setting, or every_window), SOAK_PARAMS (extra node parameters,
 space-separated NAME:=VALUE), SOAK_ALLOCATOR (the malloc of the node and cameras, as the launch argument `allocator`:
 default auto, i.e. tcmalloc where installed; glibc, jemalloc, tcmalloc). The node inherits this environment (e.g.
-MALLOC_ARENA_MAX for a glibc A/B;
-MOLMO2_TRACEMALLOC_S to have it log tracemalloc differences, see molmo2_ros/core/heap.py). MOLMO2_MEMSTATS_S
-(default 60; 0 turns it off) has the node log Python's and glibc's memory account, summarized as `memstats`.
+MALLOC_ARENA_MAX for a glibc A/B with SOAK_ALLOCATOR=glibc; MOLMO2_TRACEMALLOC_S to have it log tracemalloc
+differences, see molmo2_ros/core/heap.py). MOLMO2_MEMSTATS_S
+(default 60; 0 turns it off) has the node log Python's and the allocator's memory account, summarized as `memstats`.
 
 Prints progress on stderr and, as its LAST stdout line, one JSON object: seconds, frames_sent, frames_received,
 windows_processed, windows_skipped, crashes, rss_mb_start, rss_mb_end (the first and last sample after the

@@ -134,9 +134,10 @@ MEMSTATS = ("py_blocks", "gc_objects", "system_mb", "free_mb", "in_use_mb", "mma
 
 def memstats_slopes(log_text: str, t0_monotonic: float, warmup_s: float) -> dict | None:
     """From a node log with `memstats: {json}` lines (env MOLMO2_MEMSTATS_S, molmo2_ros/core/heap.py): per hour
-    after the warm-up, the slopes of Python's blocks and tracked objects and of glibc's heap (held from the OS, free
-    inside it, in use = held - free, mmap-ed chunks), with the first and last value after the warm-up; None without
-    two such lines. Under another allocator (LD_PRELOAD) glibc's keys are absent: Python's only, and `allocator`."""
+    after the warm-up, the slopes of Python's blocks and tracked objects and of the allocator's heap (held from the
+    OS, free inside it, in use = held - free; glibc's mmap-ed chunks too), with the first and last value after the
+    warm-up; None without two such lines. tcmalloc's account has no mmap_mb; jemalloc's is not read (Python's keys
+    only). `allocator` names the one in the lines."""
     rows = []
     for line in log_text.splitlines():
         if line.startswith("memstats: "):

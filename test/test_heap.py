@@ -112,6 +112,7 @@ def test_memory_tools_under_a_preloaded_allocator(name):
     assert result["trim"] == {"allocator": name, "heap_trim": f"unavailable (no malloc_trim with allocator {name})"}
     assert result["release"]["shm_release_calls"] == "1"  # the shared pages are released all the same
 
+
 def test_tcmalloc_info_sees_freed_heap():
     """tcmalloc keeps what the node freed (its high-water mark): its account shows it as held and free, the way
     malloc_info shows glibc's freed chunks; in a fresh interpreter with tcmalloc preloaded."""

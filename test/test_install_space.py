@@ -123,6 +123,9 @@ def test_launch_arguments_left_unset_keep_the_params_file(robot_env, client, tmp
     node = start(process, robot_env, tmp_path / "node.log")
     try:
         wait_until(lambda: client.state("/unset/molmo2") == "unconfigured", 30.0, what="node up")
+        # the node's malloc is the default allocator's (tcmalloc where installed: make malloc-libs)
+        maps = Path(f"/proc/{node.proc.pid}/maps").read_text()
+        assert ("/libtcmalloc" in maps) == bool(allocator_env("auto", robot_env)), process["env"]
         assert get_params(client, "/unset/molmo2", "autostart", "input_compressed", "use_sim_time", "device") == {
             "autostart": False, "input_compressed": True, "use_sim_time": True, "device": "cpu"}
     finally:

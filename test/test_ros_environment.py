@@ -114,6 +114,9 @@ def test_allocator_env_preloads_the_library_found():
     assert allocator_env("jemalloc", {"LD_PRELOAD": "/opt/x.so"}, found) == {
         "LD_PRELOAD": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2:/opt/x.so"}
     assert allocator_env("tcmalloc", {}, found) == {"LD_PRELOAD": "libtcmalloc_minimal.so.4"}
+    # an allocator the environment preloads already gives way to the one named (both would claim malloc)
+    assert allocator_env("tcmalloc", {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2:/opt/x.so"}, found) == {
+        "LD_PRELOAD": "libtcmalloc_minimal.so.4:/opt/x.so"}
     assert allocator_env("", {}, found) == allocator_env("glibc", {}, found) == {}
 
 

@@ -146,3 +146,16 @@ def test_memstats_slopes_under_a_preloaded_allocator() -> None:
     assert slopes["allocator"] == "jemalloc" and slopes["dumps"] == 4
     assert slopes["py_blocks"] == {"first": 1000, "last": 1030, "per_hour": 600.0}
     assert not {"system_mb", "free_mb", "in_use_mb", "mmap_mb"} & set(slopes)
+
+
+def test_memstats_slopes_under_tcmalloc() -> None:
+    """tcmalloc's account (heap.tcmalloc_info: held and free, no mmap-ed chunks) gives the heap slopes as glibc's
+    does: a high-water mark (held and free grow, in use flat) tells itself from a native leak."""
+    lines = "\n".join("memstats: " + json.dumps({"monotonic": 100.0 + 60 * i, "py_blocks": 1000, "gc_objects": 500,
+                                                 "allocator": "tcmalloc", "system_mb": 700 + 2 * i,
+                                                 "free_mb": 100 + 2 * i, "growing": []})
+                      for i in range(4))
+    slopes = memstats_slopes(lines, 100.0, 0.0)
+    assert slopes["allocator"] == "tcmalloc" and "mmap_mb" not in slopes
+    assert slopes["system_mb"]["per_hour"] == slopes["free_mb"]["per_hour"] == 120.0
+    assert slopes["in_use_mb"] == {"first": 600, "last": 600, "per_hour": 0.0}

@@ -1,4 +1,5 @@
-"""Give freed heap memory back to the operating system (glibc's `malloc_trim`).
+"""Give freed heap memory back to the operating system (glibc's `malloc_trim`), tell which malloc serves the
+process, and read its account of the heap (glibc's malloc_info, tcmalloc's numeric properties).
 
 Why: a node with several cameras frees megabyte-sized buffers (serialized messages, decoded frames, activations)
 at camera rate on several threads. glibc keeps those freed chunks inside its heaps when smaller live allocations
@@ -6,7 +7,8 @@ sit around them, so the resident size of a four-camera node climbed about 0.5 MB
 object leaked (tracemalloc: traced memory flat; bench/README.md). `malloc_trim(0)` returns every whole free page
 inside the heaps (glibc >= 2.8), which a fixed `mmap` threshold or fewer arenas did not do without slowing
 inference. There is no Python or library API for it, hence ctypes; on a C library without it (musl, macOS)
-trimming is unavailable and says so.
+trimming is unavailable and says so. Under a preloaded allocator (tcmalloc, which the launch's default
+`allocator:=auto` preloads, or jemalloc) glibc's heap holds nothing: there is nothing to trim, and diagnostics say so.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ def _glibc_malloc() -> ctypes.CDLL | None:
 
 def _malloc_trim():
     """glibc's malloc_trim, or None where the C library has none or another allocator serves malloc (that allocator
-    returns memory by itself: jemalloc after its decay time)."""
+    manages its own: jemalloc gives freed memory back after its decay time, tcmalloc keeps its high-water mark and
+    gives it back only slowly)."""
     lib = _glibc_malloc()
     if lib is None:
         return None
@@ -149,28 +152,35 @@ def tcmalloc_info() -> dict[str, int]:
     resident once touched) and how much of that is free inside it (page heap and caches: a high-water mark it
     keeps when that grows with RSS, a native leak when the rest grows). Empty without tcmalloc."""
     lib = libc() if allocator() == "tcmalloc" else None
-    value = ctypes.c_size_t()
-
-    def prop(name: str) -> int:
-        if not lib.MallocExtension_GetNumericProperty(name.encode(), ctypes.byref(value)):
-            raise AttributeError(name)
-        return value.value
-
     try:
-        held = prop("generic.heap_size") - prop("tcmalloc.pageheap_unmapped_bytes")
-        in_use = prop("generic.current_allocated_bytes")
-    except AttributeError:  # no tcmalloc, or one without these properties
+        get = lib.MallocExtension_GetNumericProperty  # gperftools' C API (malloc_extension_c.h)
+    except AttributeError:  # lib None, or a tcmalloc without the C API
         return {}
-    return {"system_mb": held >> 20, "free_mb": (held - in_use) >> 20}
+    get.argtypes, get.restype = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_size_t)], ctypes.c_int
+    value = ctypes.c_size_t()
+    numbers = []
+    # in use first: read while other threads allocate, held then covers it
+    for name in ("generic.current_allocated_bytes", "generic.heap_size", "tcmalloc.pageheap_unmapped_bytes"):
+        if not get(name.encode(), ctypes.byref(value)):
+            return {}
+        numbers.append(value.value)
+    in_use, size, unmapped = numbers
+    held = size - unmapped
+    return {"system_mb": held >> 20, "free_mb": max(0, held - in_use) >> 20}
+
+
+def heap_account() -> dict[str, int]:
+    """The account of the allocator serving malloc: glibc's malloc_info or tcmalloc's (empty under jemalloc)."""
+    return malloc_info() or tcmalloc_info()
 
 
 def memory_stats(objects: list | None = None) -> dict:
     """Python's and the allocator's account of this process's memory, cheap enough to take once a minute in a live
     node (unlike tracemalloc): pymalloc blocks in use, objects the garbage collector tracks (`objects`: that list
-    when the caller has it), glibc's malloc_info or tcmalloc's equivalent."""
+    when the caller has it), heap_account()."""
     return {"monotonic": round(time.monotonic(), 1), "py_blocks": sys.getallocatedblocks(),
             "gc_objects": len(gc.get_objects() if objects is None else objects), "allocator": allocator(),
-            **(malloc_info() or tcmalloc_info())}
+            **heap_account()}
 
 
 class GrowingContainers:
@@ -252,9 +262,9 @@ def _owner(container, holder=None) -> str:
 def log_memory_stats(period_s: float) -> None:
     """Investigation switch (env MOLMO2_MEMSTATS_S, read by the node's entry point): log `memstats: {json}` of
     memory_stats() and the containers that grew (GrowingContainers) to stderr every `period_s`, for a long run to
-    tell a Python leak (py_blocks, gc_objects grow; `growing` names where) from heap glibc keeps (system_mb and
-    free_mb grow) or a native leak (system_mb - free_mb or mmap_mb grow). scripts/soak_stats.py turns the lines
-    into slopes."""
+    tell a Python leak (py_blocks, gc_objects grow; `growing` names where) from heap the allocator keeps (glibc's or
+    tcmalloc's: system_mb and free_mb grow) or a native leak (system_mb - free_mb grow, or glibc's mmap_mb).
+    scripts/soak_stats.py turns the lines into slopes."""
     growing = GrowingContainers()
 
     def dump() -> None:
@@ -270,8 +280,8 @@ def log_memory_stats(period_s: float) -> None:
 
 def trace_memory(period_s: float, top: int = 10) -> None:
     """Investigation switch (env MOLMO2_TRACEMALLOC_S, read by the node's entry point): start tracemalloc and log
-    to stderr every `period_s` the Python memory traced, glibc's malloc_info and the `top` line-level growths
-    since the previous dump, to tell a Python leak (traced memory grows) from heap the allocator keeps (RSS and
+    to stderr every `period_s` the Python memory traced, heap_account() and the `top` line-level growths since the
+    previous dump, to tell a Python leak (traced memory grows) from heap the allocator keeps (RSS and
     free_mb grow, traced memory flat). Slows the node: not for production."""
     tracemalloc.start()
 
@@ -281,7 +291,7 @@ def trace_memory(period_s: float, top: int = 10) -> None:
             time.sleep(period_s)
             snapshot = tracemalloc.take_snapshot()
             current, peak = tracemalloc.get_traced_memory()
-            lines = [f"tracemalloc: traced {current / 2**20:.1f} MB (peak {peak / 2**20:.1f}), malloc {malloc_info()}"]
+            lines = [f"tracemalloc: traced {current / 2**20:.1f} MB (peak {peak / 2**20:.1f}), malloc {heap_account()}"]
             lines += [f"tracemalloc:   {stat}" for stat in snapshot.compare_to(previous, "lineno")[:top]]
             print("\n".join(lines), file=sys.stderr, flush=True)
             previous = snapshot

@@ -112,11 +112,13 @@ SPECS: dict[str, Spec] = {
                                         "default; smaller values cost engine time with several cameras, "
                                         "bench/README.md). Set at start-up.", 0.05, 100.0, read_only=True),
     "heap_trim_period_s": Spec(2.0, "Give freed heap memory back to the OS this often (glibc malloc_trim; 0 = "
-                                    "never; rounded to the node's 1 s tick): glibc keeps freed frame buffers "
-                                    "otherwise. A call takes ~5 ms and delays image callbacks meanwhile; longer "
-                                    "periods let RSS saw-tooth (bench/README.md).", 0.0, 3600.0),
-    "release_dds_shared_pages": Spec(True, "With each heap trim, drop the node's page-table entries of the Fast DDS "
-                                           "shared-memory segments it maps (madvise MADV_DONTNEED on shared "
+                                    "never, and no shared-page release either; rounded to the node's 1 s tick): "
+                                    "glibc keeps freed frame buffers otherwise. A call takes ~5 ms and delays image "
+                                    "callbacks meanwhile; longer periods let RSS saw-tooth (bench/README.md). Under "
+                                    "a preloaded tcmalloc (the launch's default) or jemalloc there is nothing to "
+                                    "trim; the period still paces release_dds_shared_pages.", 0.0, 3600.0),
+    "release_dds_shared_pages": Spec(True, "Every heap_trim_period_s, drop the node's page-table entries of the "
+                                           "Fast DDS shared-memory segments it maps (madvise MADV_DONTNEED on shared "
                                            "mappings: no data is lost or freed, the pages stay in the publishers' "
                                            "segments). Without it RSS counts every segment page the node ever read "
                                            "and rises over hours up to the segments' size (bench/README.md; "

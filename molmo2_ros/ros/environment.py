@@ -26,8 +26,8 @@ FASTDDS2_PROFILE_VAR = "FASTRTPS_DEFAULT_PROFILES_FILE"
 # allocator name -> (library name for ctypes.util.find_library, the Debian/Ubuntu package that ships it: for
 # tcmalloc the one rosdep's key `gperftools` installs, named alike on Ubuntu 22.04 and 24.04)
 ALLOCATORS = {"jemalloc": ("jemalloc", "libjemalloc2"), "tcmalloc": ("tcmalloc_minimal", "libgoogle-perftools-dev")}
-# The launch's default: tcmalloc where installed (package.xml depends on it), glibc's malloc otherwise (README
-# "Reliability": flat memory over a shift with several cameras).
+# The launch's default: tcmalloc where installed (package.xml depends on it) and the inherited LD_PRELOAD names no
+# allocator; otherwise nothing preloaded: glibc's malloc or the inherited allocator (README "Reliability").
 AUTO_ALLOCATOR = "auto"
 
 
@@ -71,10 +71,11 @@ def conflicting_variables(distro: str | None = None) -> tuple[str, ...]:
 
 def allocator_env(name: str, inherited: Mapping[str, str] | None = None,
                   find: Callable[[str], str | None] = ctypes.util.find_library) -> dict[str, str]:
-    """LD_PRELOAD that gives a process `name`'s malloc, ahead of the libraries the inherited LD_PRELOAD (default:
-    os.environ's) already names. "" or "glibc": none, {}; "auto": tcmalloc where its library is installed and the
-    inherited LD_PRELOAD names no allocator, else none. ValueError naming the package to install when a named
-    allocator's library is not found, or the choices for an unknown name."""
+    """LD_PRELOAD that gives a process `name`'s malloc, ahead of the other libraries the inherited LD_PRELOAD
+    (default: os.environ's) names (an allocator named there is dropped: two would each claim malloc). "" or
+    "glibc": none, {}; "auto": tcmalloc where its library is installed and the inherited LD_PRELOAD names no
+    allocator, else none. ValueError naming the package to install when a named allocator's library is not found,
+    or the choices for an unknown name."""
     if name in ("", "glibc"):
         return {}
     rest = (os.environ if inherited is None else inherited).get("LD_PRELOAD", "")
@@ -90,4 +91,5 @@ def allocator_env(name: str, inherited: Mapping[str, str] | None = None,
     if not path:
         raise ValueError(f"allocator {name}: lib{library} not found; install it (sudo apt install {package}) or "
                          f"use allocator:={AUTO_ALLOCATOR} or glibc")
-    return {"LD_PRELOAD": f"{path}:{rest}" if rest else path}
+    others = [entry for entry in rest.split(":") if entry and not any(lib in entry for lib in PRELOADED_ALLOCATORS)]
+    return {"LD_PRELOAD": ":".join([path, *others])}
