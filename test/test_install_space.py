@@ -118,14 +118,15 @@ def test_launch_arguments_left_unset_keep_the_params_file(robot_env, client, tmp
     params = _params_file(tmp_path)
     (process,) = launch_installed({"params_file": str(params), "namespace": "unset"}, robot_env, tmp_path / "run")
     # no override file, no profile; the default allocator (auto: tcmalloc where installed, else nothing preloaded)
-    assert process["cmd"].count("--params-file") == 1 and process["env"] == allocator_env("auto", robot_env)
+    default_allocator = allocator_env("auto", robot_env)
+    assert process["cmd"].count("--params-file") == 1 and process["env"] == default_allocator
     assert "image:=camera/image_raw" in process["cmd"]
     node = start(process, robot_env, tmp_path / "node.log")
     try:
         wait_until(lambda: client.state("/unset/molmo2") == "unconfigured", 30.0, what="node up")
         # the node's malloc is the default allocator's (tcmalloc where installed: make malloc-libs)
         maps = Path(f"/proc/{node.proc.pid}/maps").read_text()
-        assert ("/libtcmalloc" in maps) == bool(allocator_env("auto", robot_env)), process["env"]
+        assert ("/libtcmalloc" in maps) == bool(default_allocator), process["env"]
         assert get_params(client, "/unset/molmo2", "autostart", "input_compressed", "use_sim_time", "device") == {
             "autostart": False, "input_compressed": True, "use_sim_time": True, "device": "cpu"}
     finally:

@@ -78,18 +78,20 @@ def allocator_env(name: str, inherited: Mapping[str, str] | None = None,
     or the choices for an unknown name."""
     if name in ("", "glibc"):
         return {}
-    rest = (os.environ if inherited is None else inherited).get("LD_PRELOAD", "")
-    if name == AUTO_ALLOCATOR:
-        preloaded = any(lib in rest for lib in PRELOADED_ALLOCATORS)
-        return {} if preloaded or not find(ALLOCATORS["tcmalloc"][0]) else allocator_env("tcmalloc", inherited, find)
-    if name not in ALLOCATORS:
+    entries = [e for e in (os.environ if inherited is None else inherited).get("LD_PRELOAD", "").split(":") if e]
+    others = [entry for entry in entries if not any(lib in entry for lib in PRELOADED_ALLOCATORS)]
+    if name == AUTO_ALLOCATOR:  # an allocator preloaded already is kept
+        path = find(ALLOCATORS["tcmalloc"][0]) if len(others) == len(entries) else None
+        if not path:
+            return {}
+    elif name not in ALLOCATORS:
         choices = [AUTO_ALLOCATOR, "glibc", *ALLOCATORS]
         raise ValueError(f"allocator {name!r}: use {', '.join(choices[:-1])} or {choices[-1]} (or leave it empty "
                          "for glibc)")
-    library, package = ALLOCATORS[name]
-    path = find(library)
-    if not path:
-        raise ValueError(f"allocator {name}: lib{library} not found; install it (sudo apt install {package}) or "
-                         f"use allocator:={AUTO_ALLOCATOR} or glibc")
-    others = [entry for entry in rest.split(":") if entry and not any(lib in entry for lib in PRELOADED_ALLOCATORS)]
+    else:
+        library, package = ALLOCATORS[name]
+        path = find(library)
+        if not path:
+            raise ValueError(f"allocator {name}: lib{library} not found; install it (sudo apt install {package}) "
+                             f"or use allocator:={AUTO_ALLOCATOR} or glibc")
     return {"LD_PRELOAD": ":".join([path, *others])}
